@@ -1,0 +1,238 @@
+"""Tiny in-process models and tokenizers for tests and examples.
+
+Everything here is built from code (no downloads, no files), so a test suite can run a real
+Hugging Face causal LM end to end in seconds on a CPU. Heavy imports happen inside the functions
+so that importing :mod:`faithcb.testing` stays cheap.
+"""
+
+from __future__ import annotations
+
+import math
+import string
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+
+__all__ = ["CHAT_TEMPLATE", "FAMILIES", "tiny_model", "tiny_tokenizer", "train_tiny"]
+
+PAD_TOKEN = "<pad>"
+EOS_TOKEN = "<eos>"
+UNK_TOKEN = "<unk>"
+END_TOKEN = "<|end|>"
+# The role tokens are always in the vocabulary, with or without the template, so that a model built
+# for one tokenizer variant can be used with the other (same ids everywhere).
+ROLE_TOKENS = ("<|system|>", "<|user|>", "<|assistant|>")
+SPECIAL_TOKENS = (PAD_TOKEN, EOS_TOKEN, UNK_TOKEN, *ROLE_TOKENS, END_TOKEN)
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+FAMILIES = ("llama", "gpt2", "qwen2")
+
+# string.printable minus the exotic whitespace (\t is kept: code and tables use it).
+_CHARS = "".join(ch for ch in string.printable if ch not in "\r\x0b\x0c")
+
+_MAX_POSITIONS = 512
+
+
+def tiny_tokenizer(*, chat_template: bool = False, padding_side: str = "right") -> PreTrainedTokenizerFast:
+    """A character-level fast tokenizer over printable ASCII.
+
+    Every character is one token, so ``decode(encode(text), skip_special_tokens=True) == text`` for
+    any printable-ASCII text, and offsets mapping is exact. Special tokens: ``<pad>``, ``<eos>``,
+    ``<unk>``, ``<|system|>``, ``<|user|>``, ``<|assistant|>``, ``<|end|>``. No BOS is added.
+
+    With ``chat_template=True`` the tokenizer carries :data:`CHAT_TEMPLATE` and its eos token is
+    ``<|end|>``, so generation stops at the end of the assistant turn; otherwise ``chat_template``
+    is None and eos is ``<eos>``.
+    """
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    if padding_side not in ("left", "right"):
+        raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+    vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
+    for ch in _CHARS:
+        vocab.setdefault(ch, len(vocab))
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK_TOKEN))
+    # `[\s\S]` rather than `.`: the regex dot does not match a newline.
+    backend.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+    # Fuse joins the pieces with nothing in between; the default decoder would put spaces back.
+    backend.decoder = decoders.Fuse()
+    backend.add_special_tokens(list(SPECIAL_TOKENS))
+
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        pad_token=PAD_TOKEN,
+        eos_token=END_TOKEN if chat_template else EOS_TOKEN,
+        unk_token=UNK_TOKEN,
+        padding_side=padding_side,
+        model_max_length=_MAX_POSITIONS,
+        # The cleanup would turn " ." into "." and break the exact round trip.
+        clean_up_tokenization_spaces=False,
+    )
+    tokenizer.chat_template = CHAT_TEMPLATE if chat_template else None
+    return tokenizer
+
+
+def tiny_model(
+    tokenizer: PreTrainedTokenizerBase,
+    family: str = "llama",
+    *,
+    hidden_size: int = 64,
+    num_layers: int = 2,
+    num_heads: int = 4,
+    seed: int = 0,
+) -> PreTrainedModel:
+    """A randomly initialised float32 causal LM sized for ``tokenizer``, in eval mode.
+
+    ``family`` is ``"llama"`` (grouped-query attention with 2 key/value heads when ``num_heads``
+    is even), ``"gpt2"`` (absolute positions, tied embeddings) or ``"qwen2"``. Weight tying follows
+    the family's default. The weights depend only on ``seed``; the global torch RNG is left as it was.
+    Dropout is off so that training with :func:`train_tiny` is deterministic and quick.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, Qwen2Config
+
+    if family not in FAMILIES:
+        raise ValueError(f"family must be one of {', '.join(FAMILIES)}; got {family!r}")
+    if hidden_size % num_heads:
+        raise ValueError(f"hidden_size ({hidden_size}) must be divisible by num_heads ({num_heads})")
+    vocab_size = len(tokenizer)
+    ids = {"pad_token_id": tokenizer.pad_token_id, "eos_token_id": tokenizer.eos_token_id, "bos_token_id": None}
+    config: GPT2Config | LlamaConfig | Qwen2Config
+    if family == "gpt2":
+        config = GPT2Config(
+            vocab_size=vocab_size,
+            n_embd=hidden_size,
+            n_layer=num_layers,
+            n_head=num_heads,
+            n_positions=_MAX_POSITIONS,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+            **ids,
+        )
+    else:
+        cls = LlamaConfig if family == "llama" else Qwen2Config
+        kv_heads = 2 if family == "llama" and num_heads % 2 == 0 else num_heads
+        config = cls(
+            vocab_size=vocab_size,
+            hidden_size=hidden_size,
+            intermediate_size=4 * hidden_size,
+            num_hidden_layers=num_layers,
+            num_attention_heads=num_heads,
+            num_key_value_heads=kv_heads,
+            max_position_embeddings=_MAX_POSITIONS,
+            attention_dropout=0.0,
+            **ids,
+        )
+    # Initialisation draws from the global RNG; fork it so that callers' seeds are not disturbed.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    # GPT-2 otherwise warns on the first loss that its (unset) loss type is unrecognised.
+    model.config.loss_type = "ForCausalLM"
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.bos_token_id = None
+    return model.eval()
+
+
+def train_tiny(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence[str],
+    *,
+    steps: int = 200,
+    batch_size: int = 16,
+    lr: float = 3e-3,
+    seed: int = 0,
+    completion_starts: Sequence[int] | None = None,
+) -> list[float]:
+    """Train ``model`` on ``texts`` (each followed by eos) with plain AdamW; return the loss per step.
+
+    Batches are right-padded with an attention mask and -100 labels on padding. With
+    ``completion_starts`` (one character index per text) only the tokens that start at or after
+    that character count in the loss, so the model learns the completions, not the questions.
+    Batch order comes from a private generator and any dropout runs under a forked RNG, so the
+    global torch RNG is left as it was. The model ends in eval mode.
+
+    Speed: a 2-layer width-64 llama from :func:`tiny_model` on 40 arithmetic texts such as
+    ``"Q: 3 + 4 - 2?\\nA: 3 + 4 = 7. 7 - 2 = 5. The answer is 5."`` runs the default 200 steps
+    of batch 16 in about 6 s on 2 CPU cores (loss 3.2 -> 0.6; measured with torch 2.13).
+    """
+    import torch
+
+    if not texts:
+        raise ValueError("train_tiny needs at least one text")
+    if completion_starts is not None and len(completion_starts) != len(texts):
+        raise ValueError(
+            f"completion_starts has {len(completion_starts)} entries but there are {len(texts)} texts"
+        )
+    if tokenizer.eos_token_id is None or tokenizer.pad_token_id is None:
+        raise ValueError("the tokenizer needs an eos token and a pad token")
+    max_len = int(getattr(model.config, "max_position_embeddings", 0) or getattr(model.config, "n_positions", 0))
+    max_len = max_len or _MAX_POSITIONS
+
+    examples: list[tuple[list[int], list[int]]] = []
+    for i, text in enumerate(texts):
+        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        start = 0 if completion_starts is None else completion_starts[i]
+        ids = [*enc["input_ids"], tokenizer.eos_token_id][:max_len]
+        labels = [t if s >= start else -100 for t, (s, _e) in zip(enc["input_ids"], enc["offset_mapping"])]
+        labels = [*labels, tokenizer.eos_token_id][:max_len]
+        examples.append((ids, labels))
+
+    device = next(model.parameters()).device
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    warmup = max(1, min(20, steps // 10))
+
+    def lr_factor(step: int) -> float:
+        # Short warmup, then cosine to 10%: a constant rate of 3e-3 oscillates at the end.
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, steps - warmup)
+        return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+    order: list[int] = []
+    losses: list[float] = []
+    model.train()
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            for _ in range(steps):
+                batch: list[int] = []
+                while len(batch) < batch_size:
+                    if not order:
+                        order = torch.randperm(len(examples), generator=generator).tolist()
+                    batch.append(order.pop())
+                width = max(len(examples[j][0]) for j in batch)
+                input_ids = torch.full((len(batch), width), tokenizer.pad_token_id, dtype=torch.long)
+                labels = torch.full((len(batch), width), -100, dtype=torch.long)
+                attention = torch.zeros((len(batch), width), dtype=torch.long)
+                for row, j in enumerate(batch):
+                    ids, labs = examples[j]
+                    input_ids[row, : len(ids)] = torch.tensor(ids)
+                    labels[row, : len(labs)] = torch.tensor(labs)
+                    attention[row, : len(ids)] = 1
+                out = model(
+                    input_ids=input_ids.to(device),
+                    attention_mask=attention.to(device),
+                    labels=labels.to(device),
+                )
+                optimizer.zero_grad(set_to_none=True)
+                out.loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                optimizer.step()
+                scheduler.step()
+                losses.append(float(out.loss.detach()))
+    finally:
+        model.eval()
+    return losses
