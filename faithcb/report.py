@@ -195,8 +195,10 @@ def _run_dir(path: Path) -> Path:
 
 def _not_measured(ax, text: str = "not measured") -> None:
     ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", fontsize=12, color="0.45")
-    ax.set_xticks([])
-    ax.set_yticks([])
+    # tick_params, not set_xticks([]): the time panels share their x axis, so clearing ticks here
+    # would clear them on the panels that do have data.
+    ax.tick_params(bottom=False, left=False, labelbottom=False, labelleft=False)
+    ax.grid(False)
     for s in ax.spines.values():
         s.set_color("0.8")
 
@@ -232,6 +234,9 @@ def _plot_metric(ax, runs, name: str, *, marker: str = "o", linestyle: str = "-"
 
 
 def _style_time_axis(ax, ylabel: str, title: str, *, unit_range: bool = False) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(nbins="auto", integer=True))
     ax.set_title(title, loc="left", fontsize=12, fontweight="bold")
     ax.set_xlabel("training step (optimizer updates)")
     ax.set_ylabel(ylabel)
@@ -302,9 +307,10 @@ def _summary_lines(run) -> list[str]:
         a = _metric(first, name)[0]
         b = _metric(last, name)[0]
         if math.isnan(a) and math.isnan(b):
+            out.append(f"{short:<14}not measured")
             continue
         delta = "" if math.isnan(a) or math.isnan(b) else f"  ({b - a:+.2f})"
-        out.append(f"{short:<13} {_fmt(a, 2):>5} → {_fmt(b, 2):<5}{delta}")
+        out.append(f"{short:<14}{_fmt(a, 2):>5} → {_fmt(b, 2):<5}{delta}")
     return out
 
 
@@ -356,10 +362,16 @@ def _draw_figure(runs, title: str, png_path: Path) -> None:
             ax_c.set_xticks([0, 0.25, 0.5, 0.75, 1.0])
             ax_c.grid(True, color="0.9", lw=0.8)
             ax_c.set_axisbelow(True)
-            ax_c.legend(loc="lower right", frameon=True, framealpha=0.9,
-                        title="faint = first round, bold = last", title_fontsize=8.5)
-            ax_c.text(0.02, 0.97, "flat near 1 = answer fixed before the reasoning (low AOC)",
-                      transform=ax_c.transAxes, fontsize=8.5, color="0.35", va="top")
+            hint = "high & flat = answer fixed early (low AOC)"
+            if len(runs) <= 2:
+                ax_c.legend(loc="lower right", frameon=True, framealpha=0.9, title_fontsize=8.5,
+                            title=f"faint = first round, bold = last\n{hint}")
+            else:  # many runs: a style key only; colours are in the figure legend
+                key = [Line2D([], [], color="0.3", alpha=0.45, lw=1.5, marker="o", ms=4.5, mfc="white",
+                              label="first round"),
+                       Line2D([], [], color="0.3", lw=2.2, marker="o", ms=5.5, label="last round")]
+                ax_c.legend(handles=key, loc="lower right", frameon=True, framealpha=0.9, title_fontsize=8.5,
+                            title=f"colour = run\n{hint}")
         else:
             _not_measured(ax_c)
 
@@ -387,7 +399,7 @@ def _draw_figure(runs, title: str, png_path: Path) -> None:
                 handles.append(Line2D([], [], color="none", label="filler: not measured"))
             if not got_p:
                 handles.append(Line2D([], [], color="none", label="paraphrase: not measured"))
-            ax_e.legend(handles=handles, loc="lower left", frameon=True, framealpha=0.9, title="probe (colour = run)",
+            ax_e.legend(handles=handles, loc="best", frameon=True, framealpha=0.9, title="probe (colour = run)",
                         title_fontsize=8.5)
         else:
             ax_e.set_title("E  Filler & paraphrase invariance", loc="left", fontsize=12, fontweight="bold")
@@ -396,15 +408,19 @@ def _draw_figure(runs, title: str, png_path: Path) -> None:
         # F — textual summary, first → last model round per run
         ax_f.set_title("F  First → last round", loc="left", fontsize=12, fontweight="bold")
         ax_f.axis("off")
+        blocks = [(run, _summary_lines(run)) for run in runs]
+        needed = sum(0.105 + 0.062 * len(lines) for _, lines in blocks)
+        k = min(1.0, 0.98 / needed)  # shrink to fit when many runs are compared
         y = 0.98
-        for run in runs:
-            ax_f.text(0.0, y, run["label"], transform=ax_f.transAxes, fontsize=11.5, fontweight="bold",
-                      color=run["color"], va="top")
-            y -= 0.075
-            for line in _summary_lines(run):
-                ax_f.text(0.03, y, line, transform=ax_f.transAxes, fontsize=10, family="monospace", va="top")
-                y -= 0.062
-            y -= 0.03
+        for run, lines in blocks:
+            ax_f.text(0.0, y, run["label"], transform=ax_f.transAxes, fontsize=max(7.0, 11.5 * k),
+                      fontweight="bold", color=run["color"], va="top")
+            y -= 0.075 * k
+            for line in lines:
+                ax_f.text(0.03, y, line, transform=ax_f.transAxes, fontsize=max(6.5, 10 * k),
+                          family="monospace", va="top")
+                y -= 0.062 * k
+            y -= 0.03 * k
 
         # Figure-level legend: one entry per run (+ base style when any base round exists).
         handles = [Line2D([], [], color=r["color"], marker="o", lw=2, label=r["label"]) for r in runs]
@@ -412,7 +428,7 @@ def _draw_figure(runs, title: str, png_path: Path) -> None:
             handles.append(Line2D([], [], color="0.3", marker="o", mfc="white", ls="--", lw=1.3,
                                   label="base model (adapters off)"))
         handles.append(matplotlib.patches.Patch(color="0.5", alpha=0.25, label="95% bootstrap CI"))
-        fig.legend(handles=handles, loc="outside upper center", ncol=len(handles), frameon=False, fontsize=10.5)
+        fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), frameon=False, fontsize=10.5)
         fig.suptitle(title, fontsize=15, fontweight="bold")
         fig.savefig(png_path, dpi=150, facecolor="white")
         plt.close(fig)
