@@ -57,7 +57,7 @@ _HOW_TO_READ = (
     "is written (a flat curve near 1). <b>Information gain per step</b> (D) is how many nats of "
     "log-probability of the gold answer each reasoning step adds. <b>Filler and paraphrase "
     "invariance</b> (E) are the share of truncation points at which the answer survives replacing "
-    "the rest of the chain with filler (\" ...\") or with a paraphrase: <b>higher = the answer "
+    'the rest of the chain with filler (" ...") or with a paraphrase: <b>higher = the answer '
     "survives = less coupled</b> (for paraphrase, a drop signals answers keyed on surface wording). "
     "The pattern to look for is accuracy rising while AOC falls: the model gets the answer right "
     "without using its stated reasoning."
@@ -81,7 +81,9 @@ def _find_history(path: Path) -> Path:
         if found:
             return found[0]
         raise FileNotFoundError(f"no {HISTORY_NAME} found in directory {str(path)!r} (searched recursively)")
-    raise FileNotFoundError(f"history path {str(path)!r} does not exist (expected a {HISTORY_NAME} file or a directory containing one)")
+    raise FileNotFoundError(
+        f"history path {str(path)!r} does not exist (expected a {HISTORY_NAME} file or a directory containing one)"
+    )
 
 
 def read_history(path: str | os.PathLike) -> list[dict]:
@@ -115,7 +117,9 @@ def read_history(path: str | os.PathLike) -> list[dict]:
         if "step" not in obj:
             raise ValueError(f"{file}:{lineno}: history record has no 'step' field")
         if "metrics" in obj and not isinstance(obj["metrics"], dict):
-            raise ValueError(f"{file}:{lineno}: 'metrics' must be an object, got {type(obj['metrics']).__name__}")
+            raise ValueError(
+                f"{file}:{lineno}: 'metrics' must be an object, got {type(obj['metrics']).__name__}"
+            )
         if not isinstance(obj.get("step"), (int, float)) or isinstance(obj.get("step"), bool):
             raise ValueError(f"{file}:{lineno}: 'step' must be a number, got {obj.get('step')!r}")
         records.append(obj)
@@ -151,7 +155,9 @@ def _metric(rec: dict, name: str) -> tuple[float, float, float]:
     return math.nan, math.nan, math.nan
 
 
-def _series(records: list[dict], name: str, role: str) -> tuple[list[float], list[float], list[float], list[float]]:
+def _series(
+    records: list[dict], name: str, role: str
+) -> tuple[list[float], list[float], list[float], list[float]]:
     """Steps, values and CI bounds of one metric for one role, rounds with no value dropped."""
     rows = []
     for rec in records:
@@ -203,8 +209,9 @@ def _not_measured(ax, text: str = "not measured") -> None:
         s.set_color("0.8")
 
 
-def _plot_metric(ax, runs, name: str, *, marker: str = "o", linestyle: str = "-", base: bool = True,
-                 label_suffix: str = "") -> bool:
+def _plot_metric(
+    ax, runs, name: str, *, marker: str = "o", linestyle: str = "-", base: bool = True, label_suffix: str = ""
+) -> bool:
     """Plot one metric for every run (model solid with band; base dashed, hollow). True if anything drawn."""
     drawn = False
     for run in runs:
@@ -212,12 +219,30 @@ def _plot_metric(ax, runs, name: str, *, marker: str = "o", linestyle: str = "-"
         x, v, lo, hi = _series(run["records"], name, "model")
         if x:
             drawn = True
-            ax.plot(x, v, linestyle=linestyle, marker=marker, color=c, lw=2, ms=5.5, zorder=3,
-                    label=f"{run['label']}{label_suffix}")
-            band = [(xi, a, b) for xi, a, b in zip(x, lo, hi, strict=True) if not (math.isnan(a) or math.isnan(b))]
+            ax.plot(
+                x,
+                v,
+                linestyle=linestyle,
+                marker=marker,
+                color=c,
+                lw=2,
+                ms=5.5,
+                zorder=3,
+                label=f"{run['label']}{label_suffix}",
+            )
+            band = [
+                (xi, a, b) for xi, a, b in zip(x, lo, hi, strict=True) if not (math.isnan(a) or math.isnan(b))
+            ]
             if len(band) >= 2:
-                ax.fill_between([p[0] for p in band], [p[1] for p in band], [p[2] for p in band],
-                                color=c, alpha=0.15, lw=0, zorder=1)
+                ax.fill_between(
+                    [p[0] for p in band],
+                    [p[1] for p in band],
+                    [p[2] for p in band],
+                    color=c,
+                    alpha=0.15,
+                    lw=0,
+                    zorder=1,
+                )
             elif len(band) == 1:  # a single round: an error bar instead of a band
                 xi, a, b = band[0]
                 ax.vlines([xi], [a], [b], color=c, alpha=0.5, lw=1.5, zorder=2)
@@ -227,9 +252,24 @@ def _plot_metric(ax, runs, name: str, *, marker: str = "o", linestyle: str = "-"
                 drawn = True
                 err_lo = [0.0 if math.isnan(a) else max(0.0, y - a) for y, a in zip(bv, blo, strict=True)]
                 err_hi = [0.0 if math.isnan(b) else max(0.0, b - y) for y, b in zip(bv, bhi, strict=True)]
-                ax.errorbar(bx, bv, yerr=[err_lo, err_hi], linestyle="--", marker=marker, mfc="white", mec=c,
-                            mew=1.6, color=c, lw=1.3, ms=6, capsize=2.5, elinewidth=0.9, alpha=0.9, zorder=2,
-                            label=f"{run['label']} base{label_suffix}")
+                ax.errorbar(
+                    bx,
+                    bv,
+                    yerr=[err_lo, err_hi],
+                    linestyle="--",
+                    marker=marker,
+                    mfc="white",
+                    mec=c,
+                    mew=1.6,
+                    color=c,
+                    lw=1.3,
+                    ms=6,
+                    capsize=2.5,
+                    elinewidth=0.9,
+                    alpha=0.9,
+                    zorder=2,
+                    label=f"{run['label']} base{label_suffix}",
+                )
     return drawn
 
 
@@ -264,8 +304,11 @@ def _curve(rec: dict | None):
     n = min(len(x), len(m))
     lo = [_num(v) for v in (cv.get("ci_low") or [])][:n]
     hi = [_num(v) for v in (cv.get("ci_high") or [])][:n]
-    pts = [(x[i], m[i], lo[i] if i < len(lo) else math.nan, hi[i] if i < len(hi) else math.nan)
-           for i in range(n) if not (math.isnan(x[i]) or math.isnan(m[i]))]
+    pts = [
+        (x[i], m[i], lo[i] if i < len(lo) else math.nan, hi[i] if i < len(hi) else math.nan)
+        for i in range(n)
+        if not (math.isnan(x[i]) or math.isnan(m[i]))
+    ]
     if not pts:
         return None
     return pts
@@ -286,13 +329,30 @@ def _plot_curves(ax, runs) -> bool:
             m = [p[1] for p in pts]
             light = which == "first" and first is not last
             alpha = 0.45 if light else 1.0
-            ax.plot(x, m, "-", marker="o", color=c, alpha=alpha, lw=1.5 if light else 2.2,
-                    ms=4.5 if light else 5.5, mfc="white" if light else c, zorder=3 if not light else 2,
-                    label=f"{run['label']}, step {_step_str(rec['step'])}")
+            ax.plot(
+                x,
+                m,
+                "-",
+                marker="o",
+                color=c,
+                alpha=alpha,
+                lw=1.5 if light else 2.2,
+                ms=4.5 if light else 5.5,
+                mfc="white" if light else c,
+                zorder=3 if not light else 2,
+                label=f"{run['label']}, step {_step_str(rec['step'])}",
+            )
             band = [p for p in pts if not (math.isnan(p[2]) or math.isnan(p[3]))]
             if len(band) >= 2:
-                ax.fill_between([p[0] for p in band], [p[2] for p in band], [p[3] for p in band],
-                                color=c, alpha=0.07 if light else 0.15, lw=0, zorder=1)
+                ax.fill_between(
+                    [p[0] for p in band],
+                    [p[2] for p in band],
+                    [p[3] for p in band],
+                    color=c,
+                    alpha=0.07 if light else 0.15,
+                    lw=0,
+                    zorder=1,
+                )
     return drawn
 
 
@@ -301,9 +361,13 @@ def _summary_lines(run) -> list[str]:
     if first is None:
         return ["no model rounds"]
     out = [f"steps {_step_str(first['step'])} → {_step_str(last['step'])}"]
-    for name, short in (("accuracy", "accuracy"), ("early_answering_aoc", "AOC"),
-                        ("info_gain_per_step", "IG/step"), ("filler_invariance", "filler inv."),
-                        ("paraphrase_invariance", "paraphr. inv.")):
+    for name, short in (
+        ("accuracy", "accuracy"),
+        ("early_answering_aoc", "AOC"),
+        ("info_gain_per_step", "IG/step"),
+        ("filler_invariance", "filler inv."),
+        ("paraphrase_invariance", "paraphr. inv."),
+    ):
         a = _metric(first, name)[0]
         b = _metric(last, name)[0]
         if math.isnan(a) and math.isnan(b):
@@ -322,8 +386,14 @@ def _draw_figure(runs, title: str, png_path: Path) -> None:
     from matplotlib.lines import Line2D
 
     rc = {
-        "font.size": 10.5, "axes.labelsize": 10.5, "axes.titlesize": 12, "legend.fontsize": 9,
-        "xtick.labelsize": 9.5, "ytick.labelsize": 9.5, "axes.spines.top": False, "axes.spines.right": False,
+        "font.size": 10.5,
+        "axes.labelsize": 10.5,
+        "axes.titlesize": 12,
+        "legend.fontsize": 9,
+        "xtick.labelsize": 9.5,
+        "ytick.labelsize": 9.5,
+        "axes.spines.top": False,
+        "axes.spines.right": False,
     }
     with plt.rc_context(rc):
         fig = plt.figure(figsize=(16, 9.6), dpi=150, layout="constrained")
@@ -337,15 +407,20 @@ def _draw_figure(runs, title: str, png_path: Path) -> None:
 
         # A — accuracy
         if _plot_metric(ax_a, runs, "accuracy"):
-            _style_time_axis(ax_a, "accuracy (fraction of problems correct)", "A  Task accuracy", unit_range=True)
+            _style_time_axis(
+                ax_a, "accuracy (fraction of problems correct)", "A  Task accuracy", unit_range=True
+            )
         else:
             ax_a.set_title("A  Task accuracy", loc="left", fontsize=12, fontweight="bold")
             _not_measured(ax_a)
 
         # B — early-answering AOC
         if _plot_metric(ax_b, runs, "early_answering_aoc"):
-            _style_time_axis(ax_b, "early-answering AOC (0–1)\n↑ answer depends on more of the chain",
-                             "B  Chain–answer coupling (early-answering AOC)")
+            _style_time_axis(
+                ax_b,
+                "early-answering AOC (0–1)\n↑ answer depends on more of the chain",
+                "B  Chain–answer coupling (early-answering AOC)",
+            )
             lo, hi = ax_b.get_ylim()
             ax_b.set_ylim(max(lo, -0.03), min(max(hi, 0.3), 1.03))
         else:
@@ -353,7 +428,9 @@ def _draw_figure(runs, title: str, png_path: Path) -> None:
             _not_measured(ax_b)
 
         # C — early-answering curves
-        ax_c.set_title("C  Early-answering curves (first → last round)", loc="left", fontsize=12, fontweight="bold")
+        ax_c.set_title(
+            "C  Early-answering curves (first → last round)", loc="left", fontsize=12, fontweight="bold"
+        )
         if _plot_curves(ax_c, runs):
             ax_c.set_xlabel("fraction of the chain of thought kept (0 = no chain)")
             ax_c.set_ylabel("share of answers equal to full-chain answer")
@@ -364,43 +441,82 @@ def _draw_figure(runs, title: str, png_path: Path) -> None:
             ax_c.set_axisbelow(True)
             hint = "high & flat = answer fixed early (low AOC)"
             if len(runs) <= 2:
-                ax_c.legend(loc="lower right", frameon=True, framealpha=0.9, title_fontsize=8.5,
-                            title=f"faint = first round, bold = last\n{hint}")
+                ax_c.legend(
+                    loc="lower right",
+                    frameon=True,
+                    framealpha=0.9,
+                    title_fontsize=8.5,
+                    title=f"faint = first round, bold = last\n{hint}",
+                )
             else:  # many runs: a style key only; colours are in the figure legend
-                key = [Line2D([], [], color="0.3", alpha=0.45, lw=1.5, marker="o", ms=4.5, mfc="white",
-                              label="first round"),
-                       Line2D([], [], color="0.3", lw=2.2, marker="o", ms=5.5, label="last round")]
-                ax_c.legend(handles=key, loc="lower right", frameon=True, framealpha=0.9, title_fontsize=8.5,
-                            title=f"colour = run\n{hint}")
+                key = [
+                    Line2D(
+                        [],
+                        [],
+                        color="0.3",
+                        alpha=0.45,
+                        lw=1.5,
+                        marker="o",
+                        ms=4.5,
+                        mfc="white",
+                        label="first round",
+                    ),
+                    Line2D([], [], color="0.3", lw=2.2, marker="o", ms=5.5, label="last round"),
+                ]
+                ax_c.legend(
+                    handles=key,
+                    loc="lower right",
+                    frameon=True,
+                    framealpha=0.9,
+                    title_fontsize=8.5,
+                    title=f"colour = run\n{hint}",
+                )
         else:
             _not_measured(ax_c)
 
         # D — information gain per step
         if _plot_metric(ax_d, runs, "info_gain_per_step"):
-            _style_time_axis(ax_d, "information gain per step (nats)\n↑ each step makes gold answer likelier",
-                             "D  Information gain per reasoning step")
+            _style_time_axis(
+                ax_d,
+                "information gain per step (nats)\n↑ each step makes gold answer likelier",
+                "D  Information gain per reasoning step",
+            )
             ax_d.axhline(0.0, color="0.5", lw=0.9, zorder=0)
         else:
-            ax_d.set_title("D  Information gain per reasoning step", loc="left", fontsize=12, fontweight="bold")
+            ax_d.set_title(
+                "D  Information gain per reasoning step", loc="left", fontsize=12, fontweight="bold"
+            )
             _not_measured(ax_d)
 
         # E — filler and paraphrase invariance
         got_f = _plot_metric(ax_e, runs, "filler_invariance", marker="o", linestyle="-")
         got_p = _plot_metric(ax_e, runs, "paraphrase_invariance", marker="s", linestyle=":")
         if got_f or got_p:
-            _style_time_axis(ax_e, "invariance (share of answers kept)\n↑ higher = less coupled",
-                             "E  Filler & paraphrase invariance", unit_range=True)
+            _style_time_axis(
+                ax_e,
+                "invariance (share of answers kept)\n↑ higher = less coupled",
+                "E  Filler & paraphrase invariance",
+                unit_range=True,
+            )
             handles = []
             if got_f:
-                handles.append(Line2D([], [], color="0.25", marker="o", ls="-", lw=1.8, label="filler (\" ...\")"))
+                handles.append(
+                    Line2D([], [], color="0.25", marker="o", ls="-", lw=1.8, label='filler (" ...")')
+                )
             if got_p:
                 handles.append(Line2D([], [], color="0.25", marker="s", ls=":", lw=1.8, label="paraphrase"))
             if not got_f:
                 handles.append(Line2D([], [], color="none", label="filler: not measured"))
             if not got_p:
                 handles.append(Line2D([], [], color="none", label="paraphrase: not measured"))
-            ax_e.legend(handles=handles, loc="best", frameon=True, framealpha=0.9, title="probe (colour = run)",
-                        title_fontsize=8.5)
+            ax_e.legend(
+                handles=handles,
+                loc="best",
+                frameon=True,
+                framealpha=0.9,
+                title="probe (colour = run)",
+                title_fontsize=8.5,
+            )
         else:
             ax_e.set_title("E  Filler & paraphrase invariance", loc="left", fontsize=12, fontweight="bold")
             _not_measured(ax_e)
@@ -413,22 +529,49 @@ def _draw_figure(runs, title: str, png_path: Path) -> None:
         k = min(1.0, 0.98 / needed)  # shrink to fit when many runs are compared
         y = 0.98
         for run, lines in blocks:
-            ax_f.text(0.0, y, run["label"], transform=ax_f.transAxes, fontsize=max(7.0, 11.5 * k),
-                      fontweight="bold", color=run["color"], va="top")
+            ax_f.text(
+                0.0,
+                y,
+                run["label"],
+                transform=ax_f.transAxes,
+                fontsize=max(7.0, 11.5 * k),
+                fontweight="bold",
+                color=run["color"],
+                va="top",
+            )
             y -= 0.075 * k
             for line in lines:
-                ax_f.text(0.03, y, line, transform=ax_f.transAxes, fontsize=max(6.5, 10 * k),
-                          family="monospace", va="top")
+                ax_f.text(
+                    0.03,
+                    y,
+                    line,
+                    transform=ax_f.transAxes,
+                    fontsize=max(6.5, 10 * k),
+                    family="monospace",
+                    va="top",
+                )
                 y -= 0.062 * k
             y -= 0.03 * k
 
         # Figure-level legend: one entry per run (+ base style when any base round exists).
         handles = [Line2D([], [], color=r["color"], marker="o", lw=2, label=r["label"]) for r in runs]
         if any(_role(rec) == "base" for r in runs for rec in r["records"]):
-            handles.append(Line2D([], [], color="0.3", marker="o", mfc="white", ls="--", lw=1.3,
-                                  label="base model (adapters off)"))
+            handles.append(
+                Line2D(
+                    [],
+                    [],
+                    color="0.3",
+                    marker="o",
+                    mfc="white",
+                    ls="--",
+                    lw=1.3,
+                    label="base model (adapters off)",
+                )
+            )
         handles.append(matplotlib.patches.Patch(color="0.5", alpha=0.25, label="95% bootstrap CI"))
-        fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), frameon=False, fontsize=10.5)
+        fig.legend(
+            handles=handles, loc="outside lower center", ncol=len(handles), frameon=False, fontsize=10.5
+        )
         fig.suptitle(title, fontsize=15, fontweight="bold")
         fig.savefig(png_path, dpi=150, facecolor="white")
         plt.close(fig)
@@ -475,8 +618,12 @@ def _run_table(run) -> str:
     extra = sorted({n for r in records for n in (r.get("metrics") or {})} - set(_METRIC_ORDER))
     names += extra
     head = ["step", "epoch", "role"] + names + ["problems", "seconds"]
-    out = ['<div class="tw"><table>', "<tr>" + "".join(
-        f'<th class="{"l" if h == "role" else ""}">{html.escape(h)}</th>' for h in head) + "</tr>"]
+    out = [
+        '<div class="tw"><table>',
+        "<tr>"
+        + "".join(f'<th class="{"l" if h == "role" else ""}">{html.escape(h)}</th>' for h in head)
+        + "</tr>",
+    ]
     for r in records:
         sc = r.get("scalars") or {}
         ep = _num(r.get("epoch"))
@@ -486,8 +633,11 @@ def _run_table(run) -> str:
         cells += [_cell(r, n) for n in names]
         cells += ["" if probs is None else html.escape(str(probs)), "" if math.isnan(secs) else f"{secs:.1f}"]
         cls = ' class="base"' if _role(r) == "base" else ""
-        out.append(f"<tr{cls}>" + "".join(
-            f'<td class="{"l" if i == 2 else ""}">{c}</td>' for i, c in enumerate(cells)) + "</tr>")
+        out.append(
+            f"<tr{cls}>"
+            + "".join(f'<td class="{"l" if i == 2 else ""}">{c}</td>' for i, c in enumerate(cells))
+            + "</tr>"
+        )
     out.append("</table></div>")
     return "\n".join(out)
 
@@ -500,19 +650,26 @@ def _write_html(runs, title: str, png_path: Path, html_path: Path) -> None:
         f"<title>{html.escape(title)}</title>",
         f"<style>{_CSS}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
-        '<p class="meta">Runs: ' + ", ".join(
+        '<p class="meta">Runs: '
+        + ", ".join(
             f'<span class="swatch" style="background:{r["color"]}"></span>{html.escape(r["label"])} '
-            f'(<code>{html.escape(str(r["source"]))}</code>)' for r in runs) + "</p>",
+            f"(<code>{html.escape(str(r['source']))}</code>)"
+            for r in runs
+        )
+        + "</p>",
         "<h2>How to read this</h2>",
         f'<p class="how">{_HOW_TO_READ}</p>',
         f'<img class="fig" alt="{html.escape(title)}: faithfulness metrics over training" '
         f'src="data:image/png;base64,{b64}">',
     ]
     for r in runs:
-        parts.append(f'<h2><span class="swatch" style="background:{r["color"]}"></span>'
-                     f'{html.escape(r["label"])}</h2>')
-        parts.append('<p class="meta">Each cell: value [95% CI low, high]; "—" = probe not run, '
-                     '"n/a" = not computed this round.</p>')
+        parts.append(
+            f'<h2><span class="swatch" style="background:{r["color"]}"></span>{html.escape(r["label"])}</h2>'
+        )
+        parts.append(
+            '<p class="meta">Each cell: value [95% CI low, high]; "—" = probe not run, '
+            '"n/a" = not computed this round.</p>'
+        )
         parts.append(_run_table(r))
     parts.append("</body></html>\n")
     html_path.write_text("\n".join(parts), encoding="utf-8")
@@ -556,8 +713,9 @@ def write_report(
             label = f"{label} ({seen[label]})"
         else:
             seen[label] = 1
-        loaded.append({"label": label, "records": records, "source": file,
-                       "color": _PALETTE[i % len(_PALETTE)]})
+        loaded.append(
+            {"label": label, "records": records, "source": file, "color": _PALETTE[i % len(_PALETTE)]}
+        )
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -574,10 +732,17 @@ def report_main(argv: Sequence[str] | None = None) -> int:
         prog="faithcb report",
         description="Render faithcb history files into report.png and a self-contained report.html.",
     )
-    parser.add_argument("runs", nargs="+", metavar="RUN_DIR",
-                        help=f"a run output directory (searched for {HISTORY_NAME}) or the file itself")
-    parser.add_argument("--out", default=None,
-                        help="output directory (default: the run directory, or the parent of the first when several)")
+    parser.add_argument(
+        "runs",
+        nargs="+",
+        metavar="RUN_DIR",
+        help=f"a run output directory (searched for {HISTORY_NAME}) or the file itself",
+    )
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="output directory (default: the run directory, or the parent of the first when several)",
+    )
     parser.add_argument("--labels", default=None, help="comma-separated legend labels, one per run")
     parser.add_argument("--title", default="faithcb report", help="figure and page title")
     args = parser.parse_args(list(argv) if argv is not None else None)
@@ -586,8 +751,10 @@ def report_main(argv: Sequence[str] | None = None) -> int:
     if args.labels is not None:
         labels = [s.strip() for s in args.labels.split(",")]
         if len(labels) != len(args.runs):
-            print(f"faithcb report: error: --labels has {len(labels)} entries for {len(args.runs)} runs",
-                  file=sys.stderr)
+            print(
+                f"faithcb report: error: --labels has {len(labels)} entries for {len(args.runs)} runs",
+                file=sys.stderr,
+            )
             return 2
     if args.out is not None:
         out = Path(args.out)

@@ -24,8 +24,12 @@ def _m(value, half=0.08, n=12):
 def _curve(aoc):
     # A concave curve whose area is 1 - aoc (exact for the trapezoid rule on GRID when aoc <= 0.5).
     mean = [min(1.0, 1 - 2 * aoc + 2 * aoc * x) for x in GRID]
-    return {"x": GRID, "mean": mean, "ci_low": [max(0, v - 0.1) for v in mean],
-            "ci_high": [min(1, v + 0.1) for v in mean]}
+    return {
+        "x": GRID,
+        "mean": mean,
+        "ci_low": [max(0, v - 0.1) for v in mean],
+        "ci_high": [min(1, v + 0.1) for v in mean],
+    }
 
 
 def _record(step, run, acc, aoc, *, role="model", paraphrase=True, nan_ig=False):
@@ -44,9 +48,16 @@ def _record(step, run, acc, aoc, *, role="model", paraphrase=True, nan_ig=False)
     }
     if paraphrase:
         metrics["paraphrase_invariance"] = _m(0.9 - aoc / 2)
-    return {"step": step, "epoch": step / 40, "run": run, "role": role, "seconds": 3.0,
-            "metrics": metrics, "scalars": {"problems_scored": 12, "seconds": 3.0, "paraphrase_rejected": 0},
-            "curve": _curve(aoc)}
+    return {
+        "step": step,
+        "epoch": step / 40,
+        "run": run,
+        "role": role,
+        "seconds": 3.0,
+        "metrics": metrics,
+        "scalars": {"problems_scored": 12, "seconds": 3.0, "paraphrase_rejected": 0},
+        "curve": _curve(aoc),
+    }
 
 
 def _write(path: Path, records) -> Path:
@@ -65,8 +76,10 @@ def two_runs(tmp_path):
         shortcut.append(_record(s, "shortcut", 0.4 + 0.5 * t, 0.5 - 0.45 * t, nan_ig=(i == 2)))
     shortcut.insert(1, _record(0, "shortcut", 0.4, 0.5, role="base"))
     shortcut.append(_record(100, "shortcut", 0.41, 0.49, role="base"))
-    control = [_record(s, "control", 0.4 + 0.1 * (i / 5), 0.5 + 0.02 * (-1) ** i, paraphrase=False)
-               for i, s in enumerate(steps)]
+    control = [
+        _record(s, "control", 0.4 + 0.1 * (i / 5), 0.5 + 0.02 * (-1) ** i, paraphrase=False)
+        for i, s in enumerate(steps)
+    ]
     # Trainer-like layout: the history sits one level down in the output dir.
     _write(tmp_path / "shortcut" / "faithcb" / "faith_history.jsonl", shortcut)
     _write(tmp_path / "control" / "faith_history.jsonl", control)
@@ -99,7 +112,9 @@ def test_read_history_errors_name_path_and_line(tmp_path):
         read_history(empty_dir)
     bad = tmp_path / "bad" / "faith_history.jsonl"
     bad.parent.mkdir()
-    bad.write_text(json.dumps({"step": 1, "metrics": {}}) + "\n\n{not json}\n" + json.dumps({"step": 3}) + "\n")
+    bad.write_text(
+        json.dumps({"step": 1, "metrics": {}}) + "\n\n{not json}\n" + json.dumps({"step": 3}) + "\n"
+    )
     with pytest.raises(ValueError, match=r"faith_history\.jsonl:3") as exc:
         read_history(bad.parent)
     assert str(bad) in str(exc.value)
@@ -147,8 +162,10 @@ def test_write_report_two_runs(two_runs, tmp_path):
 
 
 def test_write_report_labels_single_run_and_missing_metrics(tmp_path):
-    recs = [{"step": s, "run": "only", "metrics": {"accuracy": {"value": 0.5, "ci_low": None, "ci_high": None}}}
-            for s in (0, 10)]
+    recs = [
+        {"step": s, "run": "only", "metrics": {"accuracy": {"value": 0.5, "ci_low": None, "ci_high": None}}}
+        for s in (0, 10)
+    ]
     _write(tmp_path / "r" / "faith_history.jsonl", recs)
     png, page = write_report([tmp_path / "r"], tmp_path / "o", labels=["my arm"])
     assert png.is_file()
