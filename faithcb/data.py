@@ -1,0 +1,441 @@
+"""Problems and the adapters that load them: GSM8K "####", lettered multiple choice, generic.
+
+Every malformed input raises :class:`~faithcb.errors.ProblemFormatError` with a message that
+names the source, the 1-based line (JSONL) or record number, and the field, e.g.
+``problems.jsonl line 3: field "answer": no "####" final answer in GSM8K-style answer``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, overload
+
+from faithcb.errors import ProblemFormatError
+from faithcb.text import ANSWER_KINDS, normalize_answer, normalize_choice, normalize_text, numbers_in
+
+__all__ = ["FORMATS", "Problem", "ProbeSet", "load"]
+
+FORMATS = ("auto", "gsm8k", "choice", "generic")
+
+_CALCULATOR = re.compile(r"<<[^<>]*>>")
+# "A)32400", "(B) 6000", "C. 600", "D: 60000"
+_LETTERED = re.compile(r"^\s*\(?\s*([A-Za-z])\s*[).:]\s*(.*)$", re.DOTALL)
+_SYNTHETIC = re.compile(r"^synthetic(?::(?P<n>[^:]*))?(?::(?P<key>[^:]*))?$")
+_SYNTHETIC_KEYS = {"key": "true", "true": "true", "random": "random", "none": "none"}
+_DEFAULT_SYNTHETIC_N = 64
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One question with its gold answer, already normalized for ``kind``."""
+
+    question: str
+    answer: str  # gold answer, normalized with text.normalize_answer(kind)
+    kind: str = "number"  # "number" | "choice" | "text"
+    choices: tuple[str, ...] = ()  # option texts without letters, in letter order; kind "choice" only
+    id: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in ANSWER_KINDS:
+            raise ProblemFormatError(
+                f"problem {self.id or self.question[:40]!r}: kind {self.kind!r} is not one of {', '.join(ANSWER_KINDS)}"
+            )
+
+
+class _RecordError(Exception):
+    """Raised inside one record's parsing; the caller adds where it happened."""
+
+    def __init__(self, field: str | None, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+def _strip_calculator(text: str) -> str:
+    return _CALCULATOR.sub("", text)
+
+
+def _get(record: Mapping[str, Any], field: str) -> Any:
+    if field not in record or record[field] is None:
+        raise _RecordError(field, "missing")
+    return record[field]
+
+
+def _question(record: Mapping[str, Any], *, calculator: bool = False) -> str:
+    q = _get(record, "question")
+    if not isinstance(q, str):
+        raise _RecordError("question", f"expected a string, got {type(q).__name__}")
+    if calculator:
+        q = _strip_calculator(q)
+    q = q.strip()
+    if not q:
+        raise _RecordError("question", "empty question")
+    return q
+
+
+def _parse_gsm8k(record: Mapping[str, Any]) -> tuple[str, str, str, tuple[str, ...]]:
+    question = _question(record, calculator=True)
+    raw = _get(record, "answer")
+    if not isinstance(raw, str) or "####" not in raw:
+        raise _RecordError("answer", 'no "####" final answer in GSM8K-style answer')
+    final = _strip_calculator(raw.rsplit("####", 1)[1]).strip()
+    answer = normalize_answer(final, "number")
+    if answer is None:
+        raise _RecordError("answer", f'cannot read a number from the "####" final answer {final!r}')
+    return question, answer, "number", ()
+
+
+def _parse_options(options: Any) -> tuple[str, ...]:
+    if not isinstance(options, (list, tuple)) or not options:
+        raise _RecordError("options", 'expected a non-empty list of lettered options like "A)32400"')
+    texts = []
+    for i, option in enumerate(options):
+        expected = chr(ord("A") + i)
+        m = _LETTERED.match(str(option))
+        if m is None:
+            raise _RecordError(
+                "options", f'option {i + 1} ({str(option)[:40]!r}) has no letter; expected "{expected})..."'
+            )
+        if m.group(1).upper() != expected:
+            raise _RecordError("options", f"option {i + 1} has letter {m.group(1)!r}, expected {expected!r}")
+        texts.append(m.group(2).strip())
+    return tuple(texts)
+
+
+def _parse_choices(choices: Any) -> tuple[str, ...]:
+    if not isinstance(choices, (list, tuple)) or not choices:
+        raise _RecordError("choices", "expected a non-empty list of option texts")
+    if len(choices) > 26:
+        raise _RecordError("choices", f"{len(choices)} choices; at most 26 (A-Z) are supported")
+    return tuple(str(c).strip() for c in choices)
+
+
+def _choice_letter(value: Any, field: str, choices: tuple[str, ...]) -> str:
+    n = len(choices)
+    last = chr(ord("A") + n - 1)
+    if isinstance(value, bool):
+        raise _RecordError(field, f"expected a letter A-{last} or an index, got {value!r}")
+    if isinstance(value, int):
+        if not 0 <= value < n:
+            raise _RecordError(field, f"choice index {value} out of range 0-{n - 1}")
+        return chr(ord("A") + value)
+    text = str(value)
+    letter = normalize_choice(text, n_choices=26)
+    if letter is not None:
+        if ord(letter) - ord("A") >= n:
+            raise _RecordError(field, f"choice letter {letter!r} out of range A-{last}")
+        return letter
+    # Some sets give the correct option's text instead of its letter.
+    wanted = normalize_text(text)
+    for i, choice in enumerate(choices):
+        if wanted is not None and normalize_text(choice) == wanted:
+            return chr(ord("A") + i)
+    raise _RecordError(field, f"cannot read a choice letter A-{last} from {text!r}")
+
+
+def _parse_choice(record: Mapping[str, Any]) -> tuple[str, str, str, tuple[str, ...]]:
+    question = _question(record)
+    if record.get("options") is not None:
+        choices = _parse_options(record["options"])
+    else:
+        choices = _parse_choices(_get(record, "choices"))
+    if record.get("correct") is not None:
+        field = "correct"
+    elif record.get("answer") is not None:
+        field = "answer"
+    else:
+        raise _RecordError("correct", 'missing (give the correct option letter in "correct" or "answer")')
+    return question, _choice_letter(record[field], field, choices), "choice", choices
+
+
+def _looks_numeric(answer: str) -> bool:
+    # One number and at most one word of unit around it ("14", "$1,500", "14 coins"), so that
+    # "World War 2" stays a text answer.
+    if len(numbers_in(answer)) != 1:
+        return False
+    residue = re.sub(r"[-\u2212]?\$?[\d.,/]+%?", " ", answer)
+    return len(re.findall(r"[^\W\d_]+", residue)) <= 1
+
+
+def _parse_generic(record: Mapping[str, Any]) -> tuple[str, str, str, tuple[str, ...]]:
+    if record.get("choices") is not None or record.get("options") is not None:
+        return _parse_choice(record)
+    question = _question(record)
+    raw = _get(record, "answer")
+    if isinstance(raw, bool) or not isinstance(raw, (str, int, float)):
+        raise _RecordError("answer", f"expected a string or number, got {type(raw).__name__}")
+    text = str(raw).strip()
+    if not text:
+        raise _RecordError("answer", "empty answer")
+    kind = "number" if _looks_numeric(text) else "text"
+    answer = normalize_answer(text, kind)
+    if answer is None:
+        raise _RecordError("answer", f"cannot normalize {text!r} as a {kind} answer")
+    return question, answer, kind, ()
+
+
+def _detect(record: Mapping[str, Any]) -> str:
+    answer = record.get("answer")
+    if isinstance(answer, str) and "####" in answer:
+        return "gsm8k"
+    if record.get("options") is not None or record.get("choices") is not None:
+        return "choice"
+    return "generic"
+
+
+_PARSERS = {"gsm8k": _parse_gsm8k, "choice": _parse_choice, "generic": _parse_generic}
+
+
+def _check_format(format: str) -> None:
+    if format not in FORMATS:
+        raise ProblemFormatError(f"unknown problem format {format!r}; expected one of {', '.join(FORMATS)}")
+
+
+def _parse_records(
+    rows: Iterable[tuple[int, Any]],
+    *,
+    format: str,
+    field_map: Mapping[str, str] | None,
+    source: str,
+    unit: str,
+) -> list[Problem]:
+    _check_format(format)
+    fmap = dict(field_map or {})
+    reverse = {ours: theirs for theirs, ours in fmap.items()}
+    problems = []
+    for number, record in rows:
+        where = f"{source} {unit} {number}"
+        if not isinstance(record, Mapping):
+            raise ProblemFormatError(
+                f"{where}: expected an object with a question and an answer, got {type(record).__name__}"
+            )
+        mapped = {fmap.get(k, k): v for k, v in record.items()}
+        try:
+            fmt = _detect(mapped) if format == "auto" else format
+            question, answer, kind, choices = _PARSERS[fmt](mapped)
+        except _RecordError as e:
+            field = e.field
+            if field is None:
+                raise ProblemFormatError(f"{where}: {e.message}") from None
+            named = f'"{field}"' if field not in reverse else f'"{field}" (from "{reverse[field]}")'
+            raise ProblemFormatError(f"{where}: field {named}: {e.message}") from None
+        pid = str(mapped["id"]) if mapped.get("id") is not None else f"{source}:{number}"
+        problems.append(Problem(question=question, answer=answer, kind=kind, choices=choices, id=pid))
+    return problems
+
+
+def _read_json_rows(path: Path) -> tuple[list[tuple[int, Any]], str]:
+    """Records with their 1-based line (JSON lines) or item number (JSON array), and that unit."""
+    try:
+        content = path.read_text(encoding="utf-8-sig")
+    except OSError as e:
+        raise ProblemFormatError(f"{path}: cannot read problems: {e.strerror or e}") from None
+    if content.lstrip().startswith("["):
+        try:
+            data = json.loads(content)
+        except json.JSONDecodeError as e:
+            raise ProblemFormatError(
+                f"{path} line {e.lineno}: invalid JSON array ({e.msg}, column {e.colno})"
+            ) from None
+        return list(enumerate(data, start=1)), "item"
+    # JSON lines, whatever the suffix: some ".json" sets (AQuA's dev.json) hold one object a line.
+    rows = []
+    for line_no, line in enumerate(content.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append((line_no, json.loads(line)))
+        except json.JSONDecodeError as e:
+            raise ProblemFormatError(
+                f"{path} line {line_no}: invalid JSON ({e.msg}, column {e.colno})"
+            ) from None
+    return rows, "line"
+
+
+class ProbeSet(Sequence[Problem]):
+    """An immutable, non-empty sequence of problems plus where they came from."""
+
+    def __init__(self, problems: Iterable[Problem], source: str = "<memory>") -> None:
+        self._problems: tuple[Problem, ...] = tuple(problems)
+        self.source = source
+        if not self._problems:
+            raise ProblemFormatError(f"{source}: no problems found")
+        for i, p in enumerate(self._problems):
+            if not isinstance(p, Problem):
+                raise ProblemFormatError(
+                    f"{source} record {i + 1}: expected a Problem, got {type(p).__name__}"
+                )
+
+    @overload
+    def __getitem__(self, index: int) -> Problem: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[Problem]: ...
+    def __getitem__(self, index: int | slice) -> Problem | list[Problem]:
+        if isinstance(index, slice):
+            return list(self._problems[index])
+        return self._problems[index]
+
+    def __len__(self) -> int:
+        return len(self._problems)
+
+    def __iter__(self) -> Iterator[Problem]:
+        return iter(self._problems)
+
+    def __repr__(self) -> str:
+        return f"ProbeSet({len(self)} problems from {self.source!r})"
+
+    def sample(self, n: int | None, seed: int) -> list[Problem]:
+        """``n`` problems drawn without replacement, in their original order.
+
+        Uses a private ``random.Random(seed)``: the global RNG that training depends on is left
+        untouched. ``n`` None or at least ``len(self)`` gives every problem.
+        """
+        if n is None or n >= len(self):
+            return list(self._problems)
+        if n < 0:
+            raise ValueError(f"n must be >= 0 or None, got {n}")
+        picked = sorted(random.Random(seed).sample(range(len(self)), n))
+        return [self._problems[i] for i in picked]
+
+    # -- constructors --------------------------------------------------------------------------
+
+    @classmethod
+    def from_records(
+        cls,
+        records: Iterable[Mapping[str, Any]],
+        *,
+        format: str = "auto",
+        field_map: Mapping[str, str] | None = None,
+        source: str = "<list>",
+    ) -> ProbeSet:
+        """Problems from dicts. ``format``: "auto" (per record), "gsm8k", "choice" or "generic".
+
+        ``field_map`` renames the records' fields to ours, e.g. ``{"problem": "question"}``.
+        """
+        rows = enumerate(records, start=1)
+        return cls(
+            _parse_records(rows, format=format, field_map=field_map, source=source, unit="record"), source
+        )
+
+    @classmethod
+    def from_jsonl(
+        cls, path: str | os.PathLike[str], *, format: str = "auto", field_map: Mapping[str, str] | None = None
+    ) -> ProbeSet:
+        """Problems from a JSON-lines file or a JSON array file (.jsonl or .json)."""
+        p = Path(path)
+        source = str(path)
+        if not p.is_file():
+            raise ProblemFormatError(f"{source}: no such file")
+        rows, unit = _read_json_rows(p)
+        return cls(_parse_records(rows, format=format, field_map=field_map, source=source, unit=unit), source)
+
+    @classmethod
+    def from_dataset(
+        cls,
+        ds: Any,
+        *,
+        format: str = "auto",
+        field_map: Mapping[str, str] | None = None,
+        source: str | None = None,
+    ) -> ProbeSet:
+        """Problems from a ``datasets.Dataset`` (one split), one row per problem."""
+        if not hasattr(ds, "column_names") or isinstance(ds.column_names, Mapping):
+            splits = list(ds.keys()) if isinstance(ds, Mapping) else []
+            hint = f" with splits {splits}; pass one split, e.g. ds[{splits[0]!r}]" if splits else ""
+            raise ProblemFormatError(f"expected a datasets.Dataset, got {type(ds).__name__}{hint}")
+        if source is None:
+            name = getattr(getattr(ds, "info", None), "dataset_name", None)
+            source = f"<dataset {name}>" if name else "<dataset>"
+        rows = enumerate(ds, start=1)
+        return cls(
+            _parse_records(rows, format=format, field_map=field_map, source=source, unit="row"), source
+        )
+
+    @classmethod
+    def synthetic(cls, n: int, seed: int = 0, **kwargs: Any) -> ProbeSet:
+        """``n`` built-in arithmetic problems (see :func:`faithcb.tasks.arithmetic.make_problems`)."""
+        # Imported here: tasks imports Problem from this module.
+        from faithcb.tasks.arithmetic import make_problems
+
+        return cls(make_problems(n, seed, **kwargs), source=f"synthetic:{n}")
+
+    @classmethod
+    def load(cls, spec: Any, *, format: str = "auto", field_map: Mapping[str, str] | None = None) -> ProbeSet:
+        """A ProbeSet from whatever the user has; see :func:`load`."""
+        return load(spec, format=format, field_map=field_map)
+
+
+_ACCEPTED = (
+    "a ProbeSet, a list of dicts or Problems, a datasets.Dataset, a path to a .jsonl/.json file, "
+    'a directory written by datasets.Dataset.save_to_disk, or "synthetic" / "synthetic:N" / "synthetic:N:key"'
+)
+
+
+def _load_synthetic(spec: str, m: re.Match[str]) -> ProbeSet:
+    n_text, key_text = m.group("n"), m.group("key")
+    try:
+        n = int(n_text) if n_text else _DEFAULT_SYNTHETIC_N
+    except ValueError:
+        raise ProblemFormatError(f'{spec!r}: N must be a positive integer in "synthetic:N"') from None
+    if n < 1:
+        raise ProblemFormatError(f'{spec!r}: N must be a positive integer in "synthetic:N"')
+    key = "none"
+    if key_text is not None:
+        if key_text not in _SYNTHETIC_KEYS:
+            raise ProblemFormatError(
+                f"{spec!r}: unknown synthetic option {key_text!r}; expected one of {', '.join(_SYNTHETIC_KEYS)}"
+            )
+        key = _SYNTHETIC_KEYS[key_text]
+    problems = ProbeSet.synthetic(n, key=key)
+    return ProbeSet(problems, source=spec)
+
+
+def load(spec: Any, *, format: str = "auto", field_map: Mapping[str, str] | None = None) -> ProbeSet:
+    """Problems from ``spec``: a ProbeSet (returned as is), a list of dicts or Problems, a
+    ``datasets.Dataset``, a .jsonl/.json path, a ``save_to_disk`` directory, or "synthetic[:N[:key]]"
+    (N defaults to 64; "key" appends the true answer as a key to each question).
+    """
+    _check_format(format)
+    if isinstance(spec, ProbeSet):
+        return spec
+    if isinstance(spec, (list, tuple)):
+        if spec and all(isinstance(p, Problem) for p in spec):
+            return ProbeSet(spec, source="<list>")
+        return ProbeSet.from_records(spec, format=format, field_map=field_map)
+    if hasattr(spec, "column_names"):
+        return ProbeSet.from_dataset(spec, format=format, field_map=field_map)
+    if isinstance(spec, (str, os.PathLike)):
+        text = os.fspath(spec)
+        m = _SYNTHETIC.match(text) if isinstance(text, str) else None
+        if m is not None and not Path(text).exists():
+            return _load_synthetic(text, m)
+        path = Path(text)
+        if path.is_dir():
+            return _load_saved_dataset(path, format=format, field_map=field_map)
+        if path.is_file():
+            return ProbeSet.from_jsonl(path, format=format, field_map=field_map)
+        raise ProblemFormatError(f"{text}: no such file or directory; expected {_ACCEPTED}")
+    raise ProblemFormatError(f"cannot load problems from a {type(spec).__name__}; expected {_ACCEPTED}")
+
+
+def _load_saved_dataset(path: Path, *, format: str, field_map: Mapping[str, str] | None) -> ProbeSet:
+    # Imported lazily: `datasets` is slow to import and only this path needs it.
+    import datasets
+
+    try:
+        ds = datasets.load_from_disk(str(path))
+    except (FileNotFoundError, ValueError) as e:
+        raise ProblemFormatError(f"{path}: not a directory written by datasets save_to_disk ({e})") from None
+    if isinstance(ds, datasets.DatasetDict):
+        splits = list(ds.keys())
+        raise ProblemFormatError(
+            f"{path}: a DatasetDict with splits {splits}; load one split, e.g. "
+            f"ProbeSet.from_dataset(datasets.load_from_disk({str(path)!r})[{splits[0]!r}])"
+        )
+    return ProbeSet.from_dataset(ds, format=format, field_map=field_map, source=str(path))
