@@ -326,11 +326,11 @@ def _last_boxed(text: str) -> str | None:
     return text[i:]
 
 
-_HASHES = re.compile(r"####\s*(?P<rest>[^\r\n]*)")
-_ANSWER_IS = re.compile(
-    r"\bthe\s+(?:(?:final|correct|right)\s+)?answer\s+is\b\s*:?\s*(?P<rest>[^\r\n]*)", re.IGNORECASE
-)
-_ANSWER_COLON = re.compile(r"\banswer\s*:\s*(?P<rest>[^\r\n]*)", re.IGNORECASE)
+# Cues only: the text after the last match is read up to the end of its line. (Consuming the rest
+# of the line in the pattern would hide a later cue on the same line from finditer.)
+_HASHES = re.compile(r"####\s*")
+_ANSWER_IS = re.compile(r"\bthe\s+(?:(?:final|correct|right)\s+)?answer\s+is\b\s*:?\s*", re.IGNORECASE)
+_ANSWER_COLON = re.compile(r"\banswer\s*:\s*", re.IGNORECASE)
 _CUT_SENTENCE = re.compile(r"[.!?](?:\s|$)")
 
 
@@ -355,7 +355,7 @@ def extract_answer(text: str, kind: str = "number", n_choices: int = 5) -> str |
     for pattern in (_HASHES, _ANSWER_IS, _ANSWER_COLON):
         matches = list(pattern.finditer(text))
         if matches:
-            rest = matches[-1].group("rest")
+            rest = text[matches[-1].end() :].split("\n", 1)[0].rstrip("\r")
             return normalize_answer(_first_sentence(rest), kind, n_choices)
     if kind == "number":
         return normalize_number(text)

@@ -1,0 +1,342 @@
+"""Pure string logic: step splitting, answer extraction and normalization (milliseconds)."""
+
+from __future__ import annotations
+
+import pytest
+
+from faithcb.text import (
+    extract_answer,
+    locate_steps,
+    normalize_answer,
+    normalize_choice,
+    normalize_number,
+    normalize_text,
+    numbers_in,
+    split_steps,
+    step_spans,
+)
+
+# ---------------------------------------------------------------------------------------------
+# Steps
+# ---------------------------------------------------------------------------------------------
+
+SPLIT_CASES = [
+    # (id, chain, expected steps)
+    ("empty", "", []),
+    ("whitespace", "  \n\n \t ", []),
+    ("one sentence", "Tom has 8 apples.", ["Tom has 8 apples."]),
+    ("sentences", "Tom has 8. He gets 8 more. Now 16.", ["Tom has 8.", "He gets 8 more.", "Now 16."]),
+    ("exclamation and question", "Wait! Is it 5? Yes.", ["Wait!", "Is it 5?", "Yes."]),
+    ("line breaks", "a = 1\nb = 2\r\nc = 3", ["a = 1", "b = 2", "c = 3"]),
+    ("blank lines dropped", "First step.\n\n\n   \nSecond step.", ["First step.", "Second step."]),
+    ("decimal", "It costs 3.5 dollars. Then 2.", ["It costs 3.5 dollars.", "Then 2."]),
+    ("money", "She pays $1.50 each. Total $4.50.", ["She pays $1.50 each.", "Total $4.50."]),
+    ("thousands", "He earns 1,000 dollars. Then 2,500.", ["He earns 1,000 dollars.", "Then 2,500."]),
+    ("decimal at sentence end", "The price is $1.50. Next.", ["The price is $1.50.", "Next."]),
+    ("e.g.", "Use fruit, e.g. Apples are 3. Done.", ["Use fruit, e.g. Apples are 3.", "Done."]),
+    ("i.e.", "Half, i.e. 24 clips. Done.", ["Half, i.e. 24 clips.", "Done."]),
+    ("Mr. Dr.", "Mr. Smith met Dr. Jones. They paid 5.", ["Mr. Smith met Dr. Jones.", "They paid 5."]),
+    ("vs.", "Cats vs. Dogs is 3 vs. 4. Next.", ["Cats vs. Dogs is 3 vs. 4.", "Next."]),
+    ("etc. lowercase", "Apples, pears, etc. are fruit. Next.", ["Apples, pears, etc. are fruit.", "Next."]),
+    ("etc. then capital", "Apples, pears, etc. Then stop.", ["Apples, pears, etc.", "Then stop."]),
+    ("lowercase continues", "x = 5. so y = 6.", ["x = 5. so y = 6."]),
+    ("numbered list", "1. Buy 3 pens.\n2. Sell 1 pen.", ["1. Buy 3 pens.", "2. Sell 1 pen."]),
+    ("numbered list one line", "1. Buy 3 pens. 2. Sell 1.", ["1. Buy 3 pens.", "2.", "Sell 1."]),
+    ("paren list", "1) Buy 3 pens.\n2) Sell 1 pen.", ["1) Buy 3 pens.", "2) Sell 1 pen."]),
+    ("letter list", "A. 600 miles\nB. 700 miles", ["A. 600 miles", "B. 700 miles"]),
+    ("step marker", "Step 1. Add 2 and 3.\nStep 2. Get 5.", ["Step 1. Add 2 and 3.", "Step 2. Get 5."]),
+    ("quote closes", 'He said "stop." Then left.', ['He said "stop."', "Then left."]),
+    ("paren closes", "It is 5 (or so.) Then 6.", ["It is 5 (or so.)", "Then 6."]),
+    (
+        "gsm8k",
+        "Natalia sold 48/2 = 24 clips in May.\nNatalia sold 48+24 = 72 clips altogether in April and May.\n#### 72",
+        [
+            "Natalia sold 48/2 = 24 clips in May.",
+            "Natalia sold 48+24 = 72 clips altogether in April and May.\n#### 72",
+        ],
+    ),
+    (
+        "gsm8k money",
+        "Weng earns 12/60 = $0.2 per minute.\nWorking 50 minutes, she earned 0.2 x 50 = $10.\n#### 10",
+        ["Weng earns 12/60 = $0.2 per minute.", "Working 50 minutes, she earned 0.2 x 50 = $10.\n#### 10"],
+    ),
+    (
+        "answer sentence merged",
+        "8 + 8 = 16. 16 - 2 = 14. The answer is 14.",
+        ["8 + 8 = 16.", "16 - 2 = 14. The answer is 14."],
+    ),
+    ("so the answer", "16 - 2 = 14.\nSo the answer is 14", ["16 - 2 = 14.\nSo the answer is 14"]),
+    (
+        "boxed",
+        "2 + 2 = 4.\nTherefore, the final answer is \\boxed{4}.",
+        ["2 + 2 = 4.\nTherefore, the final answer is \\boxed{4}."],
+    ),
+    ("answer colon", "The speed is 600.\nAnswer: C", ["The speed is 600.\nAnswer: C"]),
+    (
+        "two answer lines",
+        "3 + 4 = 7.\nThe answer is 7.\n#### 7",
+        ["3 + 4 = 7.\nThe answer is 7.\n#### 7"],
+    ),
+    ("answer only", "The answer is 72.", ["The answer is 72."]),
+    ("answer only hashes", "#### 72", ["#### 72"]),
+    ("answer only two lines", "#### 72\nThe answer is 72.", ["#### 72\nThe answer is 72."]),
+    (
+        "answer first joins next",
+        "The answer is 7. Because 3 + 4 = 7.",
+        ["The answer is 7. Because 3 + 4 = 7."],
+    ),
+    ("answer mid-sentence not split", "We know the answer is 5 so far.", ["We know the answer is 5 so far."]),
+    ("ellipsis", "Hmm... Let me think.", ["Hmm...", "Let me think."]),
+    ("leading whitespace", "   Tom has 8.   He eats 2.  ", ["Tom has 8.", "He eats 2."]),
+    (
+        "synthetic chain",
+        "Tom starts with 8. 8 + 8 = 16. 16 - 2 = 14. The answer is 14.",
+        ["Tom starts with 8.", "8 + 8 = 16.", "16 - 2 = 14. The answer is 14."],
+    ),
+]
+
+
+@pytest.mark.parametrize("chain, expected", [c[1:] for c in SPLIT_CASES], ids=[c[0] for c in SPLIT_CASES])
+def test_split_steps(chain: str, expected: list[str]) -> None:
+    assert split_steps(chain) == expected
+
+
+@pytest.mark.parametrize("chain", [c[1] for c in SPLIT_CASES], ids=[c[0] for c in SPLIT_CASES])
+def test_step_spans_are_stripped_ordered_and_disjoint(chain: str) -> None:
+    spans = step_spans(chain)
+    prev_end = 0
+    for start, end in spans:
+        assert prev_end <= start < end <= len(chain)
+        piece = chain[start:end]
+        assert piece == piece.strip() and piece
+        prev_end = end
+    assert [chain[a:b] for a, b in spans] == split_steps(chain)
+    # Nothing but whitespace is ever left out.
+    covered = set().union(*(range(a, b) for a, b in spans)) if spans else set()
+    assert all(chain[i].isspace() for i in range(len(chain)) if i not in covered)
+
+
+LOCATE_CASES = [
+    ("exact", "A b. C d.", ["A b.", "C d."], [(0, 4), (5, 9)]),
+    ("stripped", "A b.  C d.", [" A b. ", "\nC d."], [(0, 4), (6, 10)]),
+    ("whitespace differs", "A  b.\nC\td.", ["A b.", "C d."], [(0, 5), (6, 10)]),
+    ("repeated text found in order", "x = 1. x = 1.", ["x = 1.", "x = 1."], [(0, 6), (7, 13)]),
+    ("empty step skipped", "A. B.", ["A.", "  ", "B."], [(0, 2), (3, 5)]),
+]
+
+
+@pytest.mark.parametrize(
+    "chain, steps, expected", [c[1:] for c in LOCATE_CASES], ids=[c[0] for c in LOCATE_CASES]
+)
+def test_locate_steps(chain: str, steps: list[str], expected: list[tuple[int, int]]) -> None:
+    assert locate_steps(chain, steps) == expected
+
+
+@pytest.mark.parametrize(
+    "chain, steps, named",
+    [
+        ("A b. C d.", ["A b.", "Z z."], "Z z."),
+        ("A b. C d.", ["C d.", "A b."], "A b."),  # out of order
+    ],
+)
+def test_locate_steps_missing_names_step(chain: str, steps: list[str], named: str) -> None:
+    with pytest.raises(ValueError, match=named.replace(".", r"\.")):
+        locate_steps(chain, steps)
+
+
+def test_locate_steps_round_trips_builtin_splitter() -> None:
+    chain = "Natalia sold 24 clips in May.\nShe sold 72 in all.\n#### 72"
+    assert locate_steps(chain, split_steps(chain)) == step_spans(chain)
+
+
+# ---------------------------------------------------------------------------------------------
+# Numbers
+# ---------------------------------------------------------------------------------------------
+
+NUMBER_CASES = [
+    ("72", "72"),
+    ("72.0", "72"),
+    ("72.", "72"),
+    ("0.50", "0.5"),
+    (".5", "0.5"),
+    ("-3", "-3"),
+    ("-3.0", "-3"),
+    ("$1,500.00", "1500"),
+    ("1,000,000", "1000000"),
+    ("$ 12", "12"),
+    ("-$3.50", "-3.5"),
+    ("50%", "50"),
+    ("14 coins", "14"),
+    ("14 coins.", "14"),
+    ("about 14 dollars per hour", "14"),
+    ("3/4", "0.75"),
+    ("6/2", "3"),
+    ("1/3", "0.333333"),
+    ("1/0", None),
+    ("16 - 2 = 14", "14"),
+    ("16-2=14", "14"),
+    ("48/2 = 24", "24"),
+    ("0.2 x 50 = $10", "10"),
+    ("1,2,3", "3"),
+    ("007", "7"),
+    ("", None),
+    ("no number here", None),
+    ("fourteen", None),
+    ("$", None),
+]
+
+
+@pytest.mark.parametrize("text, expected", NUMBER_CASES)
+def test_normalize_number(text: str, expected: str | None) -> None:
+    assert normalize_number(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("16 - 2 = 14", ["16", "2", "14"]),
+        ("He paid $1,500.00 for 3.50 kg", ["1500", "3.5"]),
+        ("Take 3/4 of 8, i.e. 6.", ["0.75", "8", "6"]),
+        ("x = -4 and 2-1", ["-4", "2", "1"]),
+        ("none", []),
+    ],
+)
+def test_numbers_in(text: str, expected: list[str]) -> None:
+    assert numbers_in(text) == expected
+
+
+# ---------------------------------------------------------------------------------------------
+# Choices and text
+# ---------------------------------------------------------------------------------------------
+
+CHOICE_CASES = [
+    ("(C)", 5, "C"),
+    ("C)", 5, "C"),
+    ("C", 5, "C"),
+    ("c", 5, "C"),
+    (" c ", 5, "C"),
+    ("C.", 5, "C"),
+    ("C. 600", 5, "C"),
+    ("C) 600", 5, "C"),
+    ("(C) 600 miles", 5, "C"),
+    ("C 600", 5, "C"),
+    ("[B]", 5, "B"),
+    ("Answer: C", 5, "C"),
+    ("answer: c", 5, "C"),
+    ("the answer is (c)", 5, "C"),
+    ("The correct answer is B.", 5, "B"),
+    ("\\boxed{D}", 5, "D"),
+    ("(C", 5, "C"),
+    ("E", 5, "E"),
+    ("F", 5, None),
+    ("(F)", 6, "F"),
+    ("E", 4, None),
+    ("a cat", 5, None),
+    ("I think so", 5, None),
+    ("", 5, None),
+    ("600", 5, None),
+]
+
+
+@pytest.mark.parametrize("text, n_choices, expected", CHOICE_CASES)
+def test_normalize_choice(text: str, n_choices: int, expected: str | None) -> None:
+    assert normalize_choice(text, n_choices) == expected
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("Paris", "paris"),
+        ("  The Eiffel  Tower! ", "eiffel tower"),
+        ("an apple, a pear", "apple pear"),
+        ("It's 5 o'clock.", "it s 5 o clock"),
+        ("“Quoted”", "quoted"),
+        ("", None),
+        ("  ...  ", None),
+        ("the", None),
+    ],
+)
+def test_normalize_text(text: str, expected: str | None) -> None:
+    assert normalize_text(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text, kind, expected",
+    [
+        ("$72.00", "number", "72"),
+        ("(c)", "choice", "C"),
+        ("The Answer", "text", "answer"),
+        ("nothing", "number", None),
+    ],
+)
+def test_normalize_answer_dispatch(text: str, kind: str, expected: str | None) -> None:
+    assert normalize_answer(text, kind) == expected
+
+
+@pytest.mark.parametrize("fn", [normalize_answer, extract_answer])
+def test_unknown_kind_raises(fn) -> None:
+    with pytest.raises(ValueError, match="unknown answer kind 'letter'"):
+        fn("C", "letter")
+
+
+# ---------------------------------------------------------------------------------------------
+# Extraction
+# ---------------------------------------------------------------------------------------------
+
+EXTRACT_CASES = [
+    # (text, kind, expected)
+    # continuations after an answer cue
+    (" 14.", "number", "14"),
+    (" 14 coins", "number", "14"),
+    (" 14", "number", "14"),
+    ("$1,500.00", "number", "1500"),
+    (" $1,500.00.", "number", "1500"),
+    (" 72.0", "number", "72"),
+    (" 3/4", "number", "0.75"),
+    (" -5 degrees", "number", "-5"),
+    (" C)", "choice", "C"),
+    ("C) 600", "choice", "C"),
+    ("C", "choice", "C"),
+    ("(C) 600", "choice", "C"),
+    ("c) six hundred", "choice", "C"),
+    (" Paris.\nThen more", "text", "paris"),
+    # whole chains
+    ("Natalia sold 48/2 = 24 clips in May.\nNatalia sold 48+24 = 72 clips.\n#### 72", "number", "72"),
+    ("She pays 5 + 7 = 12.\n#### $1,200", "number", "1200"),
+    ("8 + 8 = 16. 16 - 2 = 14. The answer is 14.", "number", "14"),
+    ("The answer is 14. Then I checked: 14 + 1 = 15.", "number", "14"),
+    ("The answer is 12. Wait, the answer is 13.", "number", "13"),
+    ("So the final answer is $\\boxed{72}$.", "number", "72"),
+    ("We get \\boxed{\\frac{3}{4}} hmm", "number", "4"),
+    ("Therefore, the final answer is \\boxed{72}", "number", "72"),
+    ("The answer is: 3.50 dollars", "number", "3.5"),
+    ("Final Answer: 42", "number", "42"),
+    ("16 - 2 = 14 coins left", "number", "14"),
+    ("The speed is 600.\nAnswer: C", "choice", "C"),
+    ("So the answer is (B).", "choice", "B"),
+    ("The answer is C) 600.", "choice", "C"),
+    ("\\boxed{E}", "choice", "E"),
+    ("The answer is the Eiffel Tower.", "text", "eiffel tower"),
+    ("#### 72\nThe answer is 5.", "number", "72"),
+    # unparsable -> None, never a guess
+    ("", "number", None),
+    ("I don't know", "number", None),
+    ("The answer is fourteen. Earlier I had 3 apples.", "number", None),
+    ("#### none", "number", None),
+    ("\\boxed{}", "number", None),
+    (" six hundred", "choice", None),
+    (" F)", "choice", None),
+    ("The answer is (F).", "choice", None),
+    ("", "text", None),
+    ("  \n ", "text", None),
+]
+
+
+@pytest.mark.parametrize("text, kind, expected", EXTRACT_CASES)
+def test_extract_answer(text: str, kind: str, expected: str | None) -> None:
+    assert extract_answer(text, kind) == expected
+
+
+def test_extract_answer_respects_n_choices() -> None:
+    assert extract_answer("G)", "choice", n_choices=7) == "G"
+    assert extract_answer("G)", "choice", n_choices=5) is None
