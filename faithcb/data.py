@@ -143,8 +143,10 @@ def _parse_choice(record: Mapping[str, Any]) -> tuple[str, str, str, tuple[str, 
     question = _question(record)
     if record.get("options") is not None:
         choices = _parse_options(record["options"])
+    elif record.get("choices") is not None:
+        choices = _parse_choices(record["choices"])
     else:
-        choices = _parse_choices(_get(record, "choices"))
+        raise _RecordError("options", 'missing (give lettered "options" or plain "choices")')
     if record.get("correct") is not None:
         field = "correct"
     elif record.get("answer") is not None:

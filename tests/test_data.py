@@ -1,0 +1,559 @@
+"""Problem loading: adapters, errors that name source/line/field, sampling, real data files."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from faithcb.data import ProbeSet, Problem, load
+from faithcb.errors import FaithcbError, ProblemFormatError
+
+SHARED_DATA = Path(
+    os.environ.get("FAITHCB_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
+)
+
+
+def _write_jsonl(path: Path, records: Sequence[object]) -> Path:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in records))
+    return path
+
+
+GOOD_GSM = {"question": "Sam has 3 <<1+2=3>>apples. How many?", "answer": "He has 1+2 = <<1+2=3>>3.\n#### 3"}
+
+# ---------------------------------------------------------------------------------------------
+# Errors: every message names the source, the 1-based line and the field
+# ---------------------------------------------------------------------------------------------
+
+ERROR_CASES = [
+    # (id, lines, format, field_map, expected message)
+    (
+        "missing question",
+        [GOOD_GSM, {"answer": "#### 3"}],
+        "auto",
+        None,
+        'problems.jsonl line 2: field "question": missing',
+    ),
+    (
+        "null question",
+        [{"question": None, "answer": "3"}],
+        "auto",
+        None,
+        'problems.jsonl line 1: field "question": missing',
+    ),
+    (
+        "question not a string",
+        [{"question": 5, "answer": "3"}],
+        "auto",
+        None,
+        'problems.jsonl line 1: field "question": expected a string, got int',
+    ),
+    (
+        "bad json line",
+        [GOOD_GSM, GOOD_GSM, '{"question": "x", "answer": '],
+        "auto",
+        None,
+        "problems.jsonl line 3: invalid JSON",
+    ),
+    (
+        "blank lines keep numbering",
+        ["", GOOD_GSM, "   ", {"question": "  ", "answer": "#### 3"}],
+        "auto",
+        None,
+        'problems.jsonl line 4: field "question": empty question',
+    ),
+    (
+        "not an object",
+        [GOOD_GSM, [1, 2]],
+        "auto",
+        None,
+        "problems.jsonl line 2: expected an object with a question and an answer, got list",
+    ),
+    (
+        "gsm8k without ####",
+        [GOOD_GSM, GOOD_GSM, {"question": "q?", "answer": "It is 72."}],
+        "gsm8k",
+        None,
+        'problems.jsonl line 3: field "answer": no "####" final answer in GSM8K-style answer',
+    ),
+    (
+        "gsm8k non-number final",
+        [{"question": "q?", "answer": "so\n#### many"}],
+        "gsm8k",
+        None,
+        'problems.jsonl line 1: field "answer": cannot read a number from the "####" final answer \'many\'',
+    ),
+    (
+        "generic missing answer",
+        [{"question": "q?"}],
+        "auto",
+        None,
+        'problems.jsonl line 1: field "answer": missing',
+    ),
+    (
+        "generic empty answer",
+        [{"question": "q?", "answer": "  "}],
+        "generic",
+        None,
+        'problems.jsonl line 1: field "answer": empty answer',
+    ),
+    (
+        "generic unnormalizable answer",
+        [{"question": "q?", "answer": "?!"}],
+        "generic",
+        None,
+        "problems.jsonl line 1: field \"answer\": cannot normalize '?!' as a text answer",
+    ),
+    (
+        "generic answer of wrong type",
+        [{"question": "q?", "answer": [3]}],
+        "generic",
+        None,
+        'problems.jsonl line 1: field "answer": expected a string or number, got list',
+    ),
+    (
+        "choice letter out of range",
+        [{"question": "q?", "options": ["A)1", "B)2", "C)3"], "correct": "E"}],
+        "auto",
+        None,
+        "problems.jsonl line 1: field \"correct\": choice letter 'E' out of range A-C",
+    ),
+    (
+        "choice index out of range",
+        [{"question": "q?", "choices": ["1", "2"], "answer": 2}],
+        "auto",
+        None,
+        'problems.jsonl line 1: field "answer": choice index 2 out of range 0-1',
+    ),
+    (
+        "choice unreadable",
+        [{"question": "q?", "choices": ["1", "2"], "answer": "maybe"}],
+        "auto",
+        None,
+        "problems.jsonl line 1: field \"answer\": cannot read a choice letter A-B from 'maybe'",
+    ),
+    (
+        "choice boolean",
+        [{"question": "q?", "choices": ["1", "2"], "answer": True}],
+        "auto",
+        None,
+        'problems.jsonl line 1: field "answer": expected a letter A-B or an index',
+    ),
+    (
+        "options without letters",
+        [{"question": "q?", "options": ["32400", "6000"], "correct": "A"}],
+        "auto",
+        None,
+        "problems.jsonl line 1: field \"options\": option 1 ('32400') has no letter",
+    ),
+    (
+        "options out of order",
+        [{"question": "q?", "options": ["A)1", "C)2"], "correct": "A"}],
+        "choice",
+        None,
+        "problems.jsonl line 1: field \"options\": option 2 has letter 'C', expected 'B'",
+    ),
+    (
+        "options empty",
+        [{"question": "q?", "options": [], "correct": "A"}],
+        "choice",
+        None,
+        'problems.jsonl line 1: field "options": expected a non-empty list',
+    ),
+    (
+        "choice format without options",
+        [{"question": "q?", "choices": ["1", "2"], "answer": "A"}, {"question": "q?", "answer": "A"}],
+        "choice",
+        None,
+        'problems.jsonl line 2: field "options": missing (give lettered "options" or plain "choices")',
+    ),
+    (
+        "choices not a list",
+        [{"question": "q?", "choices": "A, B", "answer": "A"}],
+        "auto",
+        None,
+        'problems.jsonl line 1: field "choices": expected a non-empty list of option texts',
+    ),
+    (
+        "choice missing correct",
+        [{"question": "q?", "options": ["A)1", "B)2"]}],
+        "auto",
+        None,
+        'problems.jsonl line 1: field "correct": missing',
+    ),
+    (
+        "field_map names the user's field",
+        [{"problem": "q?", "solution": "no hashes"}],
+        "gsm8k",
+        {"problem": "question", "solution": "answer"},
+        'problems.jsonl line 1: field "answer" (from "solution"): no "####"',
+    ),
+    ("empty file", [], "auto", None, "problems.jsonl: no problems found"),
+    ("only blank lines", ["", "  "], "auto", None, "problems.jsonl: no problems found"),
+]
+
+
+@pytest.mark.parametrize(
+    "lines, format, field_map, message", [c[1:] for c in ERROR_CASES], ids=[c[0] for c in ERROR_CASES]
+)
+def test_errors_name_source_line_and_field(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lines, format, field_map, message
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    _write_jsonl(tmp_path / "problems.jsonl", lines)
+    with pytest.raises(ProblemFormatError) as info:
+        ProbeSet.from_jsonl("problems.jsonl", format=format, field_map=field_map)
+    assert message in str(info.value)
+    # Catchable as the builtin it refines and as the package's base class.
+    assert isinstance(info.value, ValueError) and isinstance(info.value, FaithcbError)
+
+
+def test_json_array_errors_name_item(tmp_path: Path) -> None:
+    path = tmp_path / "set.json"
+    path.write_text(json.dumps([GOOD_GSM, {"question": "q?"}], indent=2))
+    with pytest.raises(ProblemFormatError, match=r'set\.json item 2: field "answer": missing'):
+        ProbeSet.from_jsonl(path)
+
+
+def test_broken_json_array_names_line(tmp_path: Path) -> None:
+    path = tmp_path / "set.json"
+    path.write_text('[\n  {"question": "q?", "answer": "1"},\n  {"question": \n]')
+    with pytest.raises(ProblemFormatError, match=r"set\.json line 4: invalid JSON array"):
+        ProbeSet.from_jsonl(path)
+
+
+def test_from_records_errors_name_record() -> None:
+    with pytest.raises(ProblemFormatError, match=r'<list> record 2: field "question": missing'):
+        ProbeSet.from_records([{"question": "a?", "answer": "1"}, {"answer": "2"}])
+    with pytest.raises(ProblemFormatError, match=r'mine record 1: field "answer"'):
+        ProbeSet.from_records([{"question": "a?", "answer": "x"}], format="gsm8k", source="mine")
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: ProbeSet([]), "<memory>: no problems found"),
+        (lambda: ProbeSet([], source="x.jsonl"), "x.jsonl: no problems found"),
+        (lambda: ProbeSet([{"question": "q"}]), "expected a Problem, got dict"),
+        (lambda: ProbeSet.from_records([], source="s"), "s: no problems found"),
+        (lambda: ProbeSet.from_records([GOOD_GSM], format="csv"), "unknown problem format 'csv'"),
+        (lambda: ProbeSet.from_jsonl("/nonexistent/p.jsonl"), "/nonexistent/p.jsonl: no such file"),
+        (lambda: Problem("q", "1", kind="letter"), "kind 'letter' is not one of"),
+        (lambda: load(5), "cannot load problems from a int; expected a ProbeSet"),
+        (lambda: load("/nonexistent/p.jsonl"), "/nonexistent/p.jsonl: no such file or directory; expected"),
+        (lambda: load("synthetic:abc"), "N must be a positive integer"),
+        (lambda: load("synthetic:0"), "N must be a positive integer"),
+        (lambda: load("synthetic:5:maybe"), "unknown synthetic option 'maybe'"),
+        (lambda: load([]), "no problems found"),
+        (lambda: load("synthetic", format="xml"), "unknown problem format 'xml'"),
+    ],
+)
+def test_constructor_and_load_errors(call, message: str) -> None:
+    with pytest.raises(ProblemFormatError) as info:
+        call()
+    assert message in str(info.value)
+
+
+# ---------------------------------------------------------------------------------------------
+# Adapters
+# ---------------------------------------------------------------------------------------------
+
+ADAPTER_CASES = [
+    # (id, record, format, expected (question, answer, kind, choices))
+    (
+        "gsm8k strips calculator annotations",
+        GOOD_GSM,
+        "auto",
+        ("Sam has 3 apples. How many?", "3", "number", ()),
+    ),
+    ("gsm8k thousands", {"question": "q?", "answer": "x\n#### 1,234"}, "gsm8k", ("q?", "1234", "number", ())),
+    ("gsm8k money decimal", {"question": "q?", "answer": "#### $2.50"}, "auto", ("q?", "2.5", "number", ())),
+    (
+        "aqua options",
+        {"question": "q?", "options": ["A)32400", "B)6000", "C)600"], "rationale": "...", "correct": "C"},
+        "auto",
+        ("q?", "C", "choice", ("32400", "6000", "600")),
+    ),
+    (
+        "options other letter styles",
+        {"question": "q?", "options": ["(A) 1 m", "B. 2 m", "c: 3 m"], "correct": "(b)"},
+        "choice",
+        ("q?", "B", "choice", ("1 m", "2 m", "3 m")),
+    ),
+    (
+        "choices with letter answer",
+        {"question": "q?", "choices": ["red", "green", "blue"], "answer": "C"},
+        "auto",
+        ("q?", "C", "choice", ("red", "green", "blue")),
+    ),
+    (
+        "choices with index answer",
+        {"question": "q?", "choices": ["red", "green", "blue"], "answer": 0},
+        "auto",
+        ("q?", "A", "choice", ("red", "green", "blue")),
+    ),
+    (
+        "choices with answer text",
+        {"question": "q?", "choices": ["red", "green", "blue"], "answer": "Green"},
+        "choice",
+        ("q?", "B", "choice", ("red", "green", "blue")),
+    ),
+    (
+        "generic with choices is choice",
+        {"question": "q?", "choices": ["1", "2"], "answer": "B"},
+        "generic",
+        ("q?", "B", "choice", ("1", "2")),
+    ),
+    ("generic number", {"question": "q?", "answer": "72.0"}, "auto", ("q?", "72", "number", ())),
+    ("generic int", {"question": "q?", "answer": 14}, "generic", ("q?", "14", "number", ())),
+    ("generic float", {"question": "q?", "answer": 0.5}, "generic", ("q?", "0.5", "number", ())),
+    (
+        "generic number with unit",
+        {"question": "q?", "answer": "14 coins"},
+        "auto",
+        ("q?", "14", "number", ()),
+    ),
+    ("generic money", {"question": "q?", "answer": "$1,500"}, "auto", ("q?", "1500", "number", ())),
+    ("generic fraction", {"question": "q?", "answer": "3/4"}, "auto", ("q?", "0.75", "number", ())),
+    (
+        "generic text",
+        {"question": " q? ", "answer": "The Eiffel Tower"},
+        "auto",
+        ("q?", "eiffel tower", "text", ()),
+    ),
+    (
+        "generic text with a number",
+        {"question": "q?", "answer": "World War 2"},
+        "auto",
+        ("q?", "world war 2", "text", ()),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "record, format, expected", [c[1:] for c in ADAPTER_CASES], ids=[c[0] for c in ADAPTER_CASES]
+)
+def test_adapters(record: dict, format: str, expected: tuple) -> None:
+    (p,) = ProbeSet.from_records([record], format=format, source="src")
+    assert (p.question, p.answer, p.kind, p.choices) == expected
+    assert p.id == "src:1"
+
+
+def test_auto_picks_per_record_and_ids() -> None:
+    records = [
+        GOOD_GSM,
+        {"question": "mc?", "options": ["A)1", "B)2"], "correct": "B", "id": "mc-1"},
+        {"question": "free?", "answer": "Paris", "id": 17},
+    ]
+    ps = ProbeSet.from_records(records, source="mixed")
+    assert [p.kind for p in ps] == ["number", "choice", "text"]
+    assert [p.id for p in ps] == ["mixed:1", "mc-1", "17"]
+    assert ps.source == "mixed"
+
+
+def test_field_map() -> None:
+    records = [{"problem": "How many?", "solution": "so 2\n#### 2", "uid": "u1"}]
+    (p,) = ProbeSet.from_records(
+        records, field_map={"problem": "question", "solution": "answer", "uid": "id"}
+    )
+    assert (p.question, p.answer, p.kind, p.id) == ("How many?", "2", "number", "u1")
+
+
+def test_from_records_accepts_generator() -> None:
+    ps = ProbeSet.from_records({"question": f"q{i}?", "answer": str(i)} for i in range(3))
+    assert [p.answer for p in ps] == ["0", "1", "2"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Files and datasets
+# ---------------------------------------------------------------------------------------------
+
+
+def test_from_jsonl_with_blank_lines(tmp_path: Path) -> None:
+    path = _write_jsonl(tmp_path / "p.jsonl", [GOOD_GSM, "", {"question": "b?", "answer": "#### 5"}])
+    ps = ProbeSet.from_jsonl(path)
+    assert [p.answer for p in ps] == ["3", "5"]
+    assert [p.id for p in ps] == [f"{path}:1", f"{path}:3"]  # physical line numbers
+    assert ps.source == str(path)
+
+
+def test_from_json_array_and_json_lines(tmp_path: Path) -> None:
+    records = [GOOD_GSM, {"question": "b?", "options": ["A)1", "B)2"], "correct": "A"}]
+    array = tmp_path / "array.json"
+    array.write_text(json.dumps(records, indent=2))
+    lines = _write_jsonl(tmp_path / "lines.json", records)
+    a, b = ProbeSet.from_jsonl(array), ProbeSet.from_jsonl(lines)
+    assert [(p.question, p.answer, p.kind) for p in a] == [(p.question, p.answer, p.kind) for p in b]
+    assert [p.kind for p in a] == ["number", "choice"]
+
+
+def test_utf8_bom(tmp_path: Path) -> None:
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps({"question": "caf\u00e9?", "answer": "1"}).encode() + b"\n")
+    assert ProbeSet.from_jsonl(path)[0].question == "caf\u00e9?"
+
+
+def test_from_dataset_and_load_from_disk(tmp_path: Path) -> None:
+    datasets = pytest.importorskip("datasets")
+    ds = datasets.Dataset.from_list(
+        [{"problem": "a?", "solution": "#### 4"}, {"problem": "b?", "solution": "x #### 7"}]
+    )
+    fmap = {"problem": "question", "solution": "answer"}
+    ps = ProbeSet.from_dataset(ds, field_map=fmap)
+    assert [p.answer for p in ps] == ["4", "7"]
+    assert load(ds, field_map=fmap)[1].answer == "7"
+
+    ds.save_to_disk(str(tmp_path / "saved"))
+    loaded = load(tmp_path / "saved", field_map=fmap)
+    assert [p.question for p in loaded] == ["a?", "b?"]
+    assert loaded.source == str(tmp_path / "saved")
+    assert loaded[0].id == f"{tmp_path / 'saved'}:1"
+
+
+def test_dataset_errors(tmp_path: Path) -> None:
+    datasets = pytest.importorskip("datasets")
+    ds = datasets.Dataset.from_list(
+        [{"question": "a?", "answer": "#### 1"}, {"question": "b?", "answer": "x"}]
+    )
+    with pytest.raises(ProblemFormatError, match=r'<dataset> row 2: field "answer": no "####"'):
+        ProbeSet.from_dataset(ds, format="gsm8k")
+    dd = datasets.DatasetDict({"train": ds})
+    with pytest.raises(ProblemFormatError, match=r"splits \['train'\]; pass one split"):
+        ProbeSet.from_dataset(dd)
+    dd.save_to_disk(str(tmp_path / "dd"))
+    with pytest.raises(ProblemFormatError, match=r"a DatasetDict with splits \['train'\]"):
+        load(tmp_path / "dd")
+    (tmp_path / "empty_dir").mkdir()
+    with pytest.raises(ProblemFormatError, match="not a directory written by datasets save_to_disk"):
+        load(tmp_path / "empty_dir")
+
+
+# ---------------------------------------------------------------------------------------------
+# load()
+# ---------------------------------------------------------------------------------------------
+
+
+def test_load_variants(tmp_path: Path) -> None:
+    ps = ProbeSet.synthetic(4, seed=1)
+    assert load(ps) is ps
+    assert ProbeSet.load(ps) is ps
+    problems = list(ps)
+    assert list(load(problems)) == problems
+    assert list(load(tuple(problems))) == problems
+    assert load([GOOD_GSM])[0].answer == "3"
+    path = _write_jsonl(tmp_path / "p.jsonl", [GOOD_GSM])
+    assert load(path)[0].answer == "3"
+    assert load(str(path)).source == str(path)
+
+
+@pytest.mark.parametrize(
+    "spec, n, keyed",
+    [
+        ("synthetic", 64, False),
+        ("synthetic:10", 10, False),
+        ("synthetic:10:key", 10, True),
+        ("synthetic:3:true", 3, True),
+    ],
+)
+def test_load_synthetic(spec: str, n: int, keyed: bool) -> None:
+    ps = load(spec)
+    assert len(ps) == n and ps.source == spec
+    assert all(("(key: " in p.question) == keyed for p in ps)
+    assert all(p.question.endswith(f"(key: {p.answer})") for p in ps if keyed)
+
+
+def test_synthetic_classmethod() -> None:
+    ps = ProbeSet.synthetic(5, seed=2, key="random")
+    assert len(ps) == 5 and ps[0].id == "synthetic-2-0"
+    assert list(ps) == list(ProbeSet.synthetic(5, seed=2, key="random"))
+
+
+# ---------------------------------------------------------------------------------------------
+# ProbeSet as a sequence, and sampling
+# ---------------------------------------------------------------------------------------------
+
+
+def test_sequence_protocol() -> None:
+    ps = ProbeSet.synthetic(6)
+    assert isinstance(ps, Sequence)
+    assert len(ps) == 6
+    assert ps[-1] == list(ps)[5]
+    assert ps[1:3] == list(ps)[1:3]
+    assert ps[0] in ps
+    assert ps.index(ps[2]) == 2
+    assert "6 problems" in repr(ps)
+
+
+def test_sample_is_seeded_ordered_and_without_replacement() -> None:
+    ps = ProbeSet.synthetic(50)
+    a = ps.sample(10, seed=3)
+    assert a == ps.sample(10, seed=3)
+    assert a != ps.sample(10, seed=4)
+    assert len({p.id for p in a}) == 10
+    order = [int(p.id.rsplit("-", 1)[1]) for p in a]
+    assert order == sorted(order)
+
+
+@pytest.mark.parametrize("n", [None, 50, 51, 1000])
+def test_sample_all(n: int | None) -> None:
+    ps = ProbeSet.synthetic(50)
+    assert ps.sample(n, seed=9) == list(ps)
+
+
+def test_sample_zero_and_negative() -> None:
+    ps = ProbeSet.synthetic(5)
+    assert ps.sample(0, seed=0) == []
+    with pytest.raises(ValueError, match="n must be >= 0"):
+        ps.sample(-1, seed=0)
+
+
+def test_sample_leaves_global_rng_untouched() -> None:
+    ps = ProbeSet.synthetic(30)
+    random.seed(99)
+    before = random.getstate()
+    ps.sample(10, seed=1)
+    ProbeSet.synthetic(10, seed=5)
+    assert random.getstate() == before
+
+
+# ---------------------------------------------------------------------------------------------
+# The real data files in the shared folder (skipped where absent; never copied into the repo)
+# ---------------------------------------------------------------------------------------------
+
+
+def _shared(rel: str) -> Path:
+    path = SHARED_DATA / rel
+    if not path.is_file():
+        pytest.skip(f"{path} not present (set FAITHCB_SHARED_DATA to the shared data folder)")
+    return path
+
+
+def test_real_gsm8k_train() -> None:
+    path = _shared("gsm8k/train.jsonl")
+    ps = ProbeSet.from_jsonl(path)
+    assert len(ps) > 1000
+    first = ps[0]
+    assert first.answer == "72" and first.kind == "number"
+    assert first.question.startswith("Natalia sold clips")
+    assert all(p.kind == "number" for p in ps)
+    assert not any("<<" in p.question for p in ps)
+    assert ps.source == str(path)
+
+
+def test_real_aqua_dev() -> None:
+    path = _shared("aqua/dev.json")
+    ps = ProbeSet.from_jsonl(path)  # a .json file holding one object per line
+    assert len(ps) > 100
+    assert all(p.kind == "choice" and p.answer in "ABCDE" and len(p.choices) == 5 for p in ps)
+    first = ps[0]
+    assert first.answer == "A"
+    assert first.choices == ("32400", "6000", "600", "60000", "10")
+
+
+def test_real_files_through_load() -> None:
+    path = _shared("gsm8k/train.jsonl")
+    assert load(str(path))[0].answer == "72"
