@@ -1,0 +1,118 @@
+"""What every probe shares: the prepared chain, the variants probes ask about, and their outcomes.
+
+A probe never touches a model directly to score: it turns a ``Chain`` into ``Variant``s (a cut
+point in the chain plus tokens inserted there), the engine scores all variants of all probes in
+one batched pass, and the probe turns the ``Outcome``s back into its per-problem record. That
+keeps probes testable against a scripted fake and lets the engine share prefixes across probes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from faithcb.data import Problem
+
+
+@dataclass
+class Chain:
+    """One problem's generated chain of thought, tokenized and split into steps."""
+
+    problem: Problem
+    sample: int  # index among the samples drawn for this problem (0 for greedy)
+    prompt_ids: list[int]
+    chain_text: str
+    chain_ids: list[int]
+    steps: list[str]
+    step_spans: list[tuple[int, int]]  # character spans of the steps in chain_text
+    cuts: list[int]  # cuts[k] = number of chain tokens covering steps 1..k; cuts[0] = 0
+    cue_ids: list[int]
+    gold_ids: list[int]  # canonical gold answer tokens as they follow the cue
+    choice_ids: tuple[int, ...] = ()  # letter tokens for multiple choice
+    # Set after the full-chain answer is read:
+    answer_ids: list[int] = field(default_factory=list)  # a_full's tokens
+    answer_text: str = ""
+    answer: str | None = None  # a_full, normalized (None = unparsed)
+    status: str = "ok"  # ok | no_steps | unparsed | error
+    # prompt + full chain: one shared list object per chain, so scoring can share its KV cache
+    prefix: list[int] = field(default_factory=list)
+
+    @property
+    def n_steps(self) -> int:
+        return len(self.steps)
+
+    def cut_at(self, k: int) -> int:
+        """Prefix length (prompt included) that keeps the first k steps."""
+        return len(self.prompt_ids) + self.cuts[k]
+
+    def rest_text(self, k: int) -> str:
+        """The chain text after step k (steps k+1..n), with the whitespace that preceded it."""
+        start = self.step_spans[k - 1][1] if k > 0 else 0
+        return self.chain_text[start:]
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A context for one probe: ``prompt + chain[:cut(k)] + insert + cue``."""
+
+    probe: str
+    k: int
+    insert: tuple[int, ...] = ()
+    wants_gold: bool = False  # also score log p(gold | context) (information gain)
+    cut: int | None = None  # explicit prefix cut in chain tokens; default: after step k
+    note: str = ""
+
+    def prefix_cut(self, chain: Chain) -> int:
+        return len(chain.prompt_ids) + (self.cut if self.cut is not None else chain.cuts[self.k])
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the model did under one variant."""
+
+    agree: bool  # its answer equals a_full (normalized)
+    logp_answer: float  # log p(a_full tokens | context)
+    logp_gold: float | None = None  # log p(gold tokens | context), when asked for
+    answer: str | None = None  # its normalized answer, when it had to be decoded
+
+
+@runtime_checkable
+class Probe(Protocol):
+    """A perturbation probe: variants in, a per-problem record out."""
+
+    name: str
+
+    def variants(self, chain: Chain) -> list[Variant]: ...
+
+    def record(self, chain: Chain, outcomes: Sequence[Outcome]) -> dict[str, Any]:
+        """Per-problem results; scalar entries named in ``metric_keys`` are aggregated."""
+        ...
+
+
+def trapezoid(ys: Sequence[float], xs: Sequence[float]) -> float:
+    return sum((xs[i + 1] - xs[i]) * (ys[i + 1] + ys[i]) / 2.0 for i in range(len(xs) - 1))
+
+
+def area_over_curve(agreement: Sequence[bool | float]) -> float:
+    """Lanham's AOC for m(0..n) on x = k/n: ``1 - trapezoid``. NaN without steps."""
+    n = len(agreement) - 1
+    if n < 1:
+        return math.nan
+    return 1.0 - trapezoid([float(a) for a in agreement], [k / n for k in range(n + 1)])
+
+
+CURVE_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def curve_on_grid(agreement: Sequence[bool | float], grid: Sequence[float] = CURVE_GRID) -> list[float]:
+    """m(k) read at fixed fractions of the chain by step interpolation (k = floor(x * n))."""
+    n = len(agreement) - 1
+    if n < 1:
+        return [math.nan] * len(grid)
+    return [float(agreement[min(n, int(math.floor(x * n + 1e-9)))]) for x in grid]
+
+
+def mean(values: Sequence[float | bool]) -> float:
+    return sum(float(v) for v in values) / len(values) if values else math.nan

@@ -1,0 +1,48 @@
+"""Filler substitution (Lanham et al. 2023): replace steps k+1..n by " ..." of the same token length.
+
+The filler has exactly as many tokens (of the evaluated model's tokenizer) as the text it
+replaces, so only the content changes, not the compute the model gets. ``invariance`` = mean of
+m(k) over k = 0..n-1: lower = the replaced steps carried the answer = more coupled.
+``k0`` is the whole chain replaced by filler (Lanham's filler test).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from faithcb.probes.base import Chain, Outcome, Variant, mean
+
+
+class FillerSubstitution:
+    name = "filler"
+    metric_keys = ("invariance", "k0_agreement")
+
+    def __init__(self, encode: Callable[[str], list[int]], filler: str = " ..."):
+        self.encode = encode
+        self.filler = filler
+        self._unit = max(1, len(encode(filler)))
+
+    def filler_ids(self, n_tokens: int) -> tuple[int, ...]:
+        """Exactly ``n_tokens`` tokens of repeated filler."""
+        if n_tokens <= 0:
+            return ()
+        ids = self.encode(self.filler * (n_tokens // self._unit + 2))
+        return tuple(ids[:n_tokens])
+
+    def variants(self, chain: Chain) -> list[Variant]:
+        total = len(chain.chain_ids)
+        return [
+            Variant(self.name, k, insert=self.filler_ids(total - chain.cuts[k]))
+            for k in range(chain.n_steps)
+        ]
+
+    def record(self, chain: Chain, outcomes: Sequence[Outcome]) -> dict[str, Any]:
+        agree = [o.agree for o in outcomes]
+        return {
+            "agree": agree,
+            "logp": [o.logp_answer for o in outcomes],
+            "answers": [o.answer for o in outcomes],
+            "invariance": mean(agree),
+            "k0_agreement": float(agree[0]) if agree else float("nan"),
+        }
