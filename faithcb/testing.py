@@ -103,7 +103,11 @@ def tiny_model(
     if hidden_size % num_heads:
         raise ValueError(f"hidden_size ({hidden_size}) must be divisible by num_heads ({num_heads})")
     vocab_size = len(tokenizer)
-    ids = {"pad_token_id": tokenizer.pad_token_id, "eos_token_id": tokenizer.eos_token_id, "bos_token_id": None}
+    ids = {
+        "pad_token_id": tokenizer.pad_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "bos_token_id": None,
+    }
     config: GPT2Config | LlamaConfig | Qwen2Config
     if family == "gpt2":
         config = GPT2Config(
@@ -164,7 +168,8 @@ def train_tiny(
 
     Speed: a 2-layer width-64 llama from :func:`tiny_model` on 40 arithmetic texts such as
     ``"Q: 3 + 4 - 2?\\nA: 3 + 4 = 7. 7 - 2 = 5. The answer is 5."`` runs the default 200 steps
-    of batch 16 in about 6 s on 2 CPU cores (loss 3.2 -> 0.6; measured with torch 2.13).
+    of batch 16 in about 3 s on 2 idle CPU cores (torch 2.13): loss 4.7 -> 0.09, or -> 0.017 with
+    ``completion_starts`` at the answers, after which greedy decoding reproduces every answer.
     """
     import torch
 
@@ -176,7 +181,9 @@ def train_tiny(
         )
     if tokenizer.eos_token_id is None or tokenizer.pad_token_id is None:
         raise ValueError("the tokenizer needs an eos token and a pad token")
-    max_len = int(getattr(model.config, "max_position_embeddings", 0) or getattr(model.config, "n_positions", 0))
+    max_len = int(
+        getattr(model.config, "max_position_embeddings", 0) or getattr(model.config, "n_positions", 0)
+    )
     max_len = max_len or _MAX_POSITIONS
 
     examples: list[tuple[list[int], list[int]]] = []
@@ -184,7 +191,10 @@ def train_tiny(
         enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         start = 0 if completion_starts is None else completion_starts[i]
         ids = [*enc["input_ids"], tokenizer.eos_token_id][:max_len]
-        labels = [t if s >= start else -100 for t, (s, _e) in zip(enc["input_ids"], enc["offset_mapping"])]
+        labels = [
+            t if s >= start else -100
+            for t, (s, _e) in zip(enc["input_ids"], enc["offset_mapping"], strict=True)
+        ]
         labels = [*labels, tokenizer.eos_token_id][:max_len]
         examples.append((ids, labels))
 

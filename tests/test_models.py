@@ -36,7 +36,9 @@ def _hide_smollm2(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(importlib.util, "find_spec", fake)
 
 
-def test_missing_package_names_install_command(monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path) -> None:
+def test_missing_package_names_install_command(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path
+) -> None:
     _hide_smollm2(monkeypatch)
     with pytest.raises(ModelLoadError) as info:
         embedded_model_path(tmp_path)
@@ -62,7 +64,9 @@ def _fake_convert(gguf_dir: pathlib.Path, out: pathlib.Path) -> None:
         (out / name).write_text("{}")
 
 
-def test_conversion_replaces_stale_partial_directory(monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path) -> None:
+def test_conversion_replaces_stale_partial_directory(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path
+) -> None:
     monkeypatch.setattr(models, "_gguf_location", lambda: tmp_path)
     monkeypatch.setattr(models, "_convert", _fake_convert)
     stale = tmp_path / "cache" / models._CACHE_SUBDIR
@@ -181,7 +185,9 @@ def test_converted_logits_match_gguf(converted: pathlib.Path) -> None:
 
 @pytest.mark.slow
 @needs_gguf
-def test_second_load_is_fast_and_keeps_tokenizer(converted: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_second_load_is_fast_and_keeps_tokenizer(
+    converted: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("FAITHCB_CACHE", str(converted.parent))
     start = time.perf_counter()
     model, tok = load_embedded_model()
