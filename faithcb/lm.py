@@ -304,8 +304,18 @@ class ProbeLM:
 
     # Fast path: prefix once, then all variants' insert+cue, then their continuations.
     def _score_shared_prefix(self, group: Sequence[ScoreRequest]) -> list[ScoreResult]:
+        # Stage 1 reads the first answer token off the last insert/cue position, so a request with
+        # neither re-feeds its last prefix token there instead (same context, same positions).
+        group = [
+            ScoreRequest(r.prefix, r.cut - 1, (r.prefix[r.cut - 1],), (), r.continuations, r.choice_ids)
+            if not r.insert and not r.cue and r.cut > 0
+            else r
+            for r in group
+        ]
         prefix = list(group[0].prefix)
         needed = max(req.cut for req in group)
+        if needed == 0:  # nothing to share (every context starts at the insert)
+            return self._score_plain(group)
         prefix_ids = torch.tensor([prefix[:needed]], dtype=torch.long, device=self.device)
         prefix_mask = torch.ones_like(prefix_ids)
         self.counter.add(prefix_mask)

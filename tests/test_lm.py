@@ -1,0 +1,268 @@
+"""ProbeLM: fast shared-prefix scoring == plain scoring, the exact greedy check, session hygiene."""
+
+from __future__ import annotations
+
+import copy
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from faithcb.lm import ProbeLM, ScoreRequest
+from faithcb.testing import FAMILIES, tiny_model, tiny_tokenizer
+
+TOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def models(tok):
+    return {family: tiny_model(tok, family, seed=3) for family in FAMILIES}
+
+
+def _rand(rng: random.Random, n: int) -> list[int]:
+    return [rng.randrange(7, 100) for _ in range(n)]  # printable characters only (no specials)
+
+
+def make_requests(lm: ProbeLM, seed: int = 0, with_greedy: bool = True) -> list[ScoreRequest]:
+    """Two problems' worth of requests sharing a prefix: many cuts, inserts and continuations.
+
+    Continuations mix random tokens (mostly not greedy) with the model's own greedy answer under
+    the request's context (greedy by construction), so both values of the flag are compared.
+    """
+    rng = random.Random(seed)
+    requests = []
+    for _problem in range(2):
+        prompt, chain, cue = _rand(rng, 5), _rand(rng, 10), _rand(rng, 3)
+        prefix = prompt + chain  # one list object per problem
+        cuts = [len(prompt), len(prompt), len(prompt) + 1, len(prompt) + 4, len(prefix) - 1, len(prefix), 0]
+        for i, cut in enumerate(cuts):
+            insert = tuple(_rand(rng, [0, 1, 3, 6][i % 4]))
+            this_cue = tuple(cue) if i not in (0, 5) else ()  # two with empty insert and cue
+            conts = [(), tuple(_rand(rng, 1)), tuple(_rand(rng, 4))]
+            rng.shuffle(conts)
+            requests.append(ScoreRequest(prefix, cut, insert, this_cue, tuple(conts), (11, 12, 13)))
+    # a problem whose every context starts at the insert (nothing of the prefix is kept)
+    prefix = _rand(rng, 6)
+    requests.append(ScoreRequest(prefix, 0, tuple(_rand(rng, 2)), (), ((), tuple(_rand(rng, 2))), (11, 12)))
+    if with_greedy:
+        answers = lm.generate([r.context() for r in requests], max_new_tokens=3)
+        requests = [
+            ScoreRequest(r.prefix, r.cut, r.insert, r.cue, (*r.continuations, tuple(a)), r.choice_ids)
+            for r, a in zip(requests, answers)
+        ]
+    return requests
+
+
+def assert_same(a, b, tol: float = TOL) -> None:
+    assert len(a) == len(b)
+    for ra, rb in zip(a, b):
+        assert len(ra.continuations) == len(rb.continuations)
+        for ca, cb in zip(ra.continuations, rb.continuations):
+            assert ca.greedy == cb.greedy
+            assert ca.logprob == pytest.approx(cb.logprob, abs=tol)
+        assert len(ra.choice_logprobs) == len(rb.choice_logprobs)
+        for xa, xb in zip(ra.choice_logprobs, rb.choice_logprobs):
+            assert xa == pytest.approx(xb, abs=tol)
+
+
+def score(model, tok, requests, **kw):
+    lm = ProbeLM(model, tok, **kw)
+    with lm.session():
+        return lm.score(requests)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_fast_path_equals_plain_path(models, tok, family):
+    model = models[family]
+    lm = ProbeLM(model, tok)
+    with lm.session():
+        requests = make_requests(lm, seed=FAMILIES.index(family))
+    plain = score(model, tok, requests, fast=False)
+    flags = [c.greedy for r in plain for c in r.continuations]
+    assert any(flags) and not all(flags)  # both outcomes are exercised
+    assert all(len(r.choice_logprobs) == len(req.choice_ids) for r, req in zip(plain, requests))
+    assert_same(score(model, tok, requests, fast=True), plain)
+    # chunking: fewer rows per forward pass than requests, on both paths
+    assert_same(score(model, tok, requests, fast=True, max_batch_size=3), plain)
+    assert_same(score(model, tok, requests, fast=False, max_batch_size=2), plain)
+
+
+def test_scores_are_log_probabilities_of_the_continuation(models, tok):
+    """Cross-check the plain path against a single unpadded forward pass computed here."""
+    model = models["llama"]
+    prefix = list(range(20, 32))
+    req = ScoreRequest(prefix, 7, (40, 41), (50,), ((60, 61, 62),), (70, 71))
+    (res,) = score(model, tok, [req], fast=True)
+    ids = torch.tensor([[*prefix[:7], 40, 41, 50, 60, 61, 62]])
+    with torch.no_grad():
+        lp = torch.log_softmax(model(input_ids=ids).logits[0].float(), -1)
+    expected = float(lp[9, 60] + lp[10, 61] + lp[11, 62])
+    assert res.continuations[0].logprob == pytest.approx(expected, abs=TOL)
+    assert res.choice_logprobs == pytest.approx((float(lp[9, 70]), float(lp[9, 71])), abs=TOL)
+
+
+# ---------------------------------------------------------------------------------- greedy check
+def test_greedy_check_matches_greedy_decoding(models, tok):
+    rng = random.Random(7)
+    for family in FAMILIES:
+        model = models[family]
+        lm = ProbeLM(model, tok, answer_max_tokens=5)
+        with lm.session():
+            contexts = [_rand(rng, rng.randrange(3, 12)) for _ in range(8)]
+            answers = lm.answer(contexts)
+            requests = []
+            for ctx, ans in zip(contexts, answers):
+                assert ans
+                bad = list(ans)
+                j = rng.randrange(len(bad))
+                bad[j] = 7 + (bad[j] - 7 + 1 + rng.randrange(90)) % 93  # any other printable char
+                assert bad != ans
+                requests.append(ScoreRequest(ctx, len(ctx), (), (), (tuple(ans), tuple(bad))))
+            for fast in (True, False):
+                lm.fast = fast
+                for res in lm.score(requests):
+                    assert res.continuations[0].greedy, family
+                    assert not res.continuations[1].greedy, family
+
+
+def test_answer_keeps_its_terminator(models, tok):
+    lm = ProbeLM(models["gpt2"], tok, answer_max_tokens=6)
+    lm.eos_ids = lm.eos_ids | {tok.convert_tokens_to_ids("a")}  # make "a" an end token
+    with lm.session():
+        (with_stop,) = lm.generate([[20, 21]], max_new_tokens=12, keep_stop=True)
+        (without,) = lm.generate([[20, 21]], max_new_tokens=12)
+    if with_stop[-1] in lm.eos_ids:
+        assert without == with_stop[:-1]
+    else:  # never hit an end token: both are the full budget
+        assert without == with_stop
+
+
+# ---------------------------------------------------------------------------------- session
+def test_session_restores_everything(tok):
+    model = tiny_model(tok, "llama", seed=1)
+    model.train()
+    model.config.use_cache = False
+    model.lm_head.weight.requires_grad_(False)
+    grads = {n: p.requires_grad for n, p in model.named_parameters()}
+    tok2 = tiny_tokenizer(padding_side="right")
+    gen_config = model.generation_config.to_dict()
+    random.seed(123)
+    np.random.seed(123)
+    torch.manual_seed(123)
+    states = (random.getstate(), np.random.get_state(), torch.get_rng_state())
+
+    lm = ProbeLM(model, tok2)
+    with lm.session():
+        assert not model.training
+        assert model.config.use_cache is True
+        assert not torch.is_grad_enabled()
+        lm.generate([[20, 21, 22]], max_new_tokens=5, do_sample=True)  # consumes the RNG
+        random.random()
+        np.random.rand()
+        res = lm.score([ScoreRequest([20, 21, 22], 3, (), (), ((30,),))])
+        assert res[0].continuations[0].logprob < 0
+
+    assert model.training is True
+    assert model.config.use_cache is False
+    assert torch.is_grad_enabled()
+    assert {n: p.requires_grad for n, p in model.named_parameters()} == grads
+    assert tok2.padding_side == "right"
+    assert tok2.pad_token == "<pad>"
+    assert model.generation_config.to_dict() == gen_config
+    assert random.getstate() == states[0]
+    after = np.random.get_state()
+    assert after[0] == states[1][0] and np.array_equal(after[1], states[1][1]) and after[2:] == states[1][2:]
+    assert torch.equal(torch.get_rng_state(), states[2])
+
+
+def test_session_restores_after_an_error(tok):
+    model = tiny_model(tok, "gpt2", seed=1)
+    model.train()
+    lm = ProbeLM(model, tok)
+    with pytest.raises(RuntimeError, match="boom"), lm.session():
+        raise RuntimeError("boom")
+    assert model.training and torch.is_grad_enabled()
+
+
+def test_seeded_sampling_is_reproducible(models, tok):
+    lm = ProbeLM(models["qwen2"], tok)
+    with lm.session():
+        a = lm.generate([[20, 21], [30]], max_new_tokens=6, do_sample=True, seed=5)
+        b = lm.generate([[20, 21], [30]], max_new_tokens=6, do_sample=True, seed=5)
+    assert a == b
+
+
+# ---------------------------------------------------------------------------------- tokenizers
+@pytest.mark.parametrize("variant", ["no_pad", "right"])
+def test_tokenizer_variants_give_the_same_results(models, tok, variant):
+    model = models["llama"]
+    left = tiny_tokenizer(padding_side="left")
+    other = copy.deepcopy(tok)
+    if variant == "no_pad":
+        other.pad_token = None
+        assert other.pad_token_id is None
+    else:
+        other.padding_side = "right"
+    base_lm = ProbeLM(model, left)
+    with base_lm.session():
+        requests = make_requests(base_lm, seed=11)
+        prompts = [[20, 21, 22], [30], [40, 41, 42, 43, 44, 45]]
+        expected_gen = base_lm.generate(prompts, max_new_tokens=5)
+    expected = {fast: score(model, left, requests, fast=fast) for fast in (True, False)}
+    lm = ProbeLM(model, other)
+    with lm.session():
+        assert lm.generate(prompts, max_new_tokens=5) == expected_gen
+    for fast in (True, False):
+        assert_same(score(model, other, requests, fast=fast), expected[fast])
+    assert (other.pad_token is None) == (variant == "no_pad")
+    assert other.padding_side == ("right" if variant == "right" else tok.padding_side)
+
+
+def test_batched_generation_equals_one_prompt_at_a_time(models, tok):
+    """Left padding + mask must not change what greedy decoding writes."""
+    model = models["gpt2"]
+    prompts = [[20, 21, 22, 23, 24, 25, 26], [30], [40, 41, 42]]
+    lm = ProbeLM(model, tok)
+    with lm.session():
+        batched = lm.generate(prompts, max_new_tokens=6)
+    for prompt, got in zip(prompts, batched):
+        with torch.no_grad():
+            out = model.generate(
+                input_ids=torch.tensor([prompt]), max_new_tokens=6, do_sample=False, pad_token_id=0
+            )
+        new = out[0, len(prompt) :].tolist()
+        eos = [i for i, t in enumerate(new) if t in lm.eos_ids]
+        assert got == (new[: eos[0]] if eos else new)
+
+
+# ---------------------------------------------------------------------------------- OOM halving
+@pytest.mark.parametrize("fast", [True, False])
+def test_oom_halving_gives_the_same_results(models, tok, monkeypatch, fast):
+    model = models["qwen2"]
+    lm = ProbeLM(model, tok)
+    with lm.session():
+        requests = make_requests(lm, seed=4, with_greedy=False)
+    expected = score(model, tok, requests, fast=fast)
+
+    real_forward = model.forward
+    seen = []
+
+    def forward(*args, **kwargs):
+        batch = (kwargs.get("input_ids") if "input_ids" in kwargs else args[0]).shape[0]
+        seen.append(batch)
+        if batch > 2:
+            raise torch.OutOfMemoryError("fake: batch too large")
+        return real_forward(*args, **kwargs)
+
+    monkeypatch.setattr(model, "forward", forward)
+    assert_same(score(model, tok, requests, fast=fast, max_batch_size=8), expected)
+    assert max(seen) > 2 and any(b <= 2 for b in seen)  # it failed, then halved
+
+    lm = ProbeLM(model, tok)
+    with lm.session():
+        assert lm.generate([[20], [21], [22], [23], [24]], max_new_tokens=2)  # generation halves too
+    # a single row that does not fit is a real error
+    monkeypatch.setattr(model, "forward", lambda *a, **k: (_ for _ in ()).throw(torch.OutOfMemoryError("x")))
+    with pytest.raises(torch.OutOfMemoryError), lm.session():
+        lm.score(requests[:1])
