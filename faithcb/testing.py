@@ -37,6 +37,8 @@ FAMILIES = ("llama", "gpt2", "qwen2")
 _CHARS = "".join(ch for ch in string.printable if ch not in "\r\x0b\x0c")
 
 _MAX_POSITIONS = 512
+# Below this many parameters train_tiny runs on one CPU thread (see there).
+_SINGLE_THREAD_PARAMS = 20_000_000
 
 
 def tiny_tokenizer(*, chat_template: bool = False, padding_side: str = "right") -> PreTrainedTokenizerFast:
@@ -164,12 +166,15 @@ def train_tiny(
     ``completion_starts`` (one character index per text) only the tokens that start at or after
     that character count in the loss, so the model learns the completions, not the questions.
     Batch order comes from a private generator and any dropout runs under a forked RNG, so the
-    global torch RNG is left as it was. The model ends in eval mode.
+    global torch RNG is left as it was. The model ends in eval mode. On CPU, a model under 20M
+    parameters trains on one thread (``torch.set_num_threads`` is restored afterwards).
 
     Speed: a 2-layer width-64 llama from :func:`tiny_model` on 40 arithmetic texts such as
-    ``"Q: 3 + 4 - 2?\\nA: 3 + 4 = 7. 7 - 2 = 5. The answer is 5."`` runs the default 200 steps
-    of batch 16 in about 3 s on 2 idle CPU cores (torch 2.13): loss 4.7 -> 0.09, or -> 0.017 with
-    ``completion_starts`` at the answers, after which greedy decoding reproduces every answer.
+    ``"Q: 3 + 4 - 2?\\nA: 3 + 4 = 7. 7 - 2 = 5. The answer is 5."``, default 200 steps of batch 16
+    (torch 2.13, 2-core machine): about 5 s of CPU on the one thread, so about 5 s wall when idle and
+    13-16 s wall with the machine loaded 4x over (two threads: 3 s idle but 110-270 s when loaded,
+    hence one). Loss 4.7 -> 0.09, or -> 0.017 with ``completion_starts`` at the answers, after which
+    greedy decoding reproduces all 40 answers.
     """
     import torch
 
@@ -213,6 +218,14 @@ def train_tiny(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
     order: list[int] = []
     losses: list[float] = []
+    # Tiny matrices gain nothing from intra-op threads, and on a busy machine (parallel test
+    # workers) the spinning thread pool made the loop 10-20x slower than one thread.
+    threads = torch.get_num_threads()
+    single_thread = (
+        device.type == "cpu" and sum(p.numel() for p in model.parameters()) < _SINGLE_THREAD_PARAMS
+    )
+    if single_thread:
+        torch.set_num_threads(1)
     model.train()
     try:
         with torch.random.fork_rng(devices=[]):
@@ -245,4 +258,6 @@ def train_tiny(
                 losses.append(float(out.loss.detach()))
     finally:
         model.eval()
+        if single_thread:
+            torch.set_num_threads(threads)
     return losses

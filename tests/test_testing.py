@@ -121,8 +121,10 @@ def test_train_tiny_learns_and_leaves_global_rng_alone() -> None:
     model = tiny_model(tok)
     torch.manual_seed(99)
     state = torch.get_rng_state()
+    threads = torch.get_num_threads()
     losses = train_tiny(model, tok, texts, steps=60, batch_size=8)
     assert torch.equal(torch.get_rng_state(), state)
+    assert torch.get_num_threads() == threads
     assert len(losses) == 60
     assert losses[-1] < 0.5 * losses[0]
     assert not model.training
