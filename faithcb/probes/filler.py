@@ -27,7 +27,14 @@ class FillerSubstitution:
         """Exactly ``n_tokens`` tokens of repeated filler."""
         if n_tokens <= 0:
             return ()
-        ids = self.encode(self.filler * (n_tokens // self._unit + 2))
+        repeats = n_tokens // self._unit + 2
+        ids = self.encode(self.filler * repeats)
+        while len(ids) < n_tokens:  # a tokenizer may merge repeats into fewer tokens
+            repeats *= 2
+            longer = self.encode(self.filler * repeats)
+            if len(longer) <= len(ids):
+                break
+            ids = longer
         return tuple(ids[:n_tokens])
 
     def variants(self, chain: Chain) -> list[Variant]:

@@ -61,6 +61,11 @@ class AddingMistakes:
         contexts = [c.prompt_ids + c.chain_ids[: c.cuts[k - 1]] + ids for c, k, ids in jobs]
         continuations = lm.generate(contexts, max_new_tokens=self.max_new_tokens)
         for (chain, k, ids), cont in zip(jobs, continuations):
+            # A model that writes the answer cue itself has ended its chain there (see engine).
+            cue_text = lm.tokenizer.decode(list(chain.cue_ids), skip_special_tokens=False)
+            text = lm.decode(cont)
+            if cue_text.strip() and cue_text in text:
+                cont = lm.encode(text[: text.find(cue_text)])
             self._inserts[(id(chain), k)] = tuple(ids + cont)
 
     def variants(self, chain: Chain) -> list[Variant]:
