@@ -40,6 +40,7 @@ from faithcb.config import FaithConfig
 from faithcb.data import ProbeSet
 from faithcb.engine import FaithfulnessEngine, RoundResult, aggregate
 from faithcb.errors import ConfigError, ProbeError
+from faithcb.prompting import PromptStyle
 
 logger = logging.getLogger(__name__)
 
@@ -52,9 +53,13 @@ CURVE_PREFIX = "faith_curve/"  # early-answering curve on the fixed grid
 class FaithfulnessCallback(TrainerCallback, ExportableState):
     """Periodic faithfulness rounds on the live model, logged to every ``report_to`` integration."""
 
-    def __init__(self, trainer, problems: Any = None, config: FaithConfig | None = None):
+    def __init__(
+        self, trainer, problems: Any = None, config: FaithConfig | None = None, *, style: PromptStyle | None = None
+    ):
         self.trainer = trainer
         self.config = config or FaithConfig()
+        # The prompt layout the probes read; it should match the layout the model is trained on.
+        self.style = style
         cfg = self.config
         source = problems if problems is not None else cfg.faith_problems
         if source is None:
@@ -201,10 +206,13 @@ class FaithfulnessCallback(TrainerCallback, ExportableState):
             with self._unwrapped_model() as model, accelerator.split_between_processes(self.problems) as mine:
                 context = model.disable_adapter() if base else contextlib.nullcontext()
                 with context:
+                    settings = cfg.probe_settings()
+                    if self.style is not None:
+                        settings.style = self.style
                     engine = FaithfulnessEngine(
                         model,
                         _tokenizer(trainer),
-                        cfg.probe_settings(),
+                        settings,
                         show_progress=cfg.faith_show_progress and accelerator.is_main_process,
                         strict=cfg.faith_strict,
                     )
