@@ -20,6 +20,7 @@ a full, independent sequence — the reference the fast path is tested against.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import random
 from collections.abc import Iterator, Sequence
@@ -46,6 +47,9 @@ class ScoreRequest:
     # For multiple choice: token ids of the choice letters; their log-probabilities at the first
     # answer position are returned (the answer is the best-scoring letter).
     choice_ids: tuple[int, ...] = ()
+    # When the first continuation is *not* the greedy output, decode up to this many tokens
+    # greedily (ending with the terminator) so the caller can compare normalized answers.
+    decode_tokens: int = 0
 
     def context(self) -> list[int]:
         return [*self.prefix[: self.cut], *self.insert, *self.cue]
@@ -61,6 +65,7 @@ class ContinuationScore:
 class ScoreResult:
     continuations: tuple[ContinuationScore, ...]
     choice_logprobs: tuple[float, ...] = ()
+    decoded: tuple[int, ...] | None = None  # greedy answer tokens, when asked for and needed
 
 
 @dataclass
@@ -281,13 +286,21 @@ class ProbeLM:
         for start in range(0, len(rows), self.max_batch_size):
             for key, value in self._with_oom_halving(rows[start : start + self.max_batch_size], run):
                 scored[key] = value
-        return [
+        results = [
             ScoreResult(
                 continuations=tuple(scored[(r, c)][0] for c in range(len(req.continuations))),
                 choice_logprobs=scored[(r, 0)][1],
             )
             for r, req in enumerate(requests)
         ]
+        # The reference way to read a mismatching answer: decode it from the full context.
+        todo = [r for r, req in enumerate(requests) if _needs_decode(req, results[r])]
+        for r, ids in zip(todo, self.generate(
+            [requests[r].context() for r in todo], max_new_tokens=max([requests[r].decode_tokens for r in todo], default=1),
+            stop_at_newline=True, keep_stop=True,
+        ) if todo else []):
+            results[r] = dataclasses.replace(results[r], decoded=tuple(ids[: requests[r].decode_tokens]))
+        return results
 
     @staticmethod
     def _read(logprobs: torch.Tensor, first: int, cont: Sequence[int], choice_ids: Sequence[int]):
@@ -307,7 +320,7 @@ class ProbeLM:
         # Stage 1 reads the first answer token off the last insert/cue position, so a request with
         # neither re-feeds its last prefix token there instead (same context, same positions).
         group = [
-            ScoreRequest(r.prefix, r.cut - 1, (r.prefix[r.cut - 1],), (), r.continuations, r.choice_ids)
+            dataclasses.replace(r, cut=r.cut - 1, insert=(r.prefix[r.cut - 1],), cue=())
             if not r.insert and not r.cue and r.cut > 0
             else r
             for r in group
@@ -322,11 +335,17 @@ class ProbeLM:
         cache = self.model(input_ids=prefix_ids, attention_mask=prefix_mask, use_cache=True).past_key_values
         kv = [(layer.keys, layer.values) for layer in cache.layers]
 
-        results: list[ScoreResult] = []
-        for start in range(0, len(group), self.max_batch_size):
-            chunk = list(group[start : start + self.max_batch_size])
-            results.extend(self._with_oom_halving(chunk, lambda part: self._score_branches(part, kv, needed)))
-        return results
+        # Batch rows of similar length together: a long filler row would otherwise pad every
+        # short truncation row in its batch to its own length.
+        order = sorted(range(len(group)), key=lambda i: len(group[i].insert) + len(group[i].cue))
+        results: list[ScoreResult | None] = [None] * len(group)
+        for start in range(0, len(order), self.max_batch_size):
+            idx = order[start : start + self.max_batch_size]
+            chunk = [group[i] for i in idx]
+            scored = self._with_oom_halving(chunk, lambda part: self._score_branches(part, kv, needed))
+            for i, res in zip(idx, scored):
+                results[i] = res
+        return results  # type: ignore[return-value]
 
     def _expand_cache(self, kv, rows: torch.Tensor):
         from transformers import DynamicCache
@@ -400,7 +419,42 @@ class ProbeLM:
                 greedy = all(int(row.argmax()) == t for row, t in zip(rows_lp, cont))
                 scores.append(ContinuationScore(lp, greedy))
             results.append(ScoreResult(tuple(scores), choice))
+
+        todo = [r for r, req in enumerate(chunk) if _needs_decode(req, results[r])]
+        if todo:
+            decoded = self._decode_from_cache(chunk, todo, stage1, stage1_kv, mask, mids)
+            for r, ids in zip(todo, decoded):
+                results[r] = dataclasses.replace(results[r], decoded=tuple(ids))
         return results
+
+    def _decode_from_cache(self, chunk, todo, stage1, stage1_kv, mask, mids) -> list[list[int]]:
+        """Greedy answers for rows ``todo``, continuing from their cached context (no re-reading)."""
+        dev = self.device
+        rows = torch.tensor(todo, dtype=torch.long, device=dev)
+        cache = self._expand_cache(stage1_kv, rows)
+        attn = mask[rows]
+        ends = [len(mids[r]) for r in todo]  # tokens after the cut, per row
+        token = torch.stack([stage1[r, ends[i] - 1].argmax() for i, r in enumerate(todo)])
+        outs: list[list[int]] = [[int(t)] for t in token]
+        done = [int(t) in self.eos_ids for t in token]
+        limit = max(chunk[r].decode_tokens for r in todo)
+        for step in range(1, limit):
+            if all(done):
+                break
+            attn = torch.cat([attn, torch.ones((len(todo), 1), dtype=attn.dtype, device=dev)], dim=1)
+            pos = torch.tensor([[chunk[r].cut + ends[i] + step - 1] for i, r in enumerate(todo)], device=dev)
+            self.counter.add(attn[:, -1:])
+            out = self.model(input_ids=token[:, None], attention_mask=attn, position_ids=pos,
+                             past_key_values=cache, use_cache=True)
+            cache = out.past_key_values
+            token = out.logits[:, -1].argmax(-1)
+            for i, t in enumerate(token.tolist()):
+                if done[i] or len(outs[i]) >= chunk[todo[i]].decode_tokens:
+                    done[i] = True
+                    continue
+                outs[i].append(t)
+                done[i] = t in self.eos_ids or "\n" in self.tokenizer.decode([t])
+        return outs
 
     # ------------------------------------------------------------------ memory
     def _with_oom_halving(self, items: list, fn) -> list:
@@ -422,3 +476,7 @@ def _numpy_state():
     except ImportError:  # pragma: no cover - numpy ships with torch's usual installs
         return None
     return np.random.get_state()
+
+
+def _needs_decode(request: ScoreRequest, result: ScoreResult) -> bool:
+    return bool(request.decode_tokens and result.continuations and not result.continuations[0].greedy)
