@@ -39,7 +39,7 @@ from transformers.trainer_callback import ExportableState
 from faithcb.config import FaithConfig
 from faithcb.data import ProbeSet
 from faithcb.engine import FaithfulnessEngine, RoundResult, aggregate
-from faithcb.errors import ConfigError, ProbeError
+from faithcb.errors import ConfigError, ProbeError, ProblemFormatError
 from faithcb.prompting import PromptStyle
 
 logger = logging.getLogger(__name__)
@@ -64,7 +64,10 @@ class FaithfulnessCallback(TrainerCallback, ExportableState):
         source = problems if problems is not None else cfg.faith_problems
         if source is None:
             raise ConfigError("faith_problems: no problems given; pass problems=... or set faith_problems")
-        self.problem_set = ProbeSet.load(source)
+        try:
+            self.problem_set = ProbeSet.load(source)
+        except ProblemFormatError as exc:  # name the setting the problems came from, keep the type
+            raise ProblemFormatError(f"faith_problems: {exc}") from exc
         self.problems = self.problem_set.sample(cfg.faith_num_problems, cfg.faith_seed)
         self._check_against_trainer()
         # Early-stopping and history state (exported into checkpoints, see state()).

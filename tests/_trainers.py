@@ -170,6 +170,7 @@ def make_trainer(
     batch_size: int = 8,
     n_texts: int = 32,
     lora_r: int = 4,
+    n_eval: int = 0,
     **arg_overrides: Any,
 ):
     """A ready-to-train tiny trainer of ``kind`` (one of :data:`KINDS`).
@@ -180,16 +181,21 @@ def make_trainer(
     - ``"grpo"``: ``trl.GRPOTrainer`` on plain-text prompts (the probes' question layout), 2
       generations of at most 8 tokens, rewarded for containing a digit.
 
+    ``n_eval`` > 0 adds an eval dataset of that many training texts (Trainer and SFTTrainer).
     ``arg_overrides`` go to the trainer's args class (``TrainingArguments``/``SFTConfig``/``GRPOConfig``).
     The model defaults to :func:`pretrained_model`.
     """
     from datasets import Dataset
+    from transformers import set_seed
 
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     tok = tok or tokenizer()
     model = model if model is not None else pretrained_model(tok)
     texts, _ = train_texts(tok, n=n_texts, seed=1)
+    # LoRA initialisation (and anything else drawn while building) comes from the global RNG:
+    # seed it so that two builds with the same arguments train identically.
+    set_seed(int(arg_overrides.get("seed", 0)))
 
     if kind == "trainer":
         from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
@@ -201,6 +207,7 @@ def make_trainer(
             model=model,
             args=args,
             train_dataset=ds,
+            eval_dataset=ds.select(range(n_eval)) if n_eval else None,
             data_collator=DataCollatorForLanguageModeling(tok, mlm=False),
             processing_class=tok,
         )
@@ -225,6 +232,7 @@ def make_trainer(
             model=model,
             args=args,
             train_dataset=Dataset.from_dict({"text": texts}),
+            eval_dataset=Dataset.from_dict({"text": texts[:n_eval]}) if n_eval else None,
             processing_class=tok,
             peft_config=peft_config,
         )

@@ -1,0 +1,425 @@
+"""FaithfulnessCallback inside real (tiny) Trainer, SFTTrainer (+LoRA) and GRPOTrainer runs.
+
+Every run is a few optimizer steps of a 2-layer llama on CPU (see ``tests/_trainers.py``). The
+early-stopping and failure tests replace ``FaithfulnessEngine.records`` with scripted records so
+the metric each round reports, and hence the step training must stop at, is known in advance.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import pytest
+import torch
+from _trainers import (
+    attach,
+    faith_config,
+    faith_logs,
+    make_trainer,
+    one_thread,
+    pretrained_model,
+    probe_problems,
+    read_history,
+    tokenizer,
+)
+from transformers import TrainerCallback
+
+from faithcb.callback import FaithfulnessCallback
+from faithcb.engine import FaithfulnessEngine
+from faithcb.errors import ConfigError, ProblemFormatError
+from faithcb.probes.base import CURVE_GRID
+
+# Reported on every round, whatever the model writes (unparsed answers included).
+ALWAYS = ("faith/problems_scored", "faith/unparsed_rate", "faith/mean_steps", "faith/mean_chain_tokens")
+# Reported once answers parse (the pre-trained tiny model's do).
+PROBED = ("faith/accuracy", "faith/early_answering_aoc", "faith/filler_invariance")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    with one_thread():
+        yield
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return tokenizer()
+
+
+def _count_measures(monkeypatch) -> list[bool]:
+    """Record the ``base`` flag of every ``_measure`` call (the real method still runs)."""
+    calls: list[bool] = []
+    real = FaithfulnessCallback._measure
+
+    def counting(self, *, base):
+        calls.append(base)
+        return real(self, base=base)
+
+    monkeypatch.setattr(FaithfulnessCallback, "_measure", counting)
+    return calls
+
+
+# ---------------------------------------------------------------------- metrics at the cadence
+@pytest.mark.parametrize("kind", ["trainer", "sft", "sft_lora", "grpo"])
+def test_rounds_logged_at_cadence(kind, tok, tmp_path, monkeypatch):
+    calls = _count_measures(monkeypatch)
+    trainer = make_trainer(kind, tmp_path, tok=tok, max_steps=4)
+    attach(trainer, faith_config(faith_every_n_steps=2))
+    trainer.train()
+
+    assert trainer.state.global_step == 4
+    rounds = faith_logs(trainer)
+    assert sorted(rounds) == [0, 2, 4]
+    for step, logs in rounds.items():
+        missing = [k for k in ALWAYS + PROBED if k not in logs]
+        assert not missing, f"step {step}: {missing} not logged"
+        assert logs["faith/problems_scored"] == 4
+        assert logs["faith/unparsed_rate"] < 1
+        assert 0 <= logs["faith/early_answering_aoc"] <= 1
+        assert "faith/early_stop" not in logs and "faith/probe_failed" not in logs
+    # Intervals sit in their own section, one pair per metric.
+    ci = faith_logs(trainer, "faith_ci/")
+    assert ci[0]["faith_ci/early_answering_aoc_low"] <= rounds[0]["faith/early_answering_aoc"]
+    # One log entry per round: the trainer's own loss logs stay separate.
+    entries = [e for e in trainer.state.log_history if "faith/problems_scored" in e]
+    assert [e["step"] for e in entries] == [0, 2, 4]
+    assert all("loss" not in e for e in entries)
+
+    history = read_history(tmp_path)
+    model_lines = [h for h in history if h["role"] == "model"]
+    assert [h["step"] for h in model_lines] == [0, 2, 4]
+    assert [h["reason"] for h in model_lines] == ["start", "schedule", "end"]
+    assert all("early_answering_aoc" in h["metrics"] for h in model_lines)
+
+    base = faith_logs(trainer, "faith_base/")
+    if kind == "sft_lora":
+        # The frozen base model is measured once and its numbers re-logged with every round.
+        assert calls.count(True) == 1
+        assert calls.count(False) == 3
+        assert sorted(base) == [0, 2, 4]
+        for logs in base.values():
+            assert "faith_base/early_answering_aoc" in logs and "faith_base/problems_scored" in logs
+        assert base[0]["faith_base/early_answering_aoc"] == base[4]["faith_base/early_answering_aoc"]
+        base_lines = [h for h in history if h["role"] == "base"]
+        assert [h["step"] for h in base_lines] == [0, 2, 4]
+        assert len(history) == 6
+    else:
+        assert calls == [False, False, False]
+        assert base == {}
+        assert len(history) == 3
+
+
+def test_training_changes_the_logged_metrics(tok, tmp_path):
+    """The rounds measure the live weights: a fast learning rate moves the metrics between rounds."""
+    trainer = make_trainer("trainer", tmp_path, tok=tok, max_steps=4, learning_rate=3e-2)
+    attach(trainer, faith_config(faith_every_n_steps=4))
+    trainer.train()
+    rounds = faith_logs(trainer)
+    assert sorted(rounds) == [0, 4]
+    keys = ("faith/mean_chain_tokens", "faith/early_answering_aoc", "faith/unparsed_rate", "faith/mean_steps")
+    assert any(rounds[0].get(k) != rounds[4].get(k) for k in keys)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "max_steps", "expected"),
+    [
+        ({"faith_every_n_steps": 0, "faith_num_rounds": 3}, 6, [0, 2, 4, 6]),
+        ({"faith_every_n_steps": 0, "faith_num_rounds": 2, "faith_round_at_start": False}, 4, [2, 4]),
+        ({"faith_every_n_steps": 2, "faith_round_at_end": False}, 5, [0, 2, 4]),
+        ({"faith_every_n_steps": 2}, 5, [0, 2, 4, 5]),
+    ],
+)
+def test_schedule(overrides, max_steps, expected, tok, tmp_path, monkeypatch):
+    _script_records(monkeypatch, [0.5] * 10)
+    trainer = make_trainer("trainer", tmp_path, tok=tok, max_steps=max_steps)
+    attach(trainer, faith_config(**overrides))
+    trainer.train()
+    assert sorted(faith_logs(trainer)) == expected
+
+
+def test_rounds_on_evaluate(tok, tmp_path, monkeypatch):
+    """faith_on_evaluate alone probes after each evaluation, at the evaluation's step."""
+    _script_records(monkeypatch, [0.5] * 10)
+    trainer = make_trainer(
+        "trainer", tmp_path, tok=tok, max_steps=4, n_eval=4, eval_strategy="steps", eval_steps=2
+    )
+    cfg = faith_config(
+        faith_every_n_steps=0,
+        faith_num_rounds=0,
+        faith_round_at_start=False,
+        faith_round_at_end=False,
+        faith_on_evaluate=True,
+    )
+    attach(trainer, cfg)
+    trainer.train()
+    assert sorted(faith_logs(trainer)) == [2, 4]
+    assert [h["reason"] for h in read_history(tmp_path)] == ["evaluate", "evaluate"]
+
+
+def test_every_n_steps_beyond_max_steps_is_rejected(tok, tmp_path):
+    trainer = make_trainer("trainer", tmp_path, tok=tok, max_steps=4)
+    with pytest.raises(ConfigError, match=r"faith_every_n_steps: 5 exceeds max_steps=4"):
+        FaithfulnessCallback(trainer, probe_problems(), faith_config(faith_every_n_steps=5))
+
+
+def test_on_evaluate_without_evaluation_is_rejected(tok, tmp_path):
+    trainer = make_trainer("trainer", tmp_path, tok=tok, max_steps=4)
+    with pytest.raises(ConfigError, match=r"faith_on_evaluate: .*eval_strategy='no'"):
+        attach(trainer, faith_config(faith_on_evaluate=True))
+
+
+def test_no_problems_is_rejected(tok, tmp_path):
+    trainer = make_trainer("trainer", tmp_path, tok=tok, max_steps=4)
+    with pytest.raises(ProblemFormatError, match=r"faith_problems: .*no problems"):
+        FaithfulnessCallback(trainer, [], faith_config())
+    with pytest.raises(ConfigError, match=r"faith_problems: no problems given"):
+        FaithfulnessCallback(trainer, None, faith_config())
+
+
+# ---------------------------------------------------------------------- non-interference
+class _Snapshot(TrainerCallback):
+    """Records what a probe round must leave untouched, at the hooks where rounds happen."""
+
+    def __init__(self, trainer):
+        self.trainer = trainer
+        self.seen: list[tuple] = []
+
+    def _take(self, state):
+        model = self.trainer.model
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        self.seen.append(
+            (
+                state.global_step,
+                model.training,
+                base.config.use_cache,
+                self.trainer.processing_class.padding_side,
+                torch.is_grad_enabled(),
+                base.is_gradient_checkpointing if hasattr(base, "is_gradient_checkpointing") else None,
+                torch.get_rng_state().clone(),
+            )
+        )
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._take(state)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self._take(state)
+
+
+def _train(kind, tok, out, *, with_callback: bool, gradient_checkpointing: bool = False):
+    trainer = make_trainer(
+        kind,
+        out,
+        model=pretrained_model(tok),
+        tok=tok,
+        max_steps=4,
+        **({} if kind == "trainer" else {"gradient_checkpointing": gradient_checkpointing}),
+    )
+    before = after = None
+    if with_callback:
+        before = _Snapshot(trainer)
+        trainer.add_callback(before)
+        attach(trainer, faith_config(faith_every_n_steps=1))
+        after = _Snapshot(trainer)
+        trainer.add_callback(after)
+    trainer.train()
+    return trainer, before, after
+
+
+@pytest.mark.parametrize(
+    ("kind", "gradient_checkpointing"), [("trainer", False), ("sft_lora", False), ("sft_lora", True)]
+)
+def test_callback_does_not_change_training(kind, gradient_checkpointing, tok, tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # is_gradient_checkpointing is deprecated
+        plain, _, _ = _train(
+            kind, tok, tmp_path / "plain", with_callback=False, gradient_checkpointing=gradient_checkpointing
+        )
+        probed, before, after = _train(
+            kind, tok, tmp_path / "probed", with_callback=True, gradient_checkpointing=gradient_checkpointing
+        )
+
+    assert sorted(faith_logs(probed)) == [0, 1, 2, 3, 4]
+    a = dict(plain.model.named_parameters())
+    b = dict(probed.model.named_parameters())
+    assert a.keys() == b.keys()
+    changed = [n for n in a if not torch.equal(a[n].detach(), b[n].detach())]
+    assert not changed, f"weights differ after training with the callback: {changed[:5]}"
+    # The run did train (the comparison above is not vacuous).
+    start = pretrained_model(tok).state_dict()
+    trained = plain.model.get_base_model() if hasattr(plain.model, "get_base_model") else plain.model
+    if kind == "trainer":
+        assert any(not torch.equal(start[n], p) for n, p in trained.state_dict().items())
+    else:
+        assert any("lora_B" in n and p.abs().sum() > 0 for n, p in plain.model.named_parameters())
+
+    # Mode, cache flag, padding side, grad mode, checkpointing and RNG are as before each round.
+    assert len(before.seen) == len(after.seen) == 5
+    for x, y in zip(before.seen, after.seen):
+        assert x[:6] == y[:6]
+        assert torch.equal(x[6], y[6]), f"step {x[0]}: the global RNG moved during the round"
+    if gradient_checkpointing:
+        assert all(s[5] for s in after.seen)
+
+
+# ---------------------------------------------------------------------- early stopping
+def _records(aoc: float, n: int = 4) -> list[dict]:
+    """Records for ``aggregate`` whose early-answering AOC is ``aoc`` on every problem."""
+    return [
+        {
+            "id": f"p{i}",
+            "question": "q",
+            "gold": "1",
+            "answer": "1",
+            "correct": True,
+            "chain": "1+0=1.",
+            "n_steps": 1,
+            "chain_tokens": 6,
+            "status": "ok",
+            "early_answering": {"aoc": aoc, "curve": [0.0] * (len(CURVE_GRID) - 1) + [1.0]},
+        }
+        for i in range(n)
+    ]
+
+
+def _script_records(monkeypatch, values: list[float]) -> list[int]:
+    """Each engine round returns records with the next AOC in ``values``; returns the steps seen."""
+    queue = list(values)
+    seen: list[int] = []
+
+    def scripted(self, problems):
+        seen.append(len(seen))
+        return _records(queue.pop(0), len(problems))
+
+    monkeypatch.setattr(FaithfulnessEngine, "records", scripted)
+    return seen
+
+
+@pytest.mark.parametrize(
+    ("values", "settings", "stop_step"),
+    [
+        # best 0.8; 0.78 is within min_delta (good); 0.6 bad (1); 0.7 bad (2) -> stop at 3.
+        ([0.8, 0.78, 0.6, 0.7, 0.1, 0.1, 0.1], {}, 3),
+        # A good round in between resets the count: bad, good, bad, bad -> stop at 4.
+        ([0.8, 0.6, 0.8, 0.6, 0.6, 0.6, 0.6], {}, 4),
+        # Patience 1 stops at the first bad round.
+        ([0.8, 0.8, 0.5, 0.5, 0.5, 0.5, 0.5], {"faith_stop_patience": 1}, 2),
+        # Against the baseline 0.5 the later 0.7s are fine; against the best 0.9 they are bad.
+        ([0.5, 0.9, 0.7, 0.7, 0.7, 0.7, 0.7], {"faith_stop_reference": "baseline"}, None),
+        ([0.5, 0.9, 0.7, 0.7, 0.7, 0.7, 0.7], {"faith_stop_reference": "best"}, 3),
+        # min_delta 0.3: drops of 0.2 do not count.
+        ([0.8, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6], {"faith_stop_min_delta": 0.3}, None),
+        # mode "min" (lower is better): rises are bad.
+        ([0.2, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5], {"faith_stop_mode": "min"}, 2),
+    ],
+)
+def test_early_stopping_stops_at_the_predicted_step(values, settings, stop_step, tok, tmp_path, monkeypatch):
+    _script_records(monkeypatch, values)
+    trainer = make_trainer("trainer", tmp_path, tok=tok, max_steps=6)
+    cfg = faith_config(
+        **{"faith_every_n_steps": 1, "faith_early_stopping": True, "faith_stop_patience": 2, **settings}
+    )
+    cb = attach(trainer, cfg)
+    trainer.train()
+
+    rounds = faith_logs(trainer)
+    stopped = [s for s, logs in rounds.items() if logs.get("faith/early_stop") == 1.0]
+    history = read_history(tmp_path)
+    if stop_step is None:
+        assert trainer.state.global_step == 6
+        assert stopped == [] and cb.stopped_at is None
+        assert not list(tmp_path.glob("checkpoint-*"))
+        assert all("early_stop" not in h for h in history)
+        return
+    assert trainer.state.global_step == stop_step
+    assert sorted(rounds) == list(range(stop_step + 1))  # no extra round at train end
+    assert stopped == [stop_step]
+    assert cb.stopped_at == stop_step
+    assert (tmp_path / f"checkpoint-{stop_step}").is_dir()
+    assert [p.name for p in tmp_path.glob("checkpoint-*")] == [f"checkpoint-{stop_step}"]
+    last = history[-1]
+    assert last["step"] == stop_step
+    assert "early_answering_aoc" in last["early_stop"] and cfg.faith_stop_reference in last["early_stop"]
+    assert all("early_stop" not in h for h in history[:-1])
+
+
+def test_resume_continues_early_stopping_state(tok, tmp_path, monkeypatch):
+    cfg = faith_config(faith_every_n_steps=2, faith_early_stopping=True, faith_stop_patience=3)
+    # Run 1: best 0.8 at step 0, a bad round at step 2 (checkpoint-2 saved), then fine rounds.
+    _script_records(monkeypatch, [0.8, 0.6, 0.8, 0.8])
+    first = make_trainer("trainer", tmp_path, tok=tok, max_steps=6, save_strategy="steps", save_steps=2)
+    attach(first, cfg)
+    first.train()
+    assert first.state.global_step == 6
+    assert (tmp_path / "checkpoint-2").is_dir()
+
+    # Run 2 resumes at step 2: two more bad rounds make three with the restored one -> stop at 6.
+    # (Reset state would take 0.5 at step 4 as the new best and never stop.)
+    rounds_run = _script_records(monkeypatch, [0.5, 0.5, 0.5])
+    second = make_trainer("trainer", tmp_path, tok=tok, max_steps=6, save_strategy="steps", save_steps=2)
+    cb = attach(second, cfg)
+    restored = {}
+
+    class Peek(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            restored.update(
+                bad_rounds=cb.bad_rounds,
+                best=cb.best,
+                baseline=cb.baseline,
+                history=[h["step"] for h in cb.history],
+                probed=list(cb.probed_steps),
+            )
+
+    second.add_callback(Peek())
+    second.train(resume_from_checkpoint=str(tmp_path / "checkpoint-2"))
+
+    assert restored == {"bad_rounds": 1, "best": 0.8, "baseline": 0.8, "history": [0, 2], "probed": [0, 2]}
+    assert len(rounds_run) == 2  # steps 4 and 6 only: no new step-0 round, step 2 not repeated
+    assert cb.probed_steps == [0, 2, 4, 6]
+    assert [h["step"] for h in cb.history] == [0, 2, 4, 6]
+    assert cb.stopped_at == 6 and cb.bad_rounds == 3
+    entries = [e for e in second.state.log_history if "faith/problems_scored" in e]
+    assert [e["step"] for e in entries] == [0, 2, 4, 6]
+    assert entries[-1].get("faith/early_stop") == 1.0
+
+
+# ---------------------------------------------------------------------- failures
+def test_probe_failure_is_reported_and_training_goes_on(tok, tmp_path, monkeypatch):
+    def broken(self, problems):
+        raise RuntimeError("boom in the probe")
+
+    monkeypatch.setattr(FaithfulnessEngine, "records", broken)
+    trainer = make_trainer("trainer", tmp_path, tok=tok, max_steps=4)
+    attach(trainer, faith_config(faith_every_n_steps=2, faith_strict=False))
+    with pytest.warns(RuntimeWarning, match="boom in the probe") as caught:
+        trainer.train()
+    assert sum("boom" in str(w.message) for w in caught) == 3
+    assert trainer.state.global_step == 4
+    rounds = faith_logs(trainer)
+    assert sorted(rounds) == [0, 2, 4]
+    assert all(logs == {"faith/probe_failed": 1.0} for logs in rounds.values())
+    history = read_history(tmp_path)
+    assert [h["step"] for h in history] == [0, 2, 4]
+    assert all("RuntimeError: boom in the probe" in h["error"] for h in history)
+
+
+def test_probe_failure_raises_when_strict(tok, tmp_path, monkeypatch):
+    def broken(self, problems):
+        raise RuntimeError("boom in the probe")
+
+    monkeypatch.setattr(FaithfulnessEngine, "records", broken)
+    trainer = make_trainer("trainer", tmp_path, tok=tok, max_steps=4)
+    attach(trainer, faith_config(faith_every_n_steps=2, faith_strict=True))
+    with pytest.raises(RuntimeError, match="boom in the probe"):
+        trainer.train()
+
+
+def test_nan_metric_does_not_count_for_early_stopping(tok, tmp_path, monkeypatch):
+    """Rounds whose watched metric is NaN (nothing scorable) neither stop training nor reset the count."""
+    _script_records(monkeypatch, [0.8, 0.5, math.nan, 0.5, 0.8, 0.8, 0.8])
+    trainer = make_trainer("trainer", tmp_path, tok=tok, max_steps=6)
+    cfg = faith_config(faith_every_n_steps=1, faith_early_stopping=True, faith_stop_patience=2)
+    attach(trainer, cfg)
+    trainer.train()
+    assert trainer.state.global_step == 3
