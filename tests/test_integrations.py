@@ -1,0 +1,388 @@
+"""``FaithfulnessCallback`` against the real integrations: W&B (offline), TensorBoard, DDP (gloo).
+
+Nothing is mocked on the reading side: the W&B run is read back from its ``.wandb`` log and its
+media files, TensorBoard from its event files with TensorBoard's own reader, and the distributed
+runs are real ``torchrun`` process groups on CPU. Runs that own global state (a W&B run, a process
+group) go through ``tests/dist_worker.py`` in a subprocess, always with a timeout, so a hang fails
+the test instead of the suite.
+
+Note the section names: ``Trainer``'s W&B and TensorBoard callbacks rewrite every key that does not
+start with ``eval_``/``test_`` to ``train/<key>``, so ``faith/accuracy`` is stored as
+``train/faith/accuracy``. Tables and the chart are logged to the W&B run directly and keep their
+names.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import math
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from _trainers import (
+    attach,
+    faith_config,
+    faith_logs,
+    make_trainer,
+    one_thread,
+    pretrained_model,
+    probe_problems,
+)
+
+TESTS = Path(__file__).resolve().parent
+WORKER = TESTS / "dist_worker.py"
+TIMEOUT = 300  # seconds for any subprocess run; a deadlock fails the test here
+
+TABLE_COLUMNS = [
+    "step",
+    "id",
+    "question",
+    "chain",
+    "answer",
+    "gold",
+    "correct",
+    "n_steps",
+    "early_answering_aoc",
+    "filler_invariance",
+    "paraphrase_invariance",
+    "info_gain_total",
+]
+EXACT_METRICS = (
+    "accuracy",
+    "unparsed_rate",
+    "mean_steps",
+    "mean_chain_tokens",
+    "early_answering_aoc",
+    "filler_invariance",
+    "filler_k0_agreement",
+    "problems_scored",
+    "problems_unscored",
+)
+LOGPROB_METRICS = (
+    "info_gain_total",
+    "info_gain_per_step",
+    "info_gain_positive_fraction",
+    "info_gain_delta_ppl",
+)
+
+
+# ---------------------------------------------------------------------- helpers
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> Path:
+    """The session's pre-trained tiny llama, saved once so subprocesses start from the same weights."""
+    path = tmp_path_factory.mktemp("weights") / "pretrained.pt"
+    torch.save(pretrained_model().state_dict(), path)
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _run(cmd: list[str], env_extra: dict[str, str] | None = None, cwd: Path | None = None):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update({"OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"})
+    env.update(env_extra or {})
+    # A new session so that on timeout the whole group (torchrun and its workers) can be stopped.
+    proc = subprocess.Popen(
+        cmd,
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        output, _ = proc.communicate(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        output, _ = proc.communicate()
+        pytest.fail(f"{' '.join(cmd)} did not finish within {TIMEOUT}s (deadlock?)\n{output[-4000:]}")
+    return proc.returncode, output
+
+
+def _torchrun(nproc: int, out: Path, weights: Path, *args: str, env: dict[str, str] | None = None):
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        str(nproc),
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(_free_port()),
+        str(WORKER),
+        "--out",
+        str(out),
+        "--weights",
+        str(weights),
+        *args,
+    ]
+    return _run(cmd, env)
+
+
+def _rank(out: Path, rank: int) -> dict:
+    return json.loads((out / f"rank{rank}.json").read_text(encoding="utf-8"))
+
+
+def _faith_by_step(log_history: list[dict], prefix: str = "faith/") -> dict[int, dict[str, float]]:
+    rounds: dict[int, dict[str, float]] = {}
+    for entry in log_history:
+        keys = {k: v for k, v in entry.items() if k.startswith(prefix)}
+        if keys:
+            rounds.setdefault(entry["step"], {}).update(keys)
+    return rounds
+
+
+def _records(out: Path, step: int) -> list[dict]:
+    path = out / "run" / "faith_records" / f"step_{step:06d}.jsonl"
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+# ---------------------------------------------------------------------- W&B's on-disk log
+# A ``.wandb`` file is a LevelDB-style log: a 7-byte header (":W&B", magic 0xBEE1, version 0), then
+# 32 KiB blocks of chunks, each ``<crc32 uint32><length uint16><type uint8><payload>``, the crc being
+# zlib's crc32 over the type byte and payload; a record is one FULL chunk or FIRST, MIDDLE..., LAST.
+# Each record is a serialized ``wandb_internal.Record`` protobuf. wandb 0.31 has no Python reader
+# (the old ``wandb.sdk.internal.datastore`` went with the Go core), hence these few lines.
+_BLOCK = 32 * 1024
+_FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
+
+
+def wandb_records(path: Path) -> Iterator:
+    from wandb.proto import wandb_internal_pb2
+
+    data = path.read_bytes()
+    ident, magic, version = struct.unpack("<4sHB", data[:7])
+    assert (ident, magic, version) == (b":W&B", 0xBEE1, 0), f"{path} is not a W&B log"
+    pos, pending = 7, b""
+    while pos + 7 <= len(data):
+        room = _BLOCK - pos % _BLOCK
+        if room < 7:  # a block's tail too short for a chunk header is zero padding
+            pos += room
+            continue
+        crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        if kind == 0 and length == 0:  # preallocated, unwritten space
+            pos += room
+            continue
+        payload = data[pos + 7 : pos + 7 + length]
+        assert zlib.crc32(bytes([kind]) + payload) == crc, f"corrupt chunk at byte {pos} of {path}"
+        pos += 7 + length
+        pending = payload if kind in (_FULL, _FIRST) else pending + payload
+        if kind in (_FULL, _LAST):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            yield record
+
+
+def wandb_history(path: Path) -> list[dict]:
+    """Every history row of the run (as ``run.log`` received it), nested keys as nested dicts."""
+    rows = []
+    for record in wandb_records(path):
+        if record.WhichOneof("record_type") != "history":
+            continue
+        row: dict = {}
+        for item in record.history.item:
+            value = json.loads(item.value_json)
+            if item.key:
+                row[item.key] = value
+            else:
+                *parents, leaf = item.nested_key
+                node = row
+                for key in parents:
+                    node = node.setdefault(key, {})
+                node[leaf] = value
+        rows.append(row)
+    return rows
+
+
+def _close(a: float, b: float, tol: float) -> bool:
+    return (math.isnan(a) and math.isnan(b)) or abs(a - b) <= tol
+
+
+# ---------------------------------------------------------------------- W&B
+def test_wandb_offline_run_holds_scalars_tables_and_chart(tmp_path, weights):
+    pytest.importorskip("wandb")
+    out = tmp_path / "out"
+    rc, output = _run(
+        [
+            sys.executable,
+            str(WORKER),
+            "--out",
+            str(out),
+            "--weights",
+            str(weights),
+            "--report-to",
+            "wandb",
+            "--problems",
+            "3",
+            "--max-steps",
+            "4",
+            "--every",
+            "2",
+        ],
+        {
+            "WANDB_MODE": "offline",
+            "WANDB_DIR": str(tmp_path),
+            "WANDB_PROJECT": "faithcb-tests",
+            "WANDB_SILENT": "true",
+        },
+    )
+    assert rc == 0, output[-4000:]
+    logged = _faith_by_step(_rank(out, 0)["log_history"], prefix="faith")  # faith/ and faith_ci/
+    assert sorted(logged) == [0, 2, 4]
+
+    (run_dir,) = (Path(p) for p in glob.glob(str(tmp_path / "wandb" / "offline-run-*")))
+    (log_file,) = run_dir.glob("run-*.wandb")
+    rows = wandb_history(log_file)
+
+    # Scalars: one row per round at the trainer's step, every faith value as the Trainer logged it.
+    scalar_rows = {r["train/global_step"]: r for r in rows if "train/faith/problems_scored" in r}
+    assert sorted(scalar_rows) == [0, 2, 4]
+    for step, row in scalar_rows.items():
+        assert row["train/faith/problems_scored"] == 3
+        assert row["train/faith/unparsed_rate"] == pytest.approx(logged[step]["faith/unparsed_rate"])
+        assert "train/faith_ci/accuracy_low" in row and "train/faith/early_answering_aoc" in row
+        for key, value in logged[step].items():
+            assert _close(row[f"train/{key}"], value, 1e-12), (step, key)
+
+    # The per-problem table: one per round, this round's problems only, one row per problem.
+    table_rows = {
+        r["train/global_step"]: r["faith_tables/records"] for r in rows if "faith_tables/records" in r
+    }
+    assert sorted(table_rows) == [0, 2, 4]
+    for step, ref in table_rows.items():
+        assert ref["_type"] == "table-file" and ref["nrows"] == 3 and ref["ncols"] == len(TABLE_COLUMNS)
+        table = json.loads((run_dir / "files" / ref["path"]).read_text(encoding="utf-8"))
+        assert table["columns"] == TABLE_COLUMNS
+        records = _records(out, step)
+        assert len(table["data"]) == len(records) == 3
+        col = {name: i for i, name in enumerate(TABLE_COLUMNS)}
+        for data_row, record in zip(table["data"], records):
+            assert data_row[col["step"]] == step
+            assert data_row[col["id"]] == record["id"]
+            assert data_row[col["answer"]] == record["answer"] and data_row[col["gold"]] == record["gold"]
+            assert data_row[col["early_answering_aoc"]] == pytest.approx(record["early_answering"]["aoc"])
+
+    # The train-end chart: accuracy and early-answering AOC over the probed steps.
+    (chart,) = [r for r in rows if "faith_charts/accuracy_vs_coupling_table" in r]
+    ref = chart["faith_charts/accuracy_vs_coupling_table"]
+    table = json.loads((run_dir / "files" / ref["path"]).read_text(encoding="utf-8"))
+    assert table["columns"] == ["step", "lineKey", "lineVal"]
+    series: dict[str, dict[int, float]] = {}
+    for step, key, value in table["data"]:
+        series.setdefault(key, {})[step] = value
+    assert series["accuracy"] == pytest.approx({s: logged[s]["faith/accuracy"] for s in (0, 2, 4)})
+    aoc = {s: logged[s]["faith/early_answering_aoc"] for s in (0, 2, 4)}
+    assert series["early-answering AOC (coupling)"] == pytest.approx(aoc)
+
+
+# ---------------------------------------------------------------------- TensorBoard
+def test_tensorboard_event_files_hold_every_round(tmp_path, monkeypatch):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    logdir = tmp_path / "tb"
+    monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", str(logdir))  # transformers 5: no logging_dir argument
+    with one_thread():
+        trainer = make_trainer("trainer", tmp_path / "run", max_steps=4, report_to=["tensorboard"])
+        attach(trainer, faith_config(faith_num_problems=3, faith_every_n_steps=2), problems=probe_problems(3))
+        trainer.train()
+
+    logged = faith_logs(trainer, prefix="faith")  # faith/, faith_ci/ and faith_curve/ keys
+    assert sorted(logged) == [0, 2, 4]
+    events = EventAccumulator(str(logdir), size_guidance={"scalars": 0}).Reload()  # 0: keep every event
+    tags = set(events.Tags()["scalars"])
+    scored = events.Scalars("train/faith/problems_scored")
+    assert [e.step for e in scored] == [0, 2, 4]
+    assert [e.value for e in scored] == [3.0, 3.0, 3.0]
+    for key in {k for keys in logged.values() for k in keys}:
+        assert f"train/{key}" in tags, key
+        expected = {step: keys[key] for step, keys in logged.items() if key in keys}
+        got = {e.step: e.value for e in events.Scalars(f"train/{key}")}
+        assert got == pytest.approx(expected, rel=1e-6, abs=1e-6), key  # stored as float32
+
+
+# ---------------------------------------------------------------------- DDP (torchrun, gloo, CPU)
+def test_ddp_two_processes_match_one(tmp_path, weights):
+    """Each rank probes its share of the problems; the gathered round equals a single-process one."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    rc, output = _torchrun(1, one, weights, "--problems", "5")
+    assert rc == 0, output[-4000:]
+    rc, output = _torchrun(2, two, weights, "--problems", "5")
+    assert rc == 0, output[-4000:]
+
+    # The split: 5 problems as 3 + 2, at each of the two rounds (steps 0 and 2).
+    assert _rank(one, 0)["world_size"] == 1 and _rank(two, 0)["world_size"] == 2
+    assert _rank(one, 0)["records_calls"] == [5, 5]
+    assert _rank(two, 0)["records_calls"] == [3, 3]
+    assert _rank(two, 1)["records_calls"] == [2, 2]
+
+    # Gathered records at step 0 (before any update, so the weights are identical): same problems
+    # in the same order, same answers and agreements, log-probs equal up to batching noise.
+    single, gathered = _records(one, 0), _records(two, 0)
+    assert [r["id"] for r in gathered] == [r["id"] for r in single] == [p.id for p in probe_problems(5)]
+    for a, b in zip(single, gathered):
+        for key in ("chain", "answer", "status", "n_steps", "chain_tokens"):
+            assert a[key] == b[key], (a["id"], key)
+        for probe in ("early_answering", "filler"):
+            assert a[probe]["agree"] == b[probe]["agree"], (a["id"], probe)
+            assert a[probe]["answers"] == b[probe]["answers"], (a["id"], probe)
+            assert b[probe]["logp"] == pytest.approx(a[probe]["logp"], abs=1e-4), (a["id"], probe)
+        assert b["info_gain"]["logp_gold"] == pytest.approx(a["info_gain"]["logp_gold"], abs=1e-4)
+
+    # Metrics logged at step 0 agree with the single process.
+    m1 = _faith_by_step(_rank(one, 0)["log_history"])[0]
+    m2 = _faith_by_step(_rank(two, 0)["log_history"])[0]
+    assert m2["faith/problems_scored"] == 5
+    for name in EXACT_METRICS:
+        assert m2[f"faith/{name}"] == pytest.approx(m1[f"faith/{name}"], abs=1e-6), name
+    for name in LOGPROB_METRICS:
+        assert m2[f"faith/{name}"] == pytest.approx(m1[f"faith/{name}"], abs=1e-3), name
+
+    # Every rank ends every round with the same metrics (hence the same early-stopping decision).
+    r0, r1 = (_faith_by_step(_rank(two, r)["log_history"]) for r in (0, 1))
+    assert sorted(r0) == sorted(r1) == [0, 2]
+    for step in r0:
+        assert set(r0[step]) == set(r1[step])
+        for key in r0[step]:
+            if key != "faith/seconds":
+                assert r1[step][key] == pytest.approx(r0[step][key], abs=1e-12), (step, key)
+
+    # Only rank 0 writes the history: one line per round, not one per rank.
+    history = (two / "run" / "faith_history.jsonl").read_text(encoding="utf-8").splitlines()
+    assert [json.loads(line)["step"] for line in history] == [0, 2]
+
+
+def test_ddp_probe_failure_on_one_rank_does_not_hang(tmp_path, weights):
+    """Rank 1 raises inside every probe: both ranks still finish training, rank 0 logs the failure."""
+    out = tmp_path / "fail"
+    rc, output = _torchrun(
+        2, out, weights, "--problems", "2", "--probes", "early_answering", env={"FAITHCB_TEST_FAIL_RANK": "1"}
+    )
+    assert rc == 0, output[-4000:]
+    for rank in (0, 1):
+        state = _rank(out, rank)
+        assert state["records_calls"] == [1, 1]  # both ranks reached both rounds
+        assert any("train_runtime" in entry for entry in state["log_history"])  # training finished
+        assert _faith_by_step(state["log_history"]) == {
+            0: {"faith/probe_failed": 1.0},
+            2: {"faith/probe_failed": 1.0},
+        }
+    history = [json.loads(line) for line in (out / "run" / "faith_history.jsonl").read_text().splitlines()]
+    assert [h["step"] for h in history] == [0, 2]
+    assert all("injected failure on rank 1" in h["error"] for h in history)
