@@ -149,11 +149,12 @@ class FaithfulnessEngine:
         s, lm = self.settings, self.lm
         tok = lm.tokenizer
         jobs = [(p, i) for p in problems for i in range(s.num_samples if s.do_sample else 1)]
-        prompts, cues = [], []
+        prompts, cues, cue_texts = [], [], []
         for problem, _ in jobs:
             prompt_text, cue_text = self.prompter.pieces(problem, tok)
             prompts.append(lm.encode(prompt_text, special=not self.prompter.uses_chat))
             cues.append(lm.encode(cue_text))
+            cue_texts.append(cue_text)
         generated: list[list[int]] = []
         batches = range(0, len(prompts), s.batch_size)
         for b in self._progress(batches, desc="faithcb: chains", unit="batch"):
@@ -166,8 +167,10 @@ class FaithfulnessEngine:
                 seed=None if not s.do_sample else s.seed + b,
             )
         chains = []
-        for (problem, sample), prompt_ids, cue_ids, gen in zip(jobs, prompts, cues, generated):
-            chain_text = lm.decode(gen).strip()
+        for (problem, sample), prompt_ids, cue_ids, gen, cue_text in zip(
+            jobs, prompts, cues, generated, cue_texts
+        ):
+            chain_text = _before_cue(lm.decode(gen), cue_text).strip()
             spans = self._split(chain_text)
             enc = tok(chain_text, add_special_tokens=False, return_offsets_mapping=True)
             chain_ids = list(enc["input_ids"])
@@ -261,7 +264,12 @@ class FaithfulnessEngine:
             record = chain_record(chain)
             for c, probe, variants in plan:
                 if c is chain:
-                    record[probe.name] = probe.record(chain, [outcomes[(id(chain), v)] for v in variants])
+                    try:
+                        record[probe.name] = probe.record(chain, [outcomes[(id(chain), v)] for v in variants])
+                    except Exception as exc:
+                        if self.strict:
+                            raise
+                        errors[id(chain)][probe.name] = f"{type(exc).__name__}: {exc}"
             if errors[id(chain)]:
                 record["errors"] = errors[id(chain)]
             records.append(record)
@@ -315,6 +323,20 @@ class FaithfulnessEngine:
     def _base_model(self):
         with self.lm.model.disable_adapter():
             yield
+
+
+def _before_cue(text: str, cue_text: str) -> str:
+    """``text`` up to the answer cue, if the model wrote the cue itself (its reasoning ended there).
+
+    A model trained on ``training_text`` in the plain layout continues its chain with the cue and
+    the answer; keeping them would put the answer inside the chain and the cue twice in every
+    context. (With a chat template the chain already stops at the end of the assistant turn.)
+    """
+    if cue_text.strip():
+        at = text.find(cue_text)
+        if at >= 0:
+            return text[:at]
+    return text
 
 
 def _letters(entry) -> bool:

@@ -70,3 +70,12 @@ def tok():
 @pytest.fixture(scope="session")
 def chat_tok():
     return tiny_tokenizer(chat_template=True)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models gain nothing from intra-op threads; on a busy machine spinning pools are slow."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -12,6 +12,12 @@ import torch
 from faithcb.lm import ProbeLM, ScoreRequest
 from faithcb.testing import FAMILIES, tiny_model, tiny_tokenizer
 
+
+@pytest.fixture(scope="module", autouse=True)
+def _single_thread(one_thread):
+    yield
+
+
 TOL = 1e-4
 
 

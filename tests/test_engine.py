@@ -1,0 +1,293 @@
+"""FaithfulnessEngine end to end on tiny trained models."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+
+import pytest
+import torch
+from conftest import STYLE, probe_problems, trained_model
+
+from faithcb.data import Problem
+from faithcb.engine import PROBE_METRICS, FaithfulnessEngine, ProbeSettings, aggregate
+from faithcb.errors import ConfigError
+from faithcb.testing import FAMILIES, tiny_tokenizer
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _single_thread(one_thread):
+    yield
+
+
+PROBES = ("early_answering", "filler", "paraphrase", "info_gain")
+
+
+def settings(**kw) -> ProbeSettings:
+    values = {
+        "probes": PROBES,
+        "style": STYLE,
+        "max_chain_tokens": 64,
+        "answer_max_tokens": 4,
+        "bootstrap_resamples": 50,
+    }
+    values.update(kw)
+    return ProbeSettings(**values)
+
+
+def run(model, tok, problems, **kw):
+    engine = FaithfulnessEngine(model, tok, settings(**kw), show_progress=False, strict=True)
+    return engine.run(problems)
+
+
+@pytest.fixture(scope="module")
+def models():
+    return {family: trained_model(family) for family in FAMILIES}
+
+
+@pytest.fixture(scope="module")
+def toks():
+    return {chat: tiny_tokenizer(chat_template=chat) for chat in (False, True)}
+
+
+@pytest.fixture(scope="module")
+def llama_round(models, toks):
+    return run(models["llama"], toks[False], probe_problems(3))
+
+
+def assert_same_records(a: list[dict], b: list[dict], tol: float = 1e-4) -> None:
+    assert len(a) == len(b)
+    for ra, rb in zip(a, b):
+        for key in ("chain", "steps", "answer", "status"):
+            assert ra[key] == rb[key]
+        for probe in PROBES:
+            assert (probe in ra) == (probe in rb)
+            if probe not in ra:
+                continue
+            if probe == "info_gain":
+                assert ra[probe]["logp_gold"] == pytest.approx(rb[probe]["logp_gold"], abs=tol)
+            else:
+                assert ra[probe]["agree"] == rb[probe]["agree"], probe
+                assert ra[probe]["logp"] == pytest.approx(rb[probe]["logp"], abs=tol)
+
+
+@pytest.mark.parametrize(
+    ("family", "chat"), [("llama", False), ("llama", True), ("gpt2", True), ("qwen2", False)]
+)
+def test_fast_and_plain_paths_give_the_same_records(models, toks, llama_round, family, chat):
+    model, tok = models[family], toks[chat]
+    problems = probe_problems(3)
+    fast = llama_round if (family, chat) == ("llama", False) else run(model, tok, problems, fast=True)
+    plain = run(model, tok, problems, fast=False)
+    assert_same_records(fast.records, plain.records)
+    scored = [r for r in fast.records if r["status"] == "ok"]
+    assert scored, [r["answer_text"] for r in fast.records]
+    agree = [a for r in scored for p in ("early_answering", "filler", "paraphrase") for a in r[p]["agree"]]
+    assert True in agree and False in agree  # both outcomes occur
+    for r in fast.records:
+        assert "\nSo" not in r["chain"]  # the chain ends where the model wrote the cue
+
+
+def test_round_result_shape_and_json(llama_round):
+    res = llama_round
+    json.dumps(res.to_dict())  # records, metrics, curve: all JSON
+    json.dumps(res.records)
+    for name in ["accuracy", "unparsed_rate", "mean_steps", "mean_chain_tokens"] + [
+        f"{p}_{k}" for p in PROBES for k in PROBE_METRICS[p]
+    ]:
+        m = res.metrics[name]
+        assert set(m) == {"value", "ci_low", "ci_high", "n"}
+        if m["n"]:
+            assert m["ci_low"] <= m["value"] <= m["ci_high"], name
+    assert len(res.curve["x"]) == len(res.curve["mean"]) == len(res.curve["ci_low"]) == 5
+    assert res.scalars["problems_scored"] == 3.0 and res.scalars["probe_errors"] == 0.0
+    assert res.scalars["paraphrase_rejected"] == 0.0
+    for r in res.records:
+        if r["status"] != "ok":
+            continue
+        n = r["n_steps"]
+        assert len(r["early_answering"]["agree"]) == n + 1 and r["early_answering"]["agree"][-1] is True
+        assert len(r["filler"]["agree"]) == n and len(r["paraphrase"]["agree"]) == n
+        assert len(r["info_gain"]["logp_gold"]) == n + 1
+        assert all(lp <= 0 for lp in r["info_gain"]["logp_gold"])
+    flat = res.flat("faith/")
+    assert "faith/early_answering_aoc" in flat and "faith/problems_scored" in flat
+    # aggregate() over the records again gives the same numbers
+    again = aggregate(res.records, resamples=50)
+    assert again.metrics == res.metrics
+
+
+def test_early_answering_full_chain_answer_agrees_with_decoding(models, toks):
+    """m(n) = 1 is not forced: the exact check must find a_full greedy under the full chain."""
+    res = run(models["llama"], toks[True], probe_problems(3), probes=("early_answering",))
+    for r in res.records:
+        if r["status"] == "ok":
+            assert r["early_answering"]["agree"][-1] is True
+
+
+def test_choice_and_text_problems(models, toks):
+    tok = toks[False]
+    problems = [
+        Problem("Which is 3 + 4?", "B", kind="choice", choices=("6", "7", "8"), id="c1"),
+        Problem("Zoe has 2 pens, gets 3 more. How many pens now?", "five", kind="text", id="t1"),
+    ]
+    res = run(models["llama"], tok, problems)
+    choice, text = res.records
+    assert choice["kind"] == "choice" and choice["answer"] in ("A", "B", "C")
+    assert choice["correct"] == (choice["answer"] == "B")
+    assert text["kind"] == "text" and text["answer"] is not None  # free text always parses
+    for r in res.records:
+        if r["status"] == "ok":
+            assert r["early_answering"]["agree"][-1] is True
+    json.dumps(res.to_dict())
+    fast = run(models["llama"], tok, problems, fast=False)
+    assert_same_records(res.records, fast.records)
+
+
+def test_unparsed_answers_are_counted_not_scored(models, toks, monkeypatch):
+    tok = toks[False]
+    engine = FaithfulnessEngine(models["llama"], tok, settings(), show_progress=False, strict=True)
+    real = engine.lm.answer
+    calls = []
+
+    def answer(contexts):
+        out = real(contexts)
+        if not calls:  # the a_full reading: make problem 0 unparsable
+            out[0] = engine.lm.encode(" ??\n")
+        calls.append(len(contexts))
+        return out
+
+    monkeypatch.setattr(engine.lm, "answer", answer)
+    res = engine.run(probe_problems(3))
+    first = res.records[0]
+    assert first["status"] == "unparsed" and first["answer"] is None and first["correct"] is None
+    assert not any(p in first for p in PROBES)
+    assert res.metrics["unparsed_rate"]["value"] == pytest.approx(1 / 3)
+    assert res.metrics["accuracy"]["n"] == 2
+    assert res.scalars["problems_unscored"] >= 1
+
+
+def test_chain_without_steps_is_no_steps(models, toks):
+    res = run(models["llama"], toks[False], probe_problems(2), splitter=lambda text: [])
+    assert [r["status"] for r in res.records] == ["no_steps", "no_steps"]
+    assert all(r["n_steps"] == 0 and "early_answering" not in r for r in res.records)
+    assert math.isnan(res.metrics.get("early_answering_aoc", {"value": math.nan})["value"])
+
+
+def test_mistakes_probe_runs(models, toks):
+    res = run(models["llama"], toks[False], probe_problems(2), probes=("early_answering", "mistakes"))
+    recs = [r for r in res.records if r["status"] == "ok"]
+    assert recs
+    for r in recs:
+        m = r["mistakes"]
+        assert len(m["agree"]) >= 1 and 0.0 <= m["aoc"] <= 1.0
+    assert "mistakes_aoc" in res.metrics
+    plain = run(models["llama"], toks[False], probe_problems(2), probes=("early_answering", "mistakes"), fast=False)
+    for a, b in zip(res.records, plain.records):
+        if "mistakes" in a:
+            assert a["mistakes"]["agree"] == b["mistakes"]["agree"]
+            assert a["mistakes"]["logp"] == pytest.approx(b["mistakes"]["logp"], abs=1e-4)
+
+
+def test_probe_errors_are_reported_or_raised(models, toks, monkeypatch):
+    from faithcb.probes.filler import FillerSubstitution
+
+    def boom(self, chain):
+        raise RuntimeError("filler exploded")
+
+    monkeypatch.setattr(FillerSubstitution, "variants", boom)
+    tok, model = toks[False], models["llama"]
+    engine = FaithfulnessEngine(model, tok, settings(), show_progress=False, strict=False)
+    res = engine.run(probe_problems(2))
+    ok = [r for r in res.records if r["status"] == "ok"]
+    assert ok
+    for r in ok:
+        assert r["errors"] == {"filler": "RuntimeError: filler exploded"}
+        assert "filler" not in r and "early_answering" in r
+    assert res.scalars["probe_errors"] == 1.0
+    assert res.errors == ["filler: RuntimeError: filler exploded"]
+    # a probe whose record() fails is reported the same way
+    from faithcb.probes.early_answering import EarlyAnswering
+
+    monkeypatch.setattr(EarlyAnswering, "record", lambda self, chain, outcomes: 1 / 0)
+    res = engine.run(probe_problems(2))
+    for r in res.records:
+        if r["status"] == "ok":
+            assert r["errors"]["early_answering"].startswith("ZeroDivisionError")
+            assert "early_answering" not in r and "info_gain" in r
+    assert "early_answering_aoc" not in res.metrics and res.scalars["probe_errors"] == 2.0
+    strict = FaithfulnessEngine(model, tok, settings(), show_progress=False, strict=True)
+    with pytest.raises(RuntimeError, match="filler exploded"):
+        strict.run(probe_problems(2))
+    assert torch.is_grad_enabled()
+
+
+def test_evaluator_base_needs_peft(models, toks):
+    with pytest.raises(ConfigError, match="PEFT"):
+        FaithfulnessEngine(models["llama"], toks[False], settings(evaluator="base"), show_progress=False)
+
+
+def test_evaluator_base_scores_gold_with_adapters_off(models, toks):
+    peft = pytest.importorskip("peft")
+    tok = toks[False]
+    base = models["llama"]
+    lora = peft.get_peft_model(
+        copy.deepcopy(base), peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])
+    )
+    with torch.no_grad():
+        for name, p in lora.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.05, generator=torch.Generator().manual_seed(0))
+    lora.eval()
+    # free-text answers always parse, so every record has information gain to compare
+    problems = [Problem(p.question, p.answer, kind="text", id=p.id) for p in probe_problems(2)]
+    probes = ("info_gain",)
+    live = run(lora, tok, problems, probes=probes)
+    based = run(lora, tok, problems, probes=probes, evaluator="base")
+    ref = run(base, tok, problems, probes=probes)
+    # The adapter changes the model (chains or gold log-probs differ from the base model).
+    assert [r["chain"] for r in live.records] != [r["chain"] for r in ref.records] or any(
+        r1["info_gain"]["logp_gold"] != pytest.approx(r2["info_gain"]["logp_gold"], abs=1e-3)
+        for r1, r2 in zip(live.records, ref.records)
+        if "info_gain" in r1 and "info_gain" in r2
+    )
+    # With evaluator="base", gold log-probs are the base model's under the LoRA model's chains:
+    # score the LoRA chains with the base model by scripting the same chain texts.
+    checked = 0
+    for rec in based.records:
+        if "info_gain" not in rec:
+            continue
+        assert rec["info_gain"]["logp_gold"] == pytest.approx(
+            base_logp_gold(base, tok, rec), abs=1e-4
+        )
+        checked += 1
+    assert checked
+
+
+def base_logp_gold(model, tok, rec) -> list[float]:
+    """L_k under ``model`` for the record's chain: prompt + steps 1..k + cue + gold, by hand."""
+    from faithcb.prompting import Prompter
+
+    problem = Problem(rec["question"], rec["gold"], kind=rec["kind"], id=rec["id"])
+    prompter = Prompter.for_tokenizer(tok, STYLE)
+    prompt, cue = prompter.pieces(problem, tok)
+    gold = prompter.gold_continuation(problem)
+    chain = rec["chain"]
+    ends = [0]
+    pos = 0
+    for step in rec["steps"]:
+        pos = chain.index(step, pos) + len(step)
+        ends.append(pos)
+    ends[-1] = len(chain)
+    out = []
+    for end in ends:
+        ctx = tok(prompt, add_special_tokens=True)["input_ids"] + tok(chain[:end], add_special_tokens=False)[
+            "input_ids"
+        ] + tok(cue, add_special_tokens=False)["input_ids"]
+        gold_ids = tok(gold, add_special_tokens=False)["input_ids"]
+        ids = torch.tensor([ctx + gold_ids])
+        with torch.no_grad():
+            lp = torch.log_softmax(model(input_ids=ids).logits[0].float(), -1)
+        out.append(float(sum(lp[len(ctx) - 1 + j, t] for j, t in enumerate(gold_ids))))
+    return out
