@@ -13,6 +13,7 @@ from conftest import STYLE, probe_problems, trained_model
 from faithcb.data import Problem
 from faithcb.engine import PROBE_METRICS, FaithfulnessEngine, ProbeSettings, aggregate
 from faithcb.errors import ConfigError
+from faithcb.lm import ScoreRequest
 from faithcb.testing import FAMILIES, tiny_tokenizer
 
 
@@ -291,3 +292,42 @@ def base_logp_gold(model, tok, rec) -> list[float]:
             lp = torch.log_softmax(model(input_ids=ids).logits[0].float(), -1)
         out.append(float(sum(lp[len(ctx) - 1 + j, t] for j, t in enumerate(gold_ids))))
     return out
+
+
+def test_greedy_check_equals_unbatched_generate_on_engine_variants(models, toks):
+    """For every context the probes build: exact check True <=> greedy decoding writes a_full."""
+    model, tok = models["llama"], toks[False]
+    engine = FaithfulnessEngine(model, tok, settings(), show_progress=False, strict=True)
+    lm = engine.lm
+    with lm.session():
+        chains = engine._chains(probe_problems(3))
+        engine._read_full_answers(chains)
+        ok = [c for c in chains if c.status == "ok"]
+        assert ok
+        for probe in engine.probes:
+            if hasattr(probe, "prepare"):
+                probe.prepare(ok, lm)
+        requests = [
+            ScoreRequest(c.prefix, v.prefix_cut(c), v.insert, c.cue_ids, (tuple(c.answer_ids),))
+            for c in ok
+            for probe in engine.probes
+            for v in probe.variants(c)
+        ]
+        flags = {}
+        for fast in (True, False):
+            lm.fast = fast
+            flags[fast] = [res.continuations[0].greedy for res in lm.score(requests)]
+    assert flags[True] == flags[False]
+    assert True in flags[True] and False in flags[True]
+    with torch.no_grad():
+        for req, flag in zip(requests, flags[True]):
+            ctx, answer = req.context(), list(req.continuations[0])
+            out = model.generate(
+                input_ids=torch.tensor([ctx]),
+                attention_mask=torch.ones(1, len(ctx), dtype=torch.long),
+                max_new_tokens=len(answer),
+                do_sample=False,
+                pad_token_id=tok.pad_token_id,
+                eos_token_id=sorted(lm.eos_ids),
+            )
+            assert (out[0, len(ctx) :].tolist() == answer) == flag
