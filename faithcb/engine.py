@@ -290,7 +290,11 @@ class FaithfulnessEngine:
         def request(entry, with_gold: bool, with_answer: bool = True) -> ScoreRequest:
             chain, v = entry["chain"], entry["variant"]
             conts = ((chain.answer_ids,) if with_answer else ()) + ((chain.gold_ids,) if with_gold else ())
-            return ScoreRequest(chain.prefix, v.prefix_cut(chain), v.insert, chain.cue_ids, conts, chain.choice_ids)
+            # Free-form answers: where the exact check fails, read the variant's own answer.
+            decode = lm.answer_max_tokens if with_answer and not chain.choice_ids else 0
+            return ScoreRequest(
+                chain.prefix, v.prefix_cut(chain), v.insert, chain.cue_ids, conts, chain.choice_ids, decode
+            )
 
         by_chain: dict[int, list[dict]] = {}
         for entry in entries:
@@ -305,12 +309,11 @@ class FaithfulnessEngine:
                     for entry, res in zip(golds, lm.score([request(e, True, False) for e in golds])):
                         entry["base_gold"] = res.continuations[0].logprob
 
-        # Free-form answers whose exact check failed: decode them and compare normalized answers.
-        undecided = [e for e in entries if not _letters(e) and not e["result"].continuations[0].greedy]
-        if undecided:
-            decoded = lm.answer([request(e, False).context() for e in undecided])
-            for entry, ids in zip(undecided, decoded):
-                entry["decoded"] = extract_answer(lm.decode(ids), entry["chain"].problem.kind)
+        # Free-form answers whose exact check failed: compare their decoded, normalized answers.
+        for entry in entries:
+            decoded = entry["result"].decoded
+            if decoded is not None:
+                entry["decoded"] = extract_answer(lm.decode(decoded), entry["chain"].problem.kind)
 
         outcomes: dict[tuple[int, Variant], Outcome] = {}
         for chain, _probe, variants in plan:
