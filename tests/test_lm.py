@@ -272,3 +272,26 @@ def test_oom_halving_gives_the_same_results(models, tok, monkeypatch, fast):
     monkeypatch.setattr(model, "forward", lambda *a, **k: (_ for _ in ()).throw(torch.OutOfMemoryError("x")))
     with pytest.raises(torch.OutOfMemoryError), lm.session():
         lm.score(requests[:1])
+
+
+# ------------------------------------------------------------------------- decode from the cache
+@pytest.mark.parametrize("family", FAMILIES)
+def test_mismatching_answers_are_decoded_like_generate(models, tok, family):
+    """``decode_tokens``: where the exact check fails, both paths return exactly what greedy
+    ``generate`` (via ``lm.answer``) writes under that context — the fast path from its cache."""
+    model = models[family]
+    rng = random.Random(11)
+    lm = ProbeLM(model, tok, answer_max_tokens=6)
+    with lm.session():
+        prefix = _rand(rng, 14)
+        requests = [
+            ScoreRequest(prefix, cut, tuple(_rand(rng, n_insert)), tuple(_rand(rng, 3)), ((9, 9, 9),), (), 6)
+            for cut, n_insert in [(4, 0), (9, 2), (14, 5), (6, 1), (11, 0)]
+        ]
+        expected = lm.answer([r.context() for r in requests])
+        for fast in (True, False):
+            lm.fast = fast
+            results = lm.score(requests)
+            for res, want in zip(results, expected):
+                assert not res.continuations[0].greedy  # (9, 9, 9) is never the greedy answer here
+                assert res.decoded == tuple(want), (family, fast)
