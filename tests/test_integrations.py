@@ -276,7 +276,9 @@ def test_wandb_offline_run_holds_scalars_tables_and_chart(tmp_path, weights):
             assert data_row[col["step"]] == step
             assert data_row[col["id"]] == record["id"]
             assert data_row[col["answer"]] == record["answer"] and data_row[col["gold"]] == record["gold"]
-            assert data_row[col["early_answering_aoc"]] == pytest.approx(record["early_answering"]["aoc"])
+            # An unparsed answer leaves a problem without probe results: None in the table.
+            aoc = record.get("early_answering", {}).get("aoc")
+            assert data_row[col["early_answering_aoc"]] == (None if aoc is None else pytest.approx(aoc))
 
     # The train-end chart: accuracy and early-answering AOC over the probed steps.
     (chart,) = [r for r in rows if "faith_charts/accuracy_vs_coupling_table" in r]
@@ -286,9 +288,11 @@ def test_wandb_offline_run_holds_scalars_tables_and_chart(tmp_path, weights):
     series: dict[str, dict[int, float]] = {}
     for step, key, value in table["data"]:
         series.setdefault(key, {})[step] = value
-    assert series["accuracy"] == pytest.approx({s: logged[s]["faith/accuracy"] for s in (0, 2, 4)})
-    aoc = {s: logged[s]["faith/early_answering_aoc"] for s in (0, 2, 4)}
-    assert series["early-answering AOC (coupling)"] == pytest.approx(aoc)
+    # (A NaN metric, e.g. accuracy with no parsed answer, is left out of the scalars.)
+    accuracy = {s: logged[s].get("faith/accuracy", math.nan) for s in (0, 2, 4)}
+    assert series["accuracy"] == pytest.approx(accuracy, nan_ok=True)
+    aoc = {s: logged[s].get("faith/early_answering_aoc", math.nan) for s in (0, 2, 4)}
+    assert series["early-answering AOC (coupling)"] == pytest.approx(aoc, nan_ok=True)
 
 
 # ---------------------------------------------------------------------- TensorBoard
@@ -339,11 +343,15 @@ def test_ddp_two_processes_match_one(tmp_path, weights):
     for a, b in zip(single, gathered):
         for key in ("chain", "answer", "status", "n_steps", "chain_tokens"):
             assert a[key] == b[key], (a["id"], key)
-        for probe in ("early_answering", "filler"):
+        probes = [p for p in ("early_answering", "filler", "info_gain") if p in a]
+        assert probes == [p for p in ("early_answering", "filler", "info_gain") if p in b], a["id"]
+        for probe in (p for p in probes if p != "info_gain"):  # agreement probes
             assert a[probe]["agree"] == b[probe]["agree"], (a["id"], probe)
             assert a[probe]["answers"] == b[probe]["answers"], (a["id"], probe)
             assert b[probe]["logp"] == pytest.approx(a[probe]["logp"], abs=1e-4), (a["id"], probe)
-        assert b["info_gain"]["logp_gold"] == pytest.approx(a["info_gain"]["logp_gold"], abs=1e-4)
+        if "info_gain" in probes:
+            assert b["info_gain"]["logp_gold"] == pytest.approx(a["info_gain"]["logp_gold"], abs=1e-4)
+    assert sum("early_answering" in r for r in single) >= 3  # the pre-trained model's answers parse
 
     # Metrics logged at step 0 agree with the single process.
     m1 = _faith_by_step(_rank(one, 0)["log_history"])[0]
