@@ -291,6 +291,9 @@ class FaithfulnessCallback(TrainerCallback, ExportableState):
 
     # ------------------------------------------------------------------ outputs
     def _warn(self, step: int, message: str | None) -> None:
+        # Errors are gathered (every rank knows every rank's), so one warning, not one per process.
+        if not self.trainer.accelerator.is_main_process:
+            return
         warnings.warn(f"faithcb: probe round at step {step} failed: {message}", RuntimeWarning, stacklevel=2)
 
     def _run_name(self) -> str:

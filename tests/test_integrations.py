@@ -394,3 +394,7 @@ def test_ddp_probe_failure_on_one_rank_does_not_hang(tmp_path, weights):
     history = [json.loads(line) for line in (out / "run" / "faith_history.jsonl").read_text().splitlines()]
     assert [h["step"] for h in history] == [0, 2]
     assert all("injected failure on rank 1" in h["error"] for h in history)
+    # Rank 0 warns once per failed round (the error was gathered); rank 1 stays quiet.
+    assert (
+        output.count("faithcb: probe round at step 0 failed: RuntimeError: injected failure on rank 1") == 1
+    )
