@@ -180,7 +180,7 @@ class FaithfulnessCallback(TrainerCallback, ExportableState):
             logs.update({f"{CURVE_PREFIX}keep_{round(x * 100):03d}": y for x, y in curve if math.isfinite(y)})
             if result.errors:
                 self._warn(step, "; ".join(result.errors))
-        base = self._base_round()
+        base = self._base_round(step)
         if base is not None:
             logs.update(_flatten(base, BASE_PREFIX, None))
 
@@ -249,7 +249,7 @@ class FaithfulnessCallback(TrainerCallback, ExportableState):
         ) as model:
             yield model
 
-    def _base_round(self) -> RoundResult | None:
+    def _base_round(self, step: int) -> RoundResult | None:
         """The PEFT base model's round; computed once while the base weights are frozen."""
         model = self.trainer.model
         if not (self.config.faith_base_reference and hasattr(model, "disable_adapter")):
@@ -257,7 +257,7 @@ class FaithfulnessCallback(TrainerCallback, ExportableState):
         if self._base_records is None or _base_weights_train(model):
             result, error = self._measure(base=True)
             if result is None:
-                self._warn(-1, f"base reference: {error}")
+                self._warn(step, f"base reference (adapters disabled): {error}")
                 return None
             self._base_records = result.records
             return result
@@ -352,17 +352,16 @@ class FaithfulnessCallback(TrainerCallback, ExportableState):
 
     def _wandb_summary_chart(self) -> None:
         run = _wandb_run()
-        rounds = [h for h in self.history if "accuracy" in h]
+        # Rounds where both values were measured (NaN = nothing parsed): a line needs numbers.
+        names = {"accuracy": "accuracy", "early_answering_aoc": "early-answering AOC (coupling)"}
+        rounds = [h for h in self.history if all(_finite(h.get(name)) for name in names)]
         if run is None or not rounds:
             return
         import wandb
 
         steps = [h["step"] for h in rounds]
-        series, keys = [], []
-        for name, label in (("accuracy", "accuracy"), ("early_answering_aoc", "early-answering AOC (coupling)")):
-            if all(name in h for h in rounds):
-                series.append([h[name] for h in rounds])
-                keys.append(label)
+        series = [[h[name] for h in rounds] for name in names]
+        keys = list(names.values())
         chart = wandb.plot.line_series(
             xs=steps, ys=series, keys=keys, title="faithcb: accuracy vs chain coupling", xname="training step"
         )
@@ -390,6 +389,10 @@ def _flatten(result: RoundResult, prefix: str, ci_prefix: str | None) -> dict[st
         if math.isfinite(v):
             out[prefix + name] = v
     return out
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
 
 
 def _gather(accelerator, payload):
