@@ -42,8 +42,9 @@ def _one_thread():
         yield
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def tok():
+    # A fresh tokenizer per test: a round that leaked a change into a shared one would hide it.
     return tokenizer()
 
 
@@ -256,6 +257,7 @@ def test_callback_does_not_change_training(kind, gradient_checkpointing, tok, tm
 
     # Mode, cache flag, padding side, grad mode, checkpointing and RNG are as before each round.
     assert len(before.seen) == len(after.seen) == 5
+    assert {s[3] for s in after.seen} == {"right"}
     for x, y in zip(before.seen, after.seen):
         assert x[:6] == y[:6]
         assert torch.equal(x[6], y[6]), f"step {x[0]}: the global RNG moved during the round"
