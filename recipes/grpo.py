@@ -1,0 +1,49 @@
+"""python recipes/grpo.py --config recipes/configs/grpo.yaml
+
+GRPO with a correctness reward (faithcb.text.extract_answer of the completion == the gold answer),
+with FaithfulnessCallback probing the live model: does RL on outcomes keep the chain load-bearing?
+
+The prompts are the probes' own chain prompts, so the chains GRPO rewards are the chains the
+probes measure. Defaults (the YAML): the embedded SmolLM2-135M-Instruct, LoRA, the built-in
+arithmetic word problems, on CPU. Override any field on the command line, e.g.
+
+    # a local GSM8K file; 64 problems are held out for the probes
+    python recipes/grpo.py --config recipes/configs/grpo.yaml --dataset ../shared/data/gsm8k/train.jsonl \
+        --max_completion_length 256 --faith_max_chain_tokens 256
+    # a hub model and dataset on a GPU (add --use_vllm true where vLLM is installed)
+    python recipes/grpo.py --config recipes/configs/grpo.yaml --model_name_or_path Qwen/Qwen2.5-0.5B-Instruct \
+        --dataset openai/gsm8k --dataset_config main --num_train_examples 0 --max_steps 300 --bf16 true \
+        --num_generations 8 --per_device_train_batch_size 8 --max_completion_length 256 \
+        --faith_max_chain_tokens 256 --faith_num_problems 64 --report_to wandb
+
+Probe problems: ``--faith_problems FILE|synthetic:N`` if given, else problems held out of the
+training data (``--holdout``). History: ``OUTPUT_DIR/faith_history.jsonl``.
+"""
+
+from common import DataArguments, correctness_reward, grpo_dataset, load_examples, load_model_and_tokenizer
+from trl import GRPOConfig, GRPOTrainer, ModelConfig, TrlParser, get_peft_config
+
+from faithcb import FaithConfig, FaithfulnessCallback
+
+PARSER_TYPES = (DataArguments, GRPOConfig, ModelConfig, FaithConfig)
+
+
+def main(data_args, training_args, model_args, faith_args):
+    model, tokenizer = load_model_and_tokenizer(model_args)
+    train, heldout = load_examples(data_args, seed=training_args.seed)
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=correctness_reward,
+        args=training_args,
+        train_dataset=grpo_dataset(train, tokenizer),
+        processing_class=tokenizer,
+        peft_config=get_peft_config(model_args),
+    )
+    callback = FaithfulnessCallback(trainer, faith_args.faith_problems or heldout, faith_args)
+    trainer.add_callback(callback)
+    trainer.train()
+    trainer.save_model(training_args.output_dir)
+
+
+if __name__ == "__main__":
+    main(*TrlParser(PARSER_TYPES).parse_args_and_config())

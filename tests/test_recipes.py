@@ -1,0 +1,170 @@
+"""The recipes: every shipped YAML parses with the recipe's own TrlParser; slow end-to-end runs."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = ROOT / "recipes"
+CONFIGS = sorted((RECIPES / "configs").glob("*.yaml"))
+SCRIPTS = {"sft_lora": "sft_lora.py", "sft_full": "sft_full.py", "grpo": "grpo.py"}
+
+
+def _recipe(name: str):
+    """Import a recipe module from its file (recipes/ is not a package; its scripts import `common`)."""
+    if str(RECIPES) not in sys.path:
+        sys.path.insert(0, str(RECIPES))
+    spec = importlib.util.spec_from_file_location(f"recipe_{name}", RECIPES / SCRIPTS[name])
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_recipe_has_a_config_and_a_docstring_command():
+    assert {p.stem for p in CONFIGS} == set(SCRIPTS)
+    for name, script in SCRIPTS.items():
+        doc = _recipe(name).__doc__
+        assert doc.splitlines()[0] == f"python recipes/{script} --config recipes/configs/{name}.yaml"
+        assert (RECIPES / "configs" / f"{name}.yaml").read_text().startswith(f"# python recipes/{script} ")
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.stem)
+def test_shipped_config_parses(config):
+    from trl import TrlParser
+
+    from faithcb import FaithConfig
+
+    module = _recipe(config.stem)
+    parsed = TrlParser(module.PARSER_TYPES).parse_args_and_config(["--config", str(config)])
+    data_args, training_args, model_args, faith_args = parsed
+    assert isinstance(faith_args, FaithConfig)
+    assert faith_args.faith_probes == ["early_answering", "filler", "info_gain"]
+    assert faith_args.faith_num_problems == 12
+    assert faith_args.faith_num_rounds >= 2
+    assert faith_args.faith_max_chain_tokens >= 48
+    assert data_args.dataset == "synthetic"
+    assert model_args.model_name_or_path == "embedded"
+    assert training_args.max_steps > 0 and training_args.output_dir.startswith("runs/")
+    assert training_args.gradient_checkpointing is False and training_args.bf16 is False
+    if config.stem in ("sft_lora", "grpo"):
+        from trl import get_peft_config
+
+        peft = get_peft_config(model_args)
+        assert peft.r == 16 and peft.lora_alpha == 32 and peft.target_modules == "all-linear"
+    else:
+        assert not model_args.use_peft
+
+
+def test_command_line_overrides_the_config():
+    from trl import TrlParser
+
+    module = _recipe("sft_lora")
+    argv = [
+        "--config",
+        str(RECIPES / "configs" / "sft_lora.yaml"),
+        "--faith_probes",
+        "early_answering",
+        "--faith_num_problems",
+        "2",
+        "--max_steps",
+        "3",
+    ]
+    _, training_args, _, faith_args = TrlParser(module.PARSER_TYPES).parse_args_and_config(argv)
+    assert faith_args.faith_probes == ["early_answering"]
+    assert faith_args.faith_num_problems == 2
+    assert training_args.max_steps == 3
+
+
+def test_gsm8k_records_become_chains_and_a_heldout_split(tmp_path):
+    common = _recipe("sft_lora") and sys.modules["common"]
+    rows = [
+        {
+            "question": f"Q{i}: 48 clips, half as many in May. Total?",
+            "answer": "She sold 48/2 = <<48/2=24>>24 in May.\nAltogether 48+24 = <<48+24=72>>72.\n#### 72",
+        }
+        for i in range(5)
+    ]
+    path = tmp_path / "gsm.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    train, heldout = common.load_examples(
+        common.DataArguments(dataset=str(path), holdout=2, num_train_examples=0)
+    )
+    assert len(heldout) == 2 and len(train) == 3
+    problem, chain = train[0]
+    assert problem.answer == "72" and problem.question.startswith("Q2")
+    assert "<<" not in chain and chain.endswith("The answer is 72.")
+    assert common.correctness_reward([chain, "The answer is 71."], ["72", "72"], ["number", "number"]) == [
+        1.0,
+        0.0,
+    ]
+
+
+def test_synthetic_rows_use_the_probe_layout():
+    from faithcb.data import Problem
+    from faithcb.prompting import Prompter
+    from faithcb.testing import tiny_tokenizer
+
+    common = _recipe("sft_lora") and sys.modules["common"]
+    tok = tiny_tokenizer(chat_template=True)
+    train, heldout = common.load_examples(common.DataArguments(num_train_examples=4, holdout=3))
+    assert len(train) == 4 and len(heldout) == 3
+    assert not {p.question for p, _ in train} & {p.question for p in heldout}
+    ds = common.sft_dataset(train, tok)
+    prompt, cue = Prompter.for_tokenizer(tok).pieces(train[0][0], tok)
+    assert ds[0]["prompt"] == prompt
+    assert ds[0]["completion"] == train[0][1] + cue + " " + train[0][0].answer
+    grpo = common.grpo_dataset(train, tok)
+    assert grpo[0]["prompt"] == prompt and grpo[0]["answer"] == train[0][0].answer
+    assert isinstance(train[0][0], Problem)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(SCRIPTS))
+def test_recipe_runs_on_the_embedded_model(name, tmp_path):
+    out = tmp_path / "out"
+    cmd = [
+        sys.executable,
+        str(RECIPES / SCRIPTS[name]),
+        "--config",
+        str(RECIPES / "configs" / f"{name}.yaml"),
+        "--max_steps",
+        "2",
+        "--num_train_examples",
+        "32",
+        "--faith_num_problems",
+        "2",
+        "--faith_max_chain_tokens",
+        "32",
+        "--faith_probes",
+        "early_answering",
+        "filler",
+        "--faith_show_progress",
+        "false",
+        "--report_to",
+        "none",
+        "--output_dir",
+        str(out),
+    ]
+    if name == "grpo":
+        cmd += [
+            "--per_device_train_batch_size",
+            "2",
+            "--num_generations",
+            "2",
+            "--max_completion_length",
+            "16",
+        ]
+    else:
+        cmd += ["--per_device_train_batch_size", "2"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    history = [json.loads(x) for x in (out / "faith_history.jsonl").read_text().splitlines() if x.strip()]
+    steps = sorted({h["step"] for h in history if h.get("role", "model") == "model"})
+    assert steps[0] == 0 and steps[-1] == 2
+    assert all("error" not in h for h in history)
