@@ -116,6 +116,10 @@ class FaithConfig:
             )
         if self.faith_temperature <= 0:
             raise ConfigError(f"faith_temperature: must be > 0, got {self.faith_temperature}")
+        # A negative margin would count a round that equals the reference as bad, so a flat metric
+        # would stop training after faith_stop_patience rounds.
+        if not self.faith_stop_min_delta >= 0:
+            raise ConfigError(f"faith_stop_min_delta: must be >= 0, got {self.faith_stop_min_delta}")
 
     def probe_settings(self) -> ProbeSettings:
         return ProbeSettings(

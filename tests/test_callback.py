@@ -19,7 +19,6 @@ from _trainers import (
     make_trainer,
     one_thread,
     pretrained_model,
-    probe_problems,
     read_history,
     tokenizer,
 )
@@ -27,7 +26,6 @@ from transformers import TrainerCallback
 
 from faithcb.callback import FaithfulnessCallback
 from faithcb.engine import FaithfulnessEngine
-from faithcb.errors import ConfigError, ProblemFormatError
 from faithcb.probes.base import CURVE_GRID
 
 # Reported on every round, whatever the model writes (unparsed answers included).
@@ -156,26 +154,6 @@ def test_rounds_on_evaluate(tok, tmp_path, monkeypatch):
     trainer.train()
     assert sorted(faith_logs(trainer)) == [2, 4]
     assert [h["reason"] for h in read_history(tmp_path)] == ["evaluate", "evaluate"]
-
-
-def test_every_n_steps_beyond_max_steps_is_rejected(tok, tmp_path):
-    trainer = make_trainer("trainer", tmp_path, tok=tok, max_steps=4)
-    with pytest.raises(ConfigError, match=r"faith_every_n_steps: 5 exceeds max_steps=4"):
-        FaithfulnessCallback(trainer, probe_problems(), faith_config(faith_every_n_steps=5))
-
-
-def test_on_evaluate_without_evaluation_is_rejected(tok, tmp_path):
-    trainer = make_trainer("trainer", tmp_path, tok=tok, max_steps=4)
-    with pytest.raises(ConfigError, match=r"faith_on_evaluate: .*eval_strategy='no'"):
-        attach(trainer, faith_config(faith_on_evaluate=True))
-
-
-def test_no_problems_is_rejected(tok, tmp_path):
-    trainer = make_trainer("trainer", tmp_path, tok=tok, max_steps=4)
-    with pytest.raises(ProblemFormatError, match=r"faith_problems: .*no problems"):
-        FaithfulnessCallback(trainer, [], faith_config())
-    with pytest.raises(ConfigError, match=r"faith_problems: no problems given"):
-        FaithfulnessCallback(trainer, None, faith_config())
 
 
 # ---------------------------------------------------------------------- non-interference
