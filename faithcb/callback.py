@@ -121,6 +121,27 @@ class FaithfulnessCallback(TrainerCallback, ExportableState):
         for key, value in saved.get("attributes", {}).items():
             setattr(self, key, value)
 
+    def _rewind_history_file(self, step: int) -> None:
+        """Drop JSONL rounds after the resumed checkpoint's step (like the Trainer's own log_history).
+
+        They came from the run that went on past the checkpoint; the resumed run probes those
+        steps again, and keeping both would put every later step twice in the history and report.
+        """
+        path = Path(self.trainer.args.output_dir or ".") / self.config.faith_history_file
+        if not path.is_file():
+            return
+        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+        kept = []
+        for line in lines:
+            try:
+                later = json.loads(line).get("step", 0) > step
+            except (ValueError, AttributeError, TypeError):
+                later = False  # not ours to judge: keep it
+            if not later:
+                kept.append(line)
+        if len(kept) != len(lines):
+            path.write_text("".join(kept), encoding="utf-8")
+
     # ------------------------------------------------------------------ schedule
     def _make_schedule(self, max_steps: int) -> set[int]:
         cfg = self.config
@@ -135,6 +156,8 @@ class FaithfulnessCallback(TrainerCallback, ExportableState):
     def on_train_begin(self, args, state, control, **kwargs):
         if state.global_step > 0:
             self._restore(state)  # resuming: continue the counters, do not re-probe the baseline
+            if state.is_world_process_zero:
+                self._rewind_history_file(state.global_step)
         self._schedule = self._make_schedule(state.max_steps)
         if state.global_step == 0 and self.config.faith_round_at_start:
             self._probe(state, control, reason="start")

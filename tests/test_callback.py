@@ -333,6 +333,7 @@ def test_resume_continues_early_stopping_state(tok, tmp_path, monkeypatch):
     first.train()
     assert first.state.global_step == 6
     assert (tmp_path / "checkpoint-2").is_dir()
+    assert [h["step"] for h in read_history(tmp_path)] == [0, 2, 4, 6]
 
     # Run 2 resumes at step 2: two more bad rounds make three with the restored one -> stop at 6.
     # (Reset state would take 0.5 at step 4 as the new best and never stop.)
@@ -362,6 +363,11 @@ def test_resume_continues_early_stopping_state(tok, tmp_path, monkeypatch):
     entries = [e for e in second.state.log_history if "faith/problems_scored" in e]
     assert [e["step"] for e in entries] == [0, 2, 4, 6]
     assert entries[-1].get("faith/early_stop") == 1.0
+    # The JSONL history is rewound to the checkpoint too: each step once, the resumed values last.
+    history = read_history(tmp_path)
+    assert [h["step"] for h in history] == [0, 2, 4, 6]
+    assert [h["metrics"]["early_answering_aoc"]["value"] for h in history] == [0.8, 0.6, 0.5, 0.5]
+    assert "early_stop" in history[-1]
 
 
 # ---------------------------------------------------------------------- failures
