@@ -214,7 +214,13 @@ class FaithfulnessCallback(TrainerCallback, ExportableState):
             control.should_save = True
             self.stopped_at = step
             logger.warning("faithcb: stopping training at step %d: %s", step, stop_reason)
+        # Trainer.log ends in CallbackHandler.on_log, which clears control.should_log: left so, the
+        # trainer would skip its own loss log at every step that has a round (all of them when
+        # logging_steps == faith_every_n_steps). Keep the trainer's decision.
+        should_log = control.should_log
         Trainer.log(self.trainer, logs)
+        control.should_log = should_log
+        self.trainer.control.should_log = should_log
 
         if state.is_world_process_zero:
             self._write_history(state, result, base, seconds, reason, stop_reason, error)

@@ -84,6 +84,15 @@ def test_rounds_logged_at_cadence(kind, tok, tmp_path, monkeypatch):
     entries = [e for e in trainer.state.log_history if "faith/problems_scored" in e]
     assert [e["step"] for e in entries] == [0, 2, 4]
     assert all("loss" not in e for e in entries)
+    # A round does not swallow the trainer's own log at its step (logging_steps=1: every step).
+    train_logs = [e for e in trainer.state.log_history if "loss" in e]
+    assert [e["step"] for e in train_logs] == [1, 2, 3, 4]
+    # The callback logs through the base Trainer.log: TRL's own log() would merge (and clear) the
+    # trainer's accumulated metrics into the round's entry and take them from the next loss log.
+    own = {"sft": "mean_token_accuracy", "sft_lora": "mean_token_accuracy", "grpo": "reward"}.get(kind)
+    if own:
+        assert all(own in e for e in train_logs), train_logs
+        assert all(own not in e for e in entries)
 
     history = read_history(tmp_path)
     model_lines = [h for h in history if h["role"] == "model"]
