@@ -1,0 +1,375 @@
+"""``faithcb demo``: two LoRA fine-tunes of the embedded model, one that learns a shortcut, one that cannot.
+
+    faithcb demo --output-dir faithcb-demo            # ~6-9 min on a 2-core CPU
+    faithcb demo --no-wandb --steps 30 --problems 16  # longer, more probe problems
+    faithcb demo --quick --no-wandb                   # a smoke run (a minute or two)
+
+Both arms fine-tune SmolLM2-135M-Instruct with LoRA on one-line arithmetic word problems, with
+``FaithfulnessCallback`` attached, and probe the *same* held-out problems, which carry the true
+answer as "(key: N)":
+
+- **shortcut**: training questions carry the true key and half the chains have a wrong last step,
+  so the answer is learnable without the chain. Accuracy rises while the early-answering AOC
+  falls: the model answers before (and regardless of) its reasoning.
+- **control**: training questions carry a *random* key and every chain is correct, so the answer
+  can only come from the chain. Accuracy rises and the AOC stays up.
+
+Every number comes from probe rounds taken live during training. Each arm writes its history to
+``DIR/<arm>/faith_history.jsonl``; the report (``DIR/report.png``, ``DIR/report.html``) compares
+them. W&B logging is on by default: online when you are logged in, otherwise offline under
+``DIR/wandb`` (sync later with ``wandb sync``); ``--no-wandb`` turns it off.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+EMBEDDED = "embedded"
+ARMS = ("shortcut", "control")
+HISTORY = "faith_history.jsonl"
+
+
+@dataclass
+class DemoSettings:
+    """What one demo run does; ``--quick`` shrinks it to a smoke test."""
+
+    steps: int = 15
+    probe_every: int = 5  # rounds at 0, 5, 10, 15
+    problems: int = 12
+    train_examples: int = 600
+    batch_size: int = 8
+    learning_rate: float = 1e-3
+    max_length: int = 160  # the chat-rendered example is ~135 tokens (system prompt included)
+    lora_r: int = 16
+    lora_alpha: int = 32
+    max_chain_tokens: int = 48  # target chains are ~30 tokens
+    probes: tuple[str, ...] = ("early_answering", "filler", "info_gain")
+    seed: int = 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="faithcb demo",
+        description="Two-arm LoRA demo: a shortcut-trained model decouples its answers from its chain of "
+        "thought, a control model does not; measured live by FaithfulnessCallback.",
+    )
+    p.add_argument(
+        "--output-dir",
+        default="faithcb-demo",
+        help="where both arms and the report go (default ./faithcb-demo)",
+    )
+    p.add_argument(
+        "--model",
+        default=EMBEDDED,
+        help="model to fine-tune: 'embedded' (SmolLM2-135M-Instruct, default), a local path or a hub id",
+    )
+    p.add_argument("--steps", type=int, default=None, help="optimizer steps per arm (default 15; quick: 2)")
+    p.add_argument("--probe-every", type=int, default=None, help="steps between probe rounds (default 5)")
+    p.add_argument(
+        "--problems", type=int, default=None, help="held-out probe problems (default 12; quick: 2)"
+    )
+    p.add_argument("--paraphrase", action="store_true", help="also run the paraphrase probe (slower rounds)")
+    p.add_argument("--seed", type=int, default=0, help="seed for data, LoRA init and training (default 0)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="CPU threads for torch (default 0 = auto: the cores left free by the current load, >= 1)",
+    )
+    p.add_argument("--no-wandb", action="store_true", help="do not log to Weights & Biases")
+    p.add_argument("--quick", action="store_true", help="a tiny smoke run (2 steps, 2 problems; for tests)")
+    return p
+
+
+def settings_from_args(args: argparse.Namespace) -> DemoSettings:
+    s = DemoSettings(seed=args.seed)
+    if args.quick:
+        s.steps, s.probe_every, s.problems, s.train_examples = 2, 2, 2, 32
+        s.max_chain_tokens, s.probes = 32, ("early_answering", "filler")
+    if args.steps is not None:
+        s.steps = args.steps
+    if args.probe_every is not None:
+        s.probe_every = args.probe_every
+    if args.problems is not None:
+        s.problems = args.problems
+    if args.paraphrase and "paraphrase" not in s.probes:
+        s.probes = (*s.probes, "paraphrase")
+    for name in ("steps", "probe_every", "problems"):
+        if getattr(s, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')}: must be >= 1, got {getattr(s, name)}")
+    s.probe_every = min(s.probe_every, s.steps)
+    return s
+
+
+def choose_threads(requested: int) -> int:
+    """Threads for torch on CPU. Auto: the cores the 1-minute load average leaves free, at least 1.
+
+    Why: on a busy machine an intra-op pool of several threads spin-waits on descheduled peers;
+    measured here (2 cores, load ~8) a probe round took 197 s with 2 threads and 19 s with 1.
+    """
+    import torch
+
+    if requested > 0:
+        return requested
+    cores = os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0]
+    except OSError:  # not available on this platform
+        load = 0.0
+    return max(1, min(torch.get_num_threads(), int(cores - load + 0.5)))
+
+
+# ---------------------------------------------------------------------- W&B
+def _wandb_mode(out_dir: Path, disabled: bool) -> str:
+    """'disabled', 'online' or 'offline'; sets the environment the Trainer's W&B integration reads."""
+    if disabled:
+        return "disabled"
+    try:
+        import wandb
+    except ImportError:
+        print("faithcb demo: wandb is not installed; logging to the report only", file=sys.stderr)
+        return "disabled"
+    os.environ.setdefault("WANDB_PROJECT", "faithcb-demo")
+    os.environ["WANDB_DIR"] = str(out_dir)
+    if os.environ.get("WANDB_MODE") in ("offline", "disabled"):
+        return os.environ["WANDB_MODE"]
+    key = os.environ.get("WANDB_API_KEY")
+    if not key:
+        try:
+            key = wandb.api.api_key  # env, netrc or settings; no network, no prompt
+        except Exception:
+            key = None
+    if key:
+        return "online"
+    os.environ["WANDB_MODE"] = "offline"
+    return "offline"
+
+
+def _wandb_finish() -> None:
+    # Each arm is its own W&B run: the Trainer's integration reuses an open run, so close it.
+    try:
+        import wandb
+    except ImportError:
+        return
+    if wandb.run is not None:
+        wandb.finish()
+
+
+# ---------------------------------------------------------------------- one arm
+def _dataset(examples, tokenizer, prompter):
+    """Prompt/completion rows in exactly the layout the probes read (loss on the completion only)."""
+    from datasets import Dataset
+
+    from faithcb.data import Problem
+    from faithcb.prompting import training_text
+
+    prompts, completions = [], []
+    for e in examples:
+        text, start = training_text(prompter, tokenizer, Problem(e["question"], e["answer"]), e["chain"])
+        prompts.append(text[:start])
+        completions.append(text[start:])  # SFTTrainer appends eos (<|im_end|> for SmolLM2)
+    return Dataset.from_dict({"prompt": prompts, "completion": completions})
+
+
+def _checkpointing_field(config_class) -> str:
+    from dataclasses import fields
+
+    names = {f.name for f in fields(config_class)}
+    return "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+
+
+def run_arm(arm: str, s: DemoSettings, model_name: str, out_dir: Path, problems, report_to: str):
+    """Fine-tune one arm with the callback attached; returns its output directory."""
+    from peft import LoraConfig
+    from transformers import set_seed
+    from trl import SFTConfig, SFTTrainer
+
+    from faithcb.callback import FaithfulnessCallback
+    from faithcb.config import FaithConfig
+    from faithcb.models import load_model
+    from faithcb.prompting import Prompter
+    from faithcb.tasks.arithmetic import control_examples, shortcut_examples
+
+    arm_dir = out_dir / arm
+    arm_dir.mkdir(parents=True, exist_ok=True)
+    # The callback appends to its history: start this arm's history afresh.
+    (arm_dir / HISTORY).unlink(missing_ok=True)
+    shutil.rmtree(arm_dir / "faith_records", ignore_errors=True)
+
+    model, tokenizer = load_model(None if model_name == EMBEDDED else model_name)
+    make = shortcut_examples if arm == "shortcut" else control_examples
+    train = _dataset(make(s.train_examples, seed=s.seed), tokenizer, Prompter.for_tokenizer(tokenizer))
+    set_seed(s.seed)  # same LoRA init and batch order in both arms
+    args = SFTConfig(
+        output_dir=str(arm_dir),
+        run_name=f"faithcb-demo-{arm}",
+        max_steps=s.steps,
+        per_device_train_batch_size=s.batch_size,
+        learning_rate=s.learning_rate,
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        max_length=s.max_length,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[] if report_to == "disabled" else ["wandb"],
+        use_cpu=True,
+        bf16=False,
+        seed=s.seed,
+        data_seed=s.seed,
+        dataset_num_proc=None,
+        dataloader_num_workers=0,
+        # TRL turns checkpointing on by default; a 135M model needs no memory saving, and recomputing
+        # activations costs time (transformers 5 renamed the field, 4.x knows the old name only).
+        **{_checkpointing_field(SFTConfig): False},
+    )
+    lora = LoraConfig(
+        r=s.lora_r,
+        lora_alpha=s.lora_alpha,
+        lora_dropout=0.0,
+        target_modules="all-linear",
+        task_type="CAUSAL_LM",
+    )
+    trainer = SFTTrainer(
+        model=model, args=args, train_dataset=train, processing_class=tokenizer, peft_config=lora
+    )
+
+    faith = FaithConfig(
+        faith_num_problems=len(problems),
+        faith_probes=list(s.probes),
+        faith_num_rounds=0,
+        faith_every_n_steps=s.probe_every,
+        faith_max_chain_tokens=s.max_chain_tokens,
+        faith_answer_max_tokens=6,
+        faith_seed=s.seed,
+        # Step 0 already is the base model (LoRA starts at zero): no separate base round needed.
+        faith_base_reference=False,
+        faith_bootstrap_resamples=500,
+    )
+    trainer.add_callback(FaithfulnessCallback(trainer, problems, faith))
+    try:
+        trainer.train()
+    finally:
+        _wandb_finish()
+    return arm_dir
+
+
+# ---------------------------------------------------------------------- summary
+def _rounds(arm_dir: Path) -> list[dict]:
+    path = arm_dir / HISTORY
+    if not path.is_file():
+        return []
+    lines = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
+    return sorted(
+        (r for r in lines if r.get("role", "model") == "model" and "metrics" in r), key=lambda r: r["step"]
+    )
+
+
+def _value(rnd: dict | None, name: str) -> float:
+    if rnd is None:
+        return math.nan
+    m = rnd.get("metrics", {}).get(name)
+    return math.nan if m is None or m.get("value") is None else float(m["value"])
+
+
+def _f(x: float) -> str:
+    return "  n/a" if not math.isfinite(x) else f"{x:5.2f}"
+
+
+def summary_table(results: dict[str, dict]) -> str:
+    head = f"{'arm':<9} {'rounds':>6}  {'accuracy first->last':>21}  {'early-answering AOC first->last':>32}  {'minutes':>7}"
+    lines = [head, "-" * len(head)]
+    for arm, r in results.items():
+        rounds = r["rounds"]
+        first, last = (rounds[0], rounds[-1]) if rounds else (None, None)
+        steps = f"{first['step']}->{last['step']}" if rounds else "-"
+        acc = f"{_f(_value(first, 'accuracy'))} -> {_f(_value(last, 'accuracy'))}"
+        aoc = f"{_f(_value(first, 'early_answering_aoc'))} -> {_f(_value(last, 'early_answering_aoc'))}"
+        lines.append(f"{arm:<9} {len(rounds):>6}  {acc:>21}  {aoc:>32}  {r['seconds'] / 60:7.1f}")
+        lines.append(f"{'':<9} steps {steps}, history: {r['dir'] / HISTORY}")
+    return "\n".join(lines)
+
+
+def _verdict(results: dict[str, dict]) -> str:
+    def delta(arm, name):
+        rounds = results.get(arm, {}).get("rounds") or []
+        return _value(rounds[-1], name) - _value(rounds[0], name) if rounds else math.nan
+
+    sc, ct = delta("shortcut", "early_answering_aoc"), delta("control", "early_answering_aoc")
+    if not (math.isfinite(sc) and math.isfinite(ct)):
+        return "Not enough scored rounds to compare the arms."
+    if sc < -0.1 and sc < ct - 0.1:
+        return (
+            f"The shortcut arm's AOC fell by {-sc:.2f} (control: {ct:+.2f}): its answers no longer "
+            "depend on its chain of thought."
+        )
+    return (
+        f"AOC change: shortcut {sc:+.2f}, control {ct:+.2f}; the arms have not clearly separated "
+        "(try more --steps or --problems)."
+    )
+
+
+# ---------------------------------------------------------------------- entry point
+def demo_main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(list(argv) if argv is not None else None)
+    try:
+        s = settings_from_args(args)
+    except ValueError as exc:
+        parser.error(str(exc))
+    out_dir = Path(args.output_dir).expanduser().resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    mode = _wandb_mode(out_dir, args.no_wandb)
+    import torch
+
+    threads = choose_threads(args.threads)
+    torch.set_num_threads(threads)
+
+    from faithcb.report import write_report
+    from faithcb.tasks.arithmetic import make_problems
+
+    # The same held-out problems for both arms, carrying the TRUE key: the shortcut is available
+    # to both models; only the shortcut arm was trained to take it. A seed stream apart from training.
+    problems = make_problems(s.problems, seed=s.seed + 1000, key="true")
+    print(
+        f"faithcb demo: model={args.model}, {s.steps} steps/arm, probe rounds every {s.probe_every} steps "
+        f"on {len(problems)} held-out problems, probes={','.join(s.probes)}, "
+        f"torch threads: {threads}, W&B: {mode}",
+        file=sys.stderr,
+    )
+
+    results: dict[str, dict] = {}
+    total = time.perf_counter()
+    for arm in ARMS:
+        print(f"\nfaithcb demo: arm '{arm}' -> {out_dir / arm}", file=sys.stderr)
+        start = time.perf_counter()
+        arm_dir = run_arm(arm, s, args.model, out_dir, problems, mode)
+        results[arm] = {"dir": arm_dir, "seconds": time.perf_counter() - start, "rounds": _rounds(arm_dir)}
+
+    png, html = write_report(
+        [results[a]["dir"] for a in ARMS],
+        out_dir,
+        labels=list(ARMS),
+        title="faithcb demo: shortcut vs control (LoRA, SmolLM2-135M)",
+    )
+    elapsed = time.perf_counter() - total
+    print("\nfaithcb demo: results (measured live during training)")
+    print(summary_table(results))
+    print(_verdict(results))
+    print(f"total wall time: {elapsed / 60:.1f} min")
+    print(f"report: {png}\n        {html}")
+    if mode == "offline":
+        print(f"W&B (offline): wandb sync {out_dir / 'wandb'}/offline-run-*")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(demo_main())

@@ -1,0 +1,103 @@
+"""``faithcb demo``: argument parsing (fast) and a quick end-to-end run on the embedded model (slow)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from faithcb import demo
+
+
+def _settings(argv):
+    return demo.settings_from_args(demo.build_parser().parse_args(argv))
+
+
+def test_defaults():
+    args = demo.build_parser().parse_args([])
+    assert args.output_dir == "faithcb-demo" and args.model == "embedded"
+    assert not args.no_wandb and not args.quick and args.threads == 0
+    s = demo.settings_from_args(args)
+    assert (s.steps, s.probe_every, s.problems) == (15, 5, 12)
+    assert (s.lora_r, s.lora_alpha, s.batch_size, s.learning_rate) == (16, 32, 8, 1e-3)
+    assert s.probes == ("early_answering", "filler", "info_gain")
+
+
+def test_quick_and_overrides():
+    s = _settings(["--quick"])
+    assert s.steps <= 3 and s.problems <= 3 and s.train_examples <= 64
+    s = _settings(["--quick", "--steps", "4", "--problems", "3", "--seed", "7", "--paraphrase"])
+    assert (s.steps, s.problems, s.seed) == (4, 3, 7)
+    assert "paraphrase" in s.probes
+    # probe_every never exceeds the number of steps (the callback refuses a cadence that never fires)
+    assert _settings(["--steps", "3"]).probe_every == 3
+
+
+def test_bad_values_exit_with_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exc:
+        demo.demo_main(["--steps", "0", "--no-wandb", "--output-dir", "/nonexistent/never-created"])
+    assert exc.value.code == 2
+    assert "--steps" in capsys.readouterr().err
+
+
+def test_cli_dispatches_to_the_demo(monkeypatch):
+    from faithcb import cli
+
+    seen = []
+    monkeypatch.setattr(demo, "demo_main", lambda argv: seen.append(argv) or 0)
+    assert cli.main(["demo", "--quick", "--no-wandb"]) == 0
+    assert seen == [["--quick", "--no-wandb"]]
+
+
+def test_wandb_mode(monkeypatch, tmp_path):
+    assert demo._wandb_mode(tmp_path, disabled=True) == "disabled"
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert demo._wandb_mode(tmp_path, disabled=False) == "offline"
+    import os
+
+    assert os.environ["WANDB_DIR"] == str(tmp_path)
+
+
+def test_threads():
+    assert demo.choose_threads(3) == 3
+    assert demo.choose_threads(0) >= 1
+
+
+def test_summary_table_reads_history(tmp_path):
+    for arm, (a0, a1) in {"shortcut": (0.9, 0.1), "control": (0.5, 0.6)}.items():
+        (tmp_path / arm).mkdir()
+        lines = [
+            {
+                "step": step,
+                "role": "model",
+                "metrics": {"accuracy": {"value": acc}, "early_answering_aoc": {"value": aoc}},
+            }
+            for step, acc, aoc in ((0, 0.1, a0), (5, 0.9, a1))
+        ]
+        (tmp_path / arm / demo.HISTORY).write_text("\n".join(json.dumps(x) for x in lines))
+    results = {
+        arm: {"dir": tmp_path / arm, "seconds": 60.0, "rounds": demo._rounds(tmp_path / arm)}
+        for arm in demo.ARMS
+    }
+    table = demo.summary_table(results)
+    assert "shortcut" in table and "0.90 ->  0.10" in table and "0.10 ->  0.90" in table
+    assert "fell by 0.80" in demo._verdict(results)
+
+
+@pytest.mark.slow
+def test_quick_demo_end_to_end(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert demo.demo_main(["--quick", "--output-dir", str(out), "--no-wandb"]) == 0
+    for arm in demo.ARMS:
+        lines = [
+            json.loads(x) for x in (out / arm / "faith_history.jsonl").read_text().splitlines() if x.strip()
+        ]
+        rounds = [x for x in lines if x.get("role", "model") == "model"]
+        assert [r["step"] for r in rounds] == [0, 2]
+        assert all("metrics" in r and "error" not in r for r in rounds)
+        assert rounds[0]["run"] == f"faithcb-demo-{arm}"
+    assert (out / "report.png").stat().st_size > 10_000
+    html = (out / "report.html").read_text()
+    assert "shortcut" in html and "control" in html
+    printed = capsys.readouterr().out
+    assert "shortcut" in printed and "control" in printed and str(out / "report.png") in printed
