@@ -284,7 +284,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         shutil.rmtree(out_root, ignore_errors=True)
 
     overhead = (with_cb["seconds"] - without["seconds"]) / without["seconds"]
-    n_rounds = len(with_cb["rounds"])
+    # Rounds actually computed: every model round, and base-reference rounds that were not reused
+    # (the PEFT base round is computed once; later history lines repeat it with seconds = NaN).
+    computed = [
+        r
+        for r in with_cb["rounds"]
+        if isinstance(r["seconds"], (int, float)) and r["seconds"] == r["seconds"]
+    ]
+    n_rounds = len(computed)
     round_secs = [r["seconds"] for r in with_cb["rounds"] if r["seconds"] is not None]
     step_s = sum(without["step_seconds"]) / len(without["step_seconds"])
     train_tok_step = without["mean_example_tokens"] * args.batch
@@ -301,9 +308,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"  wall: without {without['seconds']:.1f} s, with {with_cb['seconds']:.1f} s -> overhead {overhead * 100:.0f}%"
     )
-    listing = ", ".join(
-        "{}@{} {:.1f}s".format(r["role"], r["step"], r["seconds"] or 0.0) for r in with_cb["rounds"]
-    )
+    listing = ", ".join("{}@{} {:.1f}s".format(r["role"], r["step"], r["seconds"]) for r in computed)
     print(
         f"  mean optimizer step {step_s:.2f} s; {n_rounds} probe rounds (incl. step-0 baseline and the "
         f"PEFT base reference): {listing}"
@@ -330,20 +335,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     g_scored = scored_pp * scale
     g_gen = args.gpu_prompt_tokens + args.gpu_chain_tokens
     g_train = args.gpu_batch * args.gpu_seq
-    compute_bound = estimate(g_rounds, n, g_gen, g_scored, args.gpu_steps, g_train)
+    g_n = FaithConfig().faith_num_problems
+    compute_bound = estimate(g_rounds, g_n, g_gen, g_scored, args.gpu_steps, g_train)
     # Latency-bound: decoding is one batched step per new token (16 problems = one batch), probing is a few
     # launch-bound forward calls per problem (counted on CPU), training steps take --gpu-step-s.
     calls_pp = prof["probe_forward_calls"] / n
-    round_s = args.gpu_chain_tokens * args.gpu_decode_ms / 1e3 + n * calls_pp * args.gpu_forward_ms / 1e3
+    round_s = args.gpu_chain_tokens * args.gpu_decode_ms / 1e3 + g_n * calls_pp * args.gpu_forward_ms / 1e3
     latency_bound = g_rounds * round_s / (args.gpu_steps * args.gpu_step_s)
     print("")
     print(
         f"GPU recipe estimate: {args.gpu_steps} steps x batch {args.gpu_batch} x {args.gpu_seq} tokens, GSM8K "
-        f"(~{args.gpu_prompt_tokens:.0f} prompt + {args.gpu_chain_tokens:.0f} chain tokens), {g_rounds} rounds x {n} problems"
+        f"(~{args.gpu_prompt_tokens:.0f} prompt + {args.gpu_chain_tokens:.0f} chain tokens), {g_rounds} rounds x {g_n} problems"
     )
     print(
         f"  compute-bound (token ratio, FLOPs; the model size cancels): {compute_bound * 100:.2f}% "
-        f"[{g_rounds} x {n} x ({g_gen:.0f} + {g_scored:.0f}) / (3 x {args.gpu_steps} x {g_train})]"
+        f"[{g_rounds} x {g_n} x ({g_gen:.0f} + {g_scored:.0f}) / (3 x {args.gpu_steps} x {g_train})]"
     )
     print(
         f"  latency-bound (decode {args.gpu_decode_ms:.0f} ms/token x {args.gpu_chain_tokens:.0f} + {calls_pp:.1f} "
