@@ -637,8 +637,8 @@ def report(cmp: Comparison, log=print) -> dict[str, Any]:
             log("  " + m)
     else:
         log(
-            "agreements: identical on every variant of every problem (naive, faithcb"
-            + (", plain" if "plain" in cmp.sides else "")
+            "agreements: identical on every variant of every problem ("
+            + ", ".join(cmp.sides)
             + ", faithcb early_answering+info_gain run)"
         )
     return {
