@@ -23,6 +23,7 @@ them. W&B logging is on by default: online when you are logged in, otherwise off
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import os
@@ -42,8 +43,8 @@ HISTORY = "faith_history.jsonl"
 class DemoSettings:
     """What one demo run does; ``--quick`` shrinks it to a smoke test."""
 
-    steps: int = 15
-    probe_every: int = 5  # rounds at 0, 5, 10, 15
+    steps: int = 12
+    probe_every: int = 4  # rounds at 0, 4, 8, 12
     problems: int = 12
     train_examples: int = 600
     batch_size: int = 8
@@ -51,7 +52,7 @@ class DemoSettings:
     max_length: int = 160  # the chat-rendered example is ~135 tokens (system prompt included)
     lora_r: int = 16
     lora_alpha: int = 32
-    max_chain_tokens: int = 48  # target chains are ~30 tokens
+    max_chain_tokens: int = 40  # trained chains are ~32 tokens
     probes: tuple[str, ...] = ("early_answering", "filler", "info_gain")
     seed: int = 0
 
@@ -72,8 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=EMBEDDED,
         help="model to fine-tune: 'embedded' (SmolLM2-135M-Instruct, default), a local path or a hub id",
     )
-    p.add_argument("--steps", type=int, default=None, help="optimizer steps per arm (default 15; quick: 2)")
-    p.add_argument("--probe-every", type=int, default=None, help="steps between probe rounds (default 5)")
+    p.add_argument("--steps", type=int, default=None, help="optimizer steps per arm (default 12; quick: 2)")
+    p.add_argument("--probe-every", type=int, default=None, help="steps between probe rounds (default 4)")
     p.add_argument(
         "--problems", type=int, default=None, help="held-out probe problems (default 12; quick: 2)"
     )
@@ -129,26 +130,36 @@ def choose_threads(requested: int) -> int:
 
 
 # ---------------------------------------------------------------------- W&B
+def _wandb_logged_in() -> bool:
+    """An API key in the environment or in ~/.netrc (where ``wandb login`` puts it); no network, no prompt.
+
+    Deliberately not ``wandb.api.api_key``: that builds wandb's settings singleton from the
+    environment *now*, so a WANDB_MODE=offline set afterwards would be ignored by ``wandb.init``.
+    """
+    import netrc
+    from urllib.parse import urlparse
+
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+    try:
+        return netrc.netrc(os.environ.get("NETRC")).authenticators(host) is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
 def _wandb_mode(out_dir: Path, disabled: bool) -> str:
     """'disabled', 'online' or 'offline'; sets the environment the Trainer's W&B integration reads."""
     if disabled:
         return "disabled"
-    try:
-        import wandb
-    except ImportError:
+    if importlib.util.find_spec("wandb") is None:
         print("faithcb demo: wandb is not installed; logging to the report only", file=sys.stderr)
         return "disabled"
     os.environ.setdefault("WANDB_PROJECT", "faithcb-demo")
     os.environ["WANDB_DIR"] = str(out_dir)
     if os.environ.get("WANDB_MODE") in ("offline", "disabled"):
         return os.environ["WANDB_MODE"]
-    key = os.environ.get("WANDB_API_KEY")
-    if not key:
-        try:
-            key = wandb.api.api_key  # env, netrc or settings; no network, no prompt
-        except Exception:
-            key = None
-    if key:
+    if _wandb_logged_in():
         return "online"
     os.environ["WANDB_MODE"] = "offline"
     return "offline"

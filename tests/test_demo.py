@@ -18,7 +18,7 @@ def test_defaults():
     assert args.output_dir == "faithcb-demo" and args.model == "embedded"
     assert not args.no_wandb and not args.quick and args.threads == 0
     s = demo.settings_from_args(args)
-    assert (s.steps, s.probe_every, s.problems) == (15, 5, 12)
+    assert (s.steps, s.probe_every, s.problems) == (12, 4, 12)
     assert (s.lora_r, s.lora_alpha, s.batch_size, s.learning_rate) == (16, 32, 8, 1e-3)
     assert s.probes == ("early_answering", "filler", "info_gain")
 
@@ -50,12 +50,29 @@ def test_cli_dispatches_to_the_demo(monkeypatch):
 
 
 def test_wandb_mode(monkeypatch, tmp_path):
+    import os
+
     assert demo._wandb_mode(tmp_path, disabled=True) == "disabled"
     monkeypatch.setenv("WANDB_MODE", "offline")
     assert demo._wandb_mode(tmp_path, disabled=False) == "offline"
+    assert os.environ["WANDB_DIR"] == str(tmp_path)
+
+
+def test_wandb_offline_when_not_logged_in_online_when_logged_in(monkeypatch, tmp_path):
     import os
 
-    assert os.environ["WANDB_DIR"] == str(tmp_path)
+    netrc = tmp_path / "netrc"
+    netrc.write_text("")
+    monkeypatch.setenv("NETRC", str(netrc))
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_BASE_URL", raising=False)
+    assert demo._wandb_mode(tmp_path, disabled=False) == "offline"
+    assert os.environ["WANDB_MODE"] == "offline"
+    monkeypatch.delenv("WANDB_MODE")
+    netrc.write_text("machine api.wandb.ai\n  login user\n  password " + "0" * 40 + "\n")
+    netrc.chmod(0o600)
+    assert demo._wandb_mode(tmp_path, disabled=False) == "online"
 
 
 def test_threads():
