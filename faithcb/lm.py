@@ -332,20 +332,38 @@ class ProbeLM:
         prefix_ids = torch.tensor([prefix[:needed]], dtype=torch.long, device=self.device)
         prefix_mask = torch.ones_like(prefix_ids)
         self.counter.add(prefix_mask)
-        cache = self.model(input_ids=prefix_ids, attention_mask=prefix_mask, use_cache=True).past_key_values
+        # Only the cache is needed here: skip the vocabulary projection for all but one position.
+        cache = self.model(
+            input_ids=prefix_ids, attention_mask=prefix_mask, use_cache=True, logits_to_keep=1
+        ).past_key_values
         kv = [(layer.keys, layer.values) for layer in cache.layers]
 
-        # Batch rows of similar length together: a long filler row would otherwise pad every
-        # short truncation row in its batch to its own length.
-        order = sorted(range(len(group)), key=lambda i: len(group[i].insert) + len(group[i].cue))
         results: list[ScoreResult | None] = [None] * len(group)
-        for start in range(0, len(order), self.max_batch_size):
-            idx = order[start : start + self.max_batch_size]
+        for idx in self._length_chunks(group):
             chunk = [group[i] for i in idx]
             scored = self._with_oom_halving(chunk, lambda part: self._score_branches(part, kv, needed))
             for i, res in zip(idx, scored):
                 results[i] = res
         return results  # type: ignore[return-value]
+
+    def _length_chunks(self, group: Sequence[ScoreRequest]) -> list[list[int]]:
+        """Request indices in batches of similar insert+cue length.
+
+        Rows are right-padded to their batch's longest row, so a long filler row would pad every
+        short truncation row beside it: a batch is closed once padding would exceed a quarter of
+        its real tokens (or it holds ``max_batch_size`` rows).
+        """
+        width = [len(r.insert) + len(r.cue) for r in group]
+        chunks: list[list[int]] = []
+        for i in sorted(range(len(group)), key=width.__getitem__):
+            current = chunks[-1] if chunks else None
+            if current is not None and len(current) < self.max_batch_size:
+                real = sum(width[j] for j in current) + width[i]
+                if width[i] * (len(current) + 1) <= 1.25 * real:
+                    current.append(i)
+                    continue
+            chunks.append([i])
+        return chunks
 
     def _expand_cache(self, kv, rows: torch.Tensor):
         from transformers import DynamicCache
@@ -370,7 +388,14 @@ class ProbeLM:
         ids, mask, pos = ids.to(dev), mask.to(dev), pos.to(dev)
         cache = self._expand_cache(kv, torch.zeros(len(chunk), dtype=torch.long, device=dev))
         self.counter.add(mask[:, prefix_len:])
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True)
+        # Only each row's last real position is read: project just those onto the vocabulary
+        # (stage1[:, slot[r]] is row r's next-token distribution after its insert + cue).
+        keep = sorted({len(m) - 1 for m in mids})
+        slot = {p: i for i, p in enumerate(keep)}
+        out = self.model(
+            input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True,
+            logits_to_keep=torch.tensor(keep, device=dev),
+        )
         stage1 = torch.log_softmax(out.logits.float(), -1)
         stage1_kv = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
 
@@ -403,7 +428,7 @@ class ProbeLM:
 
         results = []
         for r, req in enumerate(chunk):
-            last = len(mids[r]) - 1  # stage-1 position predicting the first answer token
+            last = slot[len(mids[r]) - 1]  # stage-1 logits predicting the first answer token
             choice = tuple(float(stage1[r, last, t]) for t in req.choice_ids)
             scores = []
             for c, cont in enumerate(req.continuations):
@@ -422,19 +447,19 @@ class ProbeLM:
 
         todo = [r for r, req in enumerate(chunk) if _needs_decode(req, results[r])]
         if todo:
-            decoded = self._decode_from_cache(chunk, todo, stage1, stage1_kv, mask, mids)
+            decoded = self._decode_from_cache(chunk, todo, stage1, slot, stage1_kv, mask, mids)
             for r, ids in zip(todo, decoded):
                 results[r] = dataclasses.replace(results[r], decoded=tuple(ids))
         return results
 
-    def _decode_from_cache(self, chunk, todo, stage1, stage1_kv, mask, mids) -> list[list[int]]:
+    def _decode_from_cache(self, chunk, todo, stage1, slot, stage1_kv, mask, mids) -> list[list[int]]:
         """Greedy answers for rows ``todo``, continuing from their cached context (no re-reading)."""
         dev = self.device
         rows = torch.tensor(todo, dtype=torch.long, device=dev)
         cache = self._expand_cache(stage1_kv, rows)
         attn = mask[rows]
         ends = [len(mids[r]) for r in todo]  # tokens after the cut, per row
-        token = torch.stack([stage1[r, ends[i] - 1].argmax() for i, r in enumerate(todo)])
+        token = torch.stack([stage1[r, slot[ends[i] - 1]].argmax() for i, r in enumerate(todo)])
         outs: list[list[int]] = [[int(t)] for t in token]
         done = [int(t) in self.eos_ids for t in token]
         limit = max(chunk[r].decode_tokens for r in todo)
