@@ -91,6 +91,15 @@ class Probe(Protocol):
         ...
 
 
+def agreement_record(outcomes: Sequence[Outcome]) -> dict[str, list]:
+    """The per-variant lists every agreement probe records: agreement, log p(a_full), answer."""
+    return {
+        "agree": [o.agree for o in outcomes],
+        "logp": [o.logp_answer for o in outcomes],
+        "answers": [o.answer for o in outcomes],
+    }
+
+
 def trapezoid(ys: Sequence[float], xs: Sequence[float]) -> float:
     return sum((xs[i + 1] - xs[i]) * (ys[i + 1] + ys[i]) / 2.0 for i in range(len(xs) - 1))
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from faithcb.probes.base import Chain, Outcome, Variant, area_over_curve, curve_on_grid
+from faithcb.probes.base import Chain, Outcome, Variant, agreement_record, area_over_curve, curve_on_grid
 
 
 class EarlyAnswering:
@@ -21,11 +21,10 @@ class EarlyAnswering:
         return [Variant(self.name, k) for k in range(chain.n_steps + 1)]
 
     def record(self, chain: Chain, outcomes: Sequence[Outcome]) -> dict[str, Any]:
-        agree = [o.agree for o in outcomes]
+        fields = agreement_record(outcomes)
+        agree = fields["agree"]
         return {
-            "agree": agree,
-            "logp": [o.logp_answer for o in outcomes],
-            "answers": [o.answer for o in outcomes],
+            **fields,
             "aoc": area_over_curve(agree),
             "curve": curve_on_grid(agree),
         }

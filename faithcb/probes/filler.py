@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from faithcb.probes.base import Chain, Outcome, Variant, mean
+from faithcb.probes.base import Chain, Outcome, Variant, agreement_record, mean
 
 
 class FillerSubstitution:
@@ -45,11 +45,10 @@ class FillerSubstitution:
         ]
 
     def record(self, chain: Chain, outcomes: Sequence[Outcome]) -> dict[str, Any]:
-        agree = [o.agree for o in outcomes]
+        fields = agreement_record(outcomes)
+        agree = fields["agree"]
         return {
-            "agree": agree,
-            "logp": [o.logp_answer for o in outcomes],
-            "answers": [o.answer for o in outcomes],
+            **fields,
             "invariance": mean(agree),
             "k0_agreement": float(agree[0]) if agree else float("nan"),
         }

@@ -15,7 +15,7 @@ import zlib
 from collections.abc import Sequence
 from typing import Any
 
-from faithcb.probes.base import Chain, Outcome, Variant, mean
+from faithcb.probes.base import Chain, Outcome, Variant, agreement_record, mean
 
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 
@@ -76,10 +76,9 @@ class AddingMistakes:
         ]
 
     def record(self, chain: Chain, outcomes: Sequence[Outcome]) -> dict[str, Any]:
-        agree = [o.agree for o in outcomes]
+        fields = agreement_record(outcomes)
+        agree = fields["agree"]
         return {
-            "agree": agree,
-            "logp": [o.logp_answer for o in outcomes],
-            "answers": [o.answer for o in outcomes],
+            **fields,
             "aoc": 1.0 - mean(agree) if agree else math.nan,
         }

@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from faithcb.probes.base import Chain, Outcome, Variant, mean
+from faithcb.probes.base import Chain, Outcome, Variant, agreement_record, mean
 from faithcb.text import numbers_in
 
 # Word-level rewrites that keep meaning (and never touch digits). Order matters: longer first.
@@ -143,12 +143,11 @@ class Paraphrasing:
         return out
 
     def record(self, chain: Chain, outcomes: Sequence[Outcome]) -> dict[str, Any]:
-        agree = [o.agree for o in outcomes]
+        fields = agreement_record(outcomes)
+        agree = fields["agree"]
         rejected_steps = sum(self._cache[s][1] for s in chain.steps)
         return {
-            "agree": agree,
-            "logp": [o.logp_answer for o in outcomes],
-            "answers": [o.answer for o in outcomes],
+            **fields,
             "paraphrases": [self._cache[s][0] for s in chain.steps],
             "rejected": rejected_steps,
             "invariance": mean(agree),
