@@ -435,14 +435,17 @@ def _draw_figure(runs, title: str, png_path: Path) -> None:
             ax_c.set_xlabel("fraction of the chain of thought kept (0 = no chain)")
             ax_c.set_ylabel("share of answers equal to full-chain answer")
             ax_c.set_xlim(-0.03, 1.03)
-            ax_c.set_ylim(-0.03, 1.05)
+            # Headroom above 1.0 holds the legend, so it never covers a curve (curves end at 1.0).
+            ax_c.set_ylim(-0.03, 1.55)
+            ax_c.set_yticks([0.0, 0.2, 0.4, 0.6, 0.8, 1.0])
             ax_c.set_xticks([0, 0.25, 0.5, 0.75, 1.0])
             ax_c.grid(True, color="0.9", lw=0.8)
             ax_c.set_axisbelow(True)
             hint = "high & flat = answer fixed early (low AOC)"
             if len(runs) <= 2:
                 ax_c.legend(
-                    loc="lower right",
+                    loc="upper center",
+                    ncol=2,
                     frameon=True,
                     framealpha=0.9,
                     title_fontsize=8.5,
@@ -465,7 +468,8 @@ def _draw_figure(runs, title: str, png_path: Path) -> None:
                 ]
                 ax_c.legend(
                     handles=key,
-                    loc="lower right",
+                    loc="upper center",
+                    ncol=2,
                     frameon=True,
                     framealpha=0.9,
                     title_fontsize=8.5,
