@@ -122,7 +122,9 @@ class FaithfulnessEngine:
 
             para_lm = self.lm if paraphrase_model is None else ProbeLM(*paraphrase_model, max_batch_size=s.batch_size)
             paraphraser = ModelParaphraser(para_lm)
-        self.probes = build_probes(s.probes, encode=self.lm.encode, paraphraser=paraphraser)
+        self.probes = build_probes(
+            s.probes, encode=self.lm.encode, paraphraser=paraphraser, max_chain_tokens=s.max_chain_tokens
+        )
         if s.evaluator == "base" and not hasattr(model, "disable_adapter"):
             raise ConfigError("evaluator: 'base' needs a PEFT model (one with disable_adapter())")
 

@@ -15,7 +15,7 @@ PROBE_NAMES = ("early_answering", "filler", "paraphrase", "info_gain", "mistakes
 
 
 def build_probes(
-    names: Sequence[str], *, encode: Callable[[str], list[int]], paraphraser=None
+    names: Sequence[str], *, encode: Callable[[str], list[int]], paraphraser=None, max_chain_tokens: int = 128
 ) -> list[Probe]:
     """Probe objects for ``names`` (validated by the caller against ``PROBE_NAMES``)."""
     factories = {
@@ -23,7 +23,7 @@ def build_probes(
         "filler": lambda: FillerSubstitution(encode),
         "paraphrase": lambda: Paraphrasing(encode, None if paraphraser == "rule" else paraphraser),
         "info_gain": lambda: InformationGain(),
-        "mistakes": lambda: AddingMistakes(),
+        "mistakes": lambda: AddingMistakes(max_new_tokens=max_chain_tokens),
     }
     return [factories[name]() for name in names]
 
