@@ -234,15 +234,7 @@ def _plot_metric(
                 (xi, a, b) for xi, a, b in zip(x, lo, hi, strict=True) if not (math.isnan(a) or math.isnan(b))
             ]
             if len(band) >= 2:
-                ax.fill_between(
-                    [p[0] for p in band],
-                    [p[1] for p in band],
-                    [p[2] for p in band],
-                    color=c,
-                    alpha=0.15,
-                    lw=0,
-                    zorder=1,
-                )
+                _fill_band(ax, [p[0] for p in band], [p[1] for p in band], [p[2] for p in band], c, 0.15)
             elif len(band) == 1:  # a single round: an error bar instead of a band
                 xi, a, b = band[0]
                 ax.vlines([xi], [a], [b], color=c, alpha=0.5, lw=1.5, zorder=2)
@@ -344,16 +336,15 @@ def _plot_curves(ax, runs) -> bool:
             )
             band = [p for p in pts if not (math.isnan(p[2]) or math.isnan(p[3]))]
             if len(band) >= 2:
-                ax.fill_between(
-                    [p[0] for p in band],
-                    [p[2] for p in band],
-                    [p[3] for p in band],
-                    color=c,
-                    alpha=0.07 if light else 0.15,
-                    lw=0,
-                    zorder=1,
+                _fill_band(
+                    ax, [p[0] for p in band], [p[2] for p in band], [p[3] for p in band], c, 0.07 if light else 0.15
                 )
     return drawn
+
+
+def _fill_band(ax, xs, low, high, color, alpha: float) -> None:
+    """A shaded 95% interval behind the lines."""
+    ax.fill_between(xs, low, high, color=color, alpha=alpha, lw=0, zorder=1)
 
 
 def _summary_lines(run) -> list[str]:
