@@ -266,42 +266,6 @@ def run_engine(
     return side
 
 
-# ---------------------------------------------------------------------- prototype (proposal for lm.py)
-def padding_aware_chunks(chunk, slack: float = 1.25) -> list[list]:
-    """Split a length-sorted stage-1 chunk so that no sub-chunk pads more than ``slack`` x its real tokens.
-
-    In ``ProbeLM._score_shared_prefix`` one problem's early-answering rows (insert = nothing, width =
-    the cue) and filler rows (insert = up to the whole chain of filler) usually land in ONE chunk of
-    ``max_batch_size``, so every short row is right-padded to the longest filler row.
-    """
-    parts: list[list] = []
-    cur: list = []
-    real = 0
-    for req in chunk:  # ascending length: the new row is the widest so far
-        width = len(req.insert) + len(req.cue)
-        if cur and width * (len(cur) + 1) > slack * (real + width):
-            parts.append(cur)
-            cur, real = [], 0
-        cur.append(req)
-        real += width
-    if cur:
-        parts.append(cur)
-    return parts
-
-
-def install_padding_aware_batches(lm, slack: float = 1.25) -> None:
-    """Prototype of the proposed lm.py change, installed on one ProbeLM instance (bench only)."""
-    original = lm._score_branches
-
-    def split(chunk, kv, prefix_len):
-        out = []
-        for part in padding_aware_chunks(chunk, slack):
-            out += original(part, kv, prefix_len)
-        return out
-
-    lm._score_branches = split
-
-
 # ---------------------------------------------------------------------- naive reference
 class NaiveReference:
     """One ``model.generate`` (or one forward pass) per variant per problem, batch of one, no sharing."""
@@ -516,7 +480,6 @@ def run_comparison(
     naive_repeats: int = 1,
     plain: bool = True,
     style=None,
-    prototype: bool = False,
     log=print,
 ) -> Comparison:
     """The benchmark's core: chains once, then naive / faithcb (/ plain) probing on them."""
@@ -549,11 +512,6 @@ def run_comparison(
             make_engine(model, tokenizer, PROBES, fast=False, **kw), chains, "plain", repeats
         )
         log(f"plain: {sides['plain'].seconds}")
-    if prototype:
-        proto_engine = make_engine(model, tokenizer, PROBES, **kw)
-        install_padding_aware_batches(proto_engine.lm)
-        sides["padfix"] = run_engine(proto_engine, chains, "padfix", repeats)
-        log(f"padfix: {sides['padfix'].seconds}")
     again = run_engine(engine, chains, "faithcb", repeats)  # second sample after the slow side
     sides["faithcb"].seconds += again.seconds
     token_run = run_engine(
@@ -694,11 +652,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--no-plain", action="store_true", help="skip the fast=False engine run")
     ap.add_argument("--json", default=None, help="write the figures to this file")
     ap.add_argument("--profile", action="store_true", help="also cProfile the faithcb side")
-    ap.add_argument(
-        "--prototype",
-        action="store_true",
-        help="also time the proposed padding-aware stage-1 batching (patched in this process only)",
-    )
     args = ap.parse_args(argv)
 
     from faithcb.models import load_model
@@ -729,7 +682,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         problems,
         repeats=args.repeats,
         plain=not args.no_plain,
-        prototype=args.prototype,
         **kw,
     )
     figures = report(cmp)

@@ -144,7 +144,7 @@ class FaithfulnessEngine:
             return self._probe(chains)
 
     # ------------------------------------------------------------------ chains
-    def _progress(self, iterable, **kw):
+    def _progress(self, iterable=None, **kw):
         return tqdm(iterable, disable=not self.show_progress, leave=False, **kw)
 
     def _chains(self, problems: Sequence[Problem]) -> list[Chain]:
@@ -301,15 +301,22 @@ class FaithfulnessEngine:
         by_chain: dict[int, list[dict]] = {}
         for entry in entries:
             by_chain.setdefault(id(entry["chain"]), []).append(entry)
-        for group in self._progress(list(by_chain.values()), desc="faithcb: scoring", unit="problem"):
-            results = lm.score([request(e, e["gold"] and not base_gold) for e in group])
-            for entry, res in zip(group, results):
-                entry["result"] = res
-            if base_gold and any(e["gold"] for e in group):
-                golds = [e for e in group if e["gold"]]
-                with self._base_model():
-                    for entry, res in zip(golds, lm.score([request(e, True, False) for e in golds])):
-                        entry["base_gold"] = res.continuations[0].logprob
+        problems = list(by_chain.values())
+        # lm.score batches problems together (they share forward passes): hand it a slice of
+        # batch_size problems at a time, which is also the progress bar's step.
+        step = self.settings.batch_size
+        with self._progress(total=len(problems), desc="faithcb: scoring", unit="problem") as bar:
+            for start in range(0, len(problems), step):
+                group = [e for entries_of in problems[start : start + step] for e in entries_of]
+                results = lm.score([request(e, e["gold"] and not base_gold) for e in group])
+                for entry, res in zip(group, results):
+                    entry["result"] = res
+                if base_gold and any(e["gold"] for e in group):
+                    golds = [e for e in group if e["gold"]]
+                    with self._base_model():
+                        for entry, res in zip(golds, lm.score([request(e, True, False) for e in golds])):
+                            entry["base_gold"] = res.continuations[0].logprob
+                bar.update(len(problems[start : start + step]))
 
         # Free-form answers whose exact check failed: compare their decoded, normalized answers.
         for entry in entries:

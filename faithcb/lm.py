@@ -103,11 +103,15 @@ class ProbeLM:
         fast: bool = True,
         max_batch_size: int = 16,
         answer_max_tokens: int = 8,
+        max_batch_tokens: int = 4096,
     ):
         self.model = model
         self.tokenizer = tokenizer
         self.fast = fast
         self.max_batch_size = max(1, int(max_batch_size))
+        # Fast path: packed tokens per forward pass (several problems), bounding the activation
+        # and vocabulary-logit memory of one pass; a single problem may exceed it.
+        self.max_batch_tokens = max(1, int(max_batch_tokens))
         self.answer_max_tokens = answer_max_tokens
         self.counter = TokenCounter()
         eos = tokenizer.eos_token_id
@@ -245,16 +249,23 @@ class ProbeLM:
     # ------------------------------------------------------------------ scoring
     def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
         """Teacher-forced log-probabilities and exact greedy agreement for every request."""
-        if not self.fast:
+        if not self.fast or not self._packing_supported():
             return self._score_plain(requests)
         results: list[ScoreResult | None] = [None] * len(requests)
         groups: dict[int, list[int]] = {}
         for i, req in enumerate(requests):
             groups.setdefault(id(req.prefix), []).append(i)
-        for indices in groups.values():
-            group = [requests[i] for i in indices]
-            for i, res in zip(indices, self._score_shared_prefix(group)):
-                results[i] = res
+        shared = [idx for idx in groups.values() if max(requests[i].cut for i in idx) > 0]
+        # Nothing to share when every context starts at the insert: those go the plain way.
+        alone = [i for idx in groups.values() if max(requests[i].cut for i in idx) == 0 for i in idx]
+        problems = [[_feed_last_prefix_token(requests[i]) for i in idx] for idx in shared]
+        for batch in self._problem_batches(problems):
+            scored = self._with_oom_halving([problems[b] for b in batch], self._score_packed)
+            for b, problem_results in zip(batch, scored):
+                for i, res in zip(shared[b], problem_results):
+                    results[i] = res
+        for i, res in zip(alone, self._score_plain([requests[i] for i in alone]) if alone else []):
+            results[i] = res
         return results  # type: ignore[return-value]
 
     # Plain path: every (request, continuation) is one independent left-padded sequence.
@@ -315,171 +326,166 @@ class ProbeLM:
         greedy = bool((rows.argmax(-1) == targets).all())
         return ContinuationScore(lp, greedy), choice
 
-    # Fast path: prefix once, then all variants' insert+cue, then their continuations.
-    def _score_shared_prefix(self, group: Sequence[ScoreRequest]) -> list[ScoreResult]:
-        # Stage 1 reads the first answer token off the last insert/cue position, so a request with
-        # neither re-feeds its last prefix token there instead (same context, same positions).
-        group = [
-            dataclasses.replace(r, cut=r.cut - 1, insert=(r.prefix[r.cut - 1],), cue=())
-            if not r.insert and not r.cue and r.cut > 0
-            else r
-            for r in group
-        ]
-        prefix = list(group[0].prefix)
-        needed = max(req.cut for req in group)
-        if needed == 0:  # nothing to share (every context starts at the insert)
-            return self._score_plain(group)
-        prefix_ids = torch.tensor([prefix[:needed]], dtype=torch.long, device=self.device)
-        prefix_mask = torch.ones_like(prefix_ids)
-        self.counter.add(prefix_mask)
-        # Only the cache is needed here: skip the vocabulary projection for all but one position.
-        cache = self.model(
-            input_ids=prefix_ids, attention_mask=prefix_mask, use_cache=True, logits_to_keep=1
-        ).past_key_values
-        kv = [(layer.keys, layer.values) for layer in cache.layers]
-
-        results: list[ScoreResult | None] = [None] * len(group)
-        for idx in self._length_chunks(group):
-            chunk = [group[i] for i in idx]
-            scored = self._with_oom_halving(chunk, lambda part: self._score_branches(part, kv, needed))
-            for i, res in zip(idx, scored):
-                results[i] = res
-        return results  # type: ignore[return-value]
-
-    def _length_chunks(self, group: Sequence[ScoreRequest]) -> list[list[int]]:
-        """Request indices in batches of similar insert+cue length.
-
-        Rows are right-padded to their batch's longest row, so a long filler row would pad every
-        short truncation row beside it: a batch is closed once padding would exceed a quarter of
-        its real tokens (or it holds ``max_batch_size`` rows).
-        """
-        width = [len(r.insert) + len(r.cue) for r in group]
-        chunks: list[list[int]] = []
-        for i in sorted(range(len(group)), key=width.__getitem__):
-            current = chunks[-1] if chunks else None
-            if current is not None and len(current) < self.max_batch_size:
-                real = sum(width[j] for j in current) + width[i]
-                if width[i] * (len(current) + 1) <= 1.25 * real:
-                    current.append(i)
-                    continue
-            chunks.append([i])
-        return chunks
-
-    def _expand_cache(self, kv, rows: torch.Tensor):
-        from transformers import DynamicCache
-
-        data = [(k[rows] if k.shape[0] > 1 else k.expand(len(rows), -1, -1, -1).contiguous(),
-                 v[rows] if v.shape[0] > 1 else v.expand(len(rows), -1, -1, -1).contiguous()) for k, v in kv]
-        return DynamicCache(ddp_cache_data=data, config=self._config())
-
-    def _score_branches(self, chunk: Sequence[ScoreRequest], kv, prefix_len: int) -> list[ScoreResult]:
+    # Fast path. A batch row is one problem: its prefix (prompt + chain) runs once, then every
+    # variant's insert + cue is packed into ONE sequence after it, then every continuation, then
+    # the answers that must be decoded. A 4-D mask (``_KeyTable``) gives each packed token exactly
+    # the keys its standalone sequence would have (prefix[:cut], its own earlier tokens) and
+    # explicit position ids give it the same positions, so no cache is copied per variant and
+    # several problems share each forward pass.
+    def _score_packed(self, problems: Sequence[Sequence[ScoreRequest]]) -> list[list[ScoreResult]]:
+        """Score several problems' requests (each problem's requests share one prefix)."""
         dev = self.device
-        # Stage 1: insert + cue for each request, right-padded, attending to prefix[:cut].
-        mids = [[*req.insert, *req.cue] for req in chunk]
-        width = max(len(m) for m in mids)
-        ids = torch.full((len(chunk), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(chunk), prefix_len + width), dtype=torch.long)
-        pos = torch.zeros((len(chunk), width), dtype=torch.long)
-        for r, (req, mid) in enumerate(zip(chunk, mids)):
-            ids[r, : len(mid)] = torch.tensor(mid, dtype=torch.long)
-            mask[r, : req.cut] = 1
-            mask[r, prefix_len : prefix_len + len(mid)] = 1
-            pos[r] = torch.arange(req.cut, req.cut + width)
-        ids, mask, pos = ids.to(dev), mask.to(dev), pos.to(dev)
-        cache = self._expand_cache(kv, torch.zeros(len(chunk), dtype=torch.long, device=dev))
-        self.counter.add(mask[:, prefix_len:])
-        # Only each row's last real position is read: project just those onto the vocabulary
-        # (stage1[:, slot[r]] is row r's next-token distribution after its insert + cue).
-        keep = sorted({len(m) - 1 for m in mids})
-        slot = {p: i for i, p in enumerate(keep)}
-        out = self.model(
-            input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True,
-            logits_to_keep=torch.tensor(keep, device=dev),
-        )
-        stage1 = torch.log_softmax(out.logits.float(), -1)
-        stage1_kv = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+        # Stage 0: the prefixes, right-padded (real tokens keep positions 0..n-1); no logits.
+        needed = [max(r.cut for r in reqs) for reqs in problems]
+        width = max(needed)
+        ids = torch.full((len(problems), width), self.pad_id, dtype=torch.long)
+        real = torch.zeros((len(problems), width), dtype=torch.bool)
+        for g, reqs in enumerate(problems):
+            ids[g, : needed[g]] = torch.tensor(list(reqs[0].prefix[: needed[g]]), dtype=torch.long)
+            real[g, : needed[g]] = True
+        self.counter.add(real)
+        keys = _KeyTable(real.to(dev))
+        cache = self._forward(ids.to(dev), real.long().to(dev), torch.arange(width).expand_as(ids).to(dev), None,
+                              torch.zeros_like(real).to(dev))[0]
 
-        # Stage 2: every continuation on top of its request's cached prefix + insert + cue.
-        branches = [(r, c, list(cont)) for r, req in enumerate(chunk) for c, cont in enumerate(req.continuations)]
-        tails = [b for b in branches if len(b[2]) > 1]
-        stage2 = None
-        if tails:
-            twidth = max(len(t[2]) - 1 for t in tails)
-            rows = torch.tensor([t[0] for t in tails], dtype=torch.long, device=dev)
-            tids = torch.full((len(tails), twidth), self.pad_id, dtype=torch.long)
-            tmask = torch.cat(
-                [mask[rows], torch.zeros((len(tails), twidth), dtype=torch.long, device=dev)], dim=1
-            ).cpu()
-            tpos = torch.zeros((len(tails), twidth), dtype=torch.long)
-            for b, (r, _c, cont) in enumerate(tails):
-                body = cont[:-1]  # the last token is only predicted, never fed
-                tids[b, : len(body)] = torch.tensor(body, dtype=torch.long)
-                tmask[b, prefix_len + width : prefix_len + width + len(body)] = 1
-                start = chunk[r].cut + len(mids[r])
-                tpos[b] = torch.arange(start, start + twidth)
-            tcache = self._expand_cache(stage1_kv, rows)
-            self.counter.add(tmask[:, prefix_len + width :])
-            out2 = self.model(
-                input_ids=tids.to(dev), attention_mask=tmask.to(dev), position_ids=tpos.to(dev),
-                past_key_values=tcache, use_cache=True,
-            )
-            stage2 = torch.log_softmax(out2.logits.float(), -1)
-        tail_row = {(t[0], t[1]): b for b, t in enumerate(tails)}
+        # Stage 1: every request's insert + cue; keep the logits at its last token.
+        mids = [[[*r.insert, *r.cue] for r in reqs] for reqs in problems]
+        rows = [
+            [(tok, r, -1, req.cut + j, req.cut, j == len(mid) - 1) for r, (req, mid) in enumerate(zip(reqs, row))
+             for j, tok in enumerate(mid)]
+            for reqs, row in zip(problems, mids)
+        ]
+        cache, first = self._forward_packed(cache, keys, rows)
+        first_at = {(g, r): k for k, (g, (_t, r, *_rest)) in enumerate(_kept(rows))}
 
-        results = []
-        for r, req in enumerate(chunk):
-            last = slot[len(mids[r]) - 1]  # stage-1 logits predicting the first answer token
-            choice = tuple(float(stage1[r, last, t]) for t in req.choice_ids)
-            scores = []
-            for c, cont in enumerate(req.continuations):
-                if not cont:
-                    scores.append(ContinuationScore(0.0, True))
-                    continue
-                rows_lp = [stage1[r, last]]
-                if len(cont) > 1:
-                    assert stage2 is not None
-                    b = tail_row[(r, c)]
-                    rows_lp.extend(stage2[b, j] for j in range(len(cont) - 1))
-                lp = sum(float(row[t]) for row, t in zip(rows_lp, cont))
-                greedy = all(int(row.argmax()) == t for row, t in zip(rows_lp, cont))
-                scores.append(ContinuationScore(lp, greedy))
-            results.append(ScoreResult(tuple(scores), choice))
+        # Stage 2: each continuation's tokens but the last (that one is only predicted).
+        rows = [
+            [(tok, r, c, req.cut + len(mids[g][r]) + j, req.cut, True)
+             for r, req in enumerate(reqs) for c, cont in enumerate(req.continuations) for j, tok in enumerate(cont[:-1])]
+            for g, reqs in enumerate(problems)
+        ]
+        later = None
+        if any(rows):
+            cache, later = self._forward_packed(cache, keys, rows)
+        later_at = {(g, r, c, pos): k for k, (g, (_t, r, c, pos, *_rest)) in enumerate(_kept(rows))}
 
-        todo = [r for r, req in enumerate(chunk) if _needs_decode(req, results[r])]
+        results: list[list[ScoreResult]] = []
+        todo: list[tuple[int, int]] = []
+        for g, reqs in enumerate(problems):
+            out = []
+            for r, req in enumerate(reqs):
+                head = first[first_at[(g, r)]]
+                scores = []
+                for c, cont in enumerate(req.continuations):
+                    steps = [head] + [later[later_at[(g, r, c, req.cut + len(mids[g][r]) + j)]] for j in range(len(cont) - 1)]
+                    scores.append(_continuation_score(steps, cont))
+                res = ScoreResult(tuple(scores), tuple(float(head.logprobs[t]) for t in req.choice_ids))
+                if _needs_decode(req, res):
+                    todo.append((g, r))
+                out.append(res)
+            results.append(out)
         if todo:
-            decoded = self._decode_from_cache(chunk, todo, stage1, slot, stage1_kv, mask, mids)
-            for r, ids in zip(todo, decoded):
-                results[r] = dataclasses.replace(results[r], decoded=tuple(ids))
+            decoded = self._decode_from_cache(problems, todo, cache, keys, first, first_at, mids)
+            for (g, r), toks in zip(todo, decoded):
+                results[g][r] = dataclasses.replace(results[g][r], decoded=tuple(toks))
         return results
 
-    def _decode_from_cache(self, chunk, todo, stage1, slot, stage1_kv, mask, mids) -> list[list[int]]:
-        """Greedy answers for rows ``todo``, continuing from their cached context (no re-reading)."""
-        dev = self.device
-        rows = torch.tensor(todo, dtype=torch.long, device=dev)
-        cache = self._expand_cache(stage1_kv, rows)
-        attn = mask[rows]
-        ends = [len(mids[r]) for r in todo]  # tokens after the cut, per row
-        token = torch.stack([stage1[r, slot[ends[i] - 1]].argmax() for i, r in enumerate(todo)])
-        outs: list[list[int]] = [[int(t)] for t in token]
-        done = [int(t) in self.eos_ids for t in token]
-        limit = max(chunk[r].decode_tokens for r in todo)
-        for step in range(1, limit):
-            if all(done):
+    def _decode_from_cache(self, problems, todo, cache, keys, first, first_at, mids) -> list[list[int]]:
+        """Greedy answers for requests ``todo`` (problem, request), continuing their cached
+        contexts: one packed decoding step per token for all of them, never re-reading a context."""
+        outs = [[first[first_at[key]].argmax] for key in todo]
+        for step in range(1, max(problems[g][r].decode_tokens for g, r in todo)):
+            active = [
+                i for i, (g, r) in enumerate(todo)
+                if len(outs[i]) < problems[g][r].decode_tokens and not self._ends_answer(outs[i])
+            ]
+            if not active:
                 break
-            attn = torch.cat([attn, torch.ones((len(todo), 1), dtype=attn.dtype, device=dev)], dim=1)
-            pos = torch.tensor([[chunk[r].cut + ends[i] + step - 1] for i, r in enumerate(todo)], device=dev)
-            self.counter.add(attn[:, -1:])
-            out = self.model(input_ids=token[:, None], attention_mask=attn, position_ids=pos,
-                             past_key_values=cache, use_cache=True)
-            cache = out.past_key_values
-            token = out.logits[:, -1].argmax(-1)
-            for i, t in enumerate(token.tolist()):
-                if done[i] or len(outs[i]) >= chunk[todo[i]].decode_tokens:
-                    done[i] = True
-                    continue
-                outs[i].append(t)
-                done[i] = t in self.eos_ids or "\n" in self.tokenizer.decode([t])
+            rows: list[list[tuple]] = [[] for _ in problems]
+            for i in active:
+                g, r = todo[i]
+                req = problems[g][r]
+                rows[g].append((outs[i][-1], r, -2, req.cut + len(mids[g][r]) + step - 1, req.cut, True))
+            cache, nxt = self._forward_packed(cache, keys, rows)
+            order = [i for g in range(len(problems)) for i in active if todo[i][0] == g]
+            for i, pick in zip(order, nxt):
+                outs[i].append(pick.argmax)
         return outs
+
+    def _ends_answer(self, answer: list[int]) -> bool:
+        # Like ``answer``: an end token ends it anywhere, a newline only after the first token.
+        last = answer[-1]
+        return last in self.eos_ids or (len(answer) > 1 and "\n" in self.tokenizer.decode([last]))
+
+    def _forward_packed(self, cache, keys: _KeyTable, rows: Sequence[Sequence[tuple]]):
+        """One packed forward pass: ``rows[g]`` lists (token, request, branch, position, cut, keep)
+        for problem g. Returns the grown cache and the kept positions' next-token scores, in order."""
+        dev = self.device
+        length = max(1, max(len(row) for row in rows))
+        shape = (len(rows), length)
+        ids = torch.full(shape, self.pad_id, dtype=torch.long)
+        req = torch.full(shape, -1, dtype=torch.long)
+        branch = torch.full(shape, -3, dtype=torch.long)
+        pos = torch.zeros(shape, dtype=torch.long)
+        cut = torch.zeros(shape, dtype=torch.long)
+        keep = torch.zeros(shape, dtype=torch.bool)
+        for g, row in enumerate(rows):
+            if row:
+                cols = list(zip(*row))
+                n = len(row)
+                ids[g, :n], req[g, :n], branch[g, :n] = (torch.tensor(x, dtype=torch.long) for x in cols[:3])
+                pos[g, :n], cut[g, :n] = (torch.tensor(x, dtype=torch.long) for x in cols[3:5])
+                keep[g, :n] = torch.tensor(cols[5], dtype=torch.bool)
+        req, branch, pos, cut, keep = (t.to(dev) for t in (req, branch, pos, cut, keep))
+        self.counter.add(req >= 0)
+        mask = keys.extend(req, branch, pos, cut, self._mask_dtype())
+        return self._forward(ids.to(dev), mask, pos, cache, keep)
+
+    def _forward(self, ids, mask, pos, cache, keep):
+        """Run the model, projecting onto the vocabulary only the hidden states at ``keep``."""
+        head = self.model.get_output_embeddings() if hasattr(self.model, "get_output_embeddings") else None
+        gathered = []
+
+        def only_kept(_module, args):
+            gathered.append(True)
+            return (args[0][keep][None], *args[1:])
+
+        handle = head.register_forward_pre_hook(only_kept) if head is not None else None
+        try:
+            out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True)
+        finally:
+            if handle is not None:
+                handle.remove()
+        logits = out.logits[0] if gathered else out.logits[keep]  # (kept positions, vocab)
+        return out.past_key_values, _NextToken.from_logits(logits)
+
+    def _mask_dtype(self) -> torch.dtype:
+        # SDPA takes a boolean mask (True = attend) whatever the compute dtype; eager attention
+        # adds the mask to its scores, so it needs an additive float mask.
+        if getattr(self._config(), "_attn_implementation", "sdpa") == "sdpa":
+            return torch.bool
+        return torch.float32
+
+    def _packing_supported(self) -> bool:
+        """The packed path needs a custom 4-D mask: sdpa and eager attention take one; other
+        kernels (flash-attention, flex) would ignore or reject it, so they use the plain path."""
+        return getattr(self._config(), "_attn_implementation", "sdpa") in ("sdpa", "eager")
+
+    def _problem_batches(self, problems: list[list[ScoreRequest]]) -> list[list[int]]:
+        """Problem indices in batches: at most ``max_batch_size`` problems and ``max_batch_tokens``
+        packed tokens, of similar packed length (a batch is closed once right-padding would exceed
+        a quarter of its real tokens)."""
+        size = [_packed_tokens(reqs) for reqs in problems]
+        batches: list[list[int]] = []
+        for i in sorted(range(len(problems)), key=size.__getitem__):
+            current = batches[-1] if batches else None
+            if current is not None and len(current) < self.max_batch_size:
+                total = sum(size[j] for j in current) + size[i]
+                if size[i] * (len(current) + 1) <= 1.25 * total and total <= self.max_batch_tokens:
+                    current.append(i)
+                    continue
+            batches.append([i])
+        return batches
 
     # ------------------------------------------------------------------ memory
     def _with_oom_halving(self, items: list, fn) -> list:
@@ -493,6 +499,100 @@ class ProbeLM:
                 torch.cuda.empty_cache()
             half = math.ceil(len(items) / 2)
             return self._with_oom_halving(items[:half], fn) + self._with_oom_halving(items[half:], fn)
+
+
+class _KeyTable:
+    """Which cached key each packed query may attend to (the fast path's tree-shaped mask).
+
+    One row per problem. Every key in the cache is tagged with the request it belongs to (-1 for
+    the shared prefix and for padding), its branch (-1: the request's insert + cue, c >= 0: its
+    continuation c, -2: its decoded answer) and its position. A query of request r, branch b at
+    position p sees the prefix keys before r's cut and r's own keys of branch -1 or b up to p:
+    exactly the keys of its standalone sequence.
+    """
+
+    def __init__(self, prefix_real: torch.Tensor):
+        rows, width = prefix_real.shape
+        dev = prefix_real.device
+        self.prefix = prefix_real
+        self.req = torch.full((rows, width), -1, dtype=torch.long, device=dev)
+        self.branch = torch.full((rows, width), -3, dtype=torch.long, device=dev)
+        self.pos = torch.arange(width, device=dev).expand(rows, width)
+
+    def extend(self, req, branch, pos, cut, dtype: torch.dtype) -> torch.Tensor:
+        """Add the queries of the next pass as keys; return its (rows, 1, queries, keys) mask."""
+        self.prefix = torch.cat([self.prefix, torch.zeros_like(req, dtype=torch.bool)], dim=1)
+        self.req = torch.cat([self.req, req], dim=1)
+        self.branch = torch.cat([self.branch, branch], dim=1)
+        self.pos = torch.cat([self.pos, pos], dim=1)
+        q = lambda t: t[:, :, None]  # noqa: E731 - broadcasting helpers
+        k = lambda t: t[:, None, :]  # noqa: E731
+        allowed = k(self.prefix) & (k(self.pos) < q(cut))
+        same_branch = (k(self.branch) == -1) | (k(self.branch) == q(branch))
+        allowed |= (k(self.req) == q(req)) & (q(req) >= 0) & same_branch & (k(self.pos) <= q(pos))
+        # Padding queries look at the first prefix token only: an all-masked softmax row would
+        # be NaN, and NaN values would leak through later passes' zero attention weights.
+        allowed[:, :, 0] |= req < 0
+        if dtype == torch.bool:
+            return allowed[:, None]
+        mask = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
+        return mask.masked_fill_(~allowed, torch.finfo(dtype).min)[:, None]
+
+
+@dataclass(frozen=True)
+class _Next:
+    """The next-token distribution at one kept position."""
+
+    logprobs: torch.Tensor  # (vocab,)
+    argmax: int
+
+
+class _NextToken(Sequence):
+    """Next-token log-probabilities at the kept positions of one pass, in packing order."""
+
+    def __init__(self, logprobs: torch.Tensor):
+        self.logprobs = logprobs
+        self.best = logprobs.argmax(-1).tolist() if len(logprobs) else []
+
+    @classmethod
+    def from_logits(cls, logits: torch.Tensor) -> _NextToken:
+        return cls(torch.log_softmax(logits.float(), -1))
+
+    def __len__(self) -> int:
+        return len(self.best)
+
+    def __getitem__(self, k):
+        return _Next(self.logprobs[k], self.best[k])
+
+
+def _kept(rows: Sequence[Sequence[tuple]]):
+    """(problem, entry) for every kept entry, in the order their logits come back."""
+    for g, row in enumerate(rows):
+        for entry in row:
+            if entry[5]:
+                yield g, entry
+
+
+def _continuation_score(steps: Sequence[_Next], cont: Sequence[int]) -> ContinuationScore:
+    if not cont:
+        return ContinuationScore(0.0, True)
+    logprob = sum(float(step.logprobs[t]) for step, t in zip(steps, cont))
+    return ContinuationScore(logprob, all(step.argmax == t for step, t in zip(steps, cont)))
+
+
+def _feed_last_prefix_token(req: ScoreRequest) -> ScoreRequest:
+    """A request with neither insert nor cue re-feeds its last prefix token as its insert (same
+    context, same positions): the packed pass reads the first answer token off that token."""
+    if req.insert or req.cue or req.cut == 0:
+        return req
+    return dataclasses.replace(req, cut=req.cut - 1, insert=(req.prefix[req.cut - 1],))
+
+
+def _packed_tokens(reqs: Sequence[ScoreRequest]) -> int:
+    """Tokens one problem puts through the packed passes (prefix, inserts + cues, continuations)."""
+    return max(r.cut for r in reqs) + sum(
+        len(r.insert) + len(r.cue) + sum(max(0, len(c) - 1) for c in r.continuations) for r in reqs
+    )
 
 
 def _numpy_state():
