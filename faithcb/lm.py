@@ -104,6 +104,7 @@ class ProbeLM:
         max_batch_size: int = 16,
         answer_max_tokens: int = 8,
         max_batch_tokens: int = 4096,
+        bin_tokens: int = 256,
     ):
         self.model = model
         self.tokenizer = tokenizer
@@ -112,6 +113,7 @@ class ProbeLM:
         # Fast path: packed tokens per forward pass (several problems), bounding the activation
         # and vocabulary-logit memory of one pass; a single problem may exceed it.
         self.max_batch_tokens = max(1, int(max_batch_tokens))
+        self.bin_tokens = max(1, int(bin_tokens))
         self.answer_max_tokens = answer_max_tokens
         self.counter = TokenCounter()
         eos = tokenizer.eos_token_id
@@ -326,12 +328,12 @@ class ProbeLM:
         greedy = bool((rows.argmax(-1) == targets).all())
         return ContinuationScore(lp, greedy), choice
 
-    # Fast path. A batch row is one problem: its prefix (prompt + chain) runs once, then every
-    # variant's insert + cue is packed into ONE sequence after it, then every continuation, then
-    # the answers that must be decoded. A 4-D mask (``_KeyTable``) gives each packed token exactly
-    # the keys its standalone sequence would have (prefix[:cut], its own earlier tokens) and
-    # explicit position ids give it the same positions, so no cache is copied per variant and
-    # several problems share each forward pass.
+    # Fast path. Each problem's prefix (prompt + chain) runs once; then its variants' inserts +
+    # cues are packed into a few sequences ("bins", one batch row each) on top of a copy of that
+    # prefix's cache, then their continuations, then the answers that must be decoded. A 4-D mask
+    # (``_KeyTable``) gives each packed token exactly the keys its standalone sequence would have
+    # (prefix[:cut], its own earlier tokens) and explicit position ids give it the same
+    # positions. Several problems share every forward pass.
     def _score_packed(self, problems: Sequence[Sequence[ScoreRequest]]) -> list[list[ScoreResult]]:
         """Score several problems' requests (each problem's requests share one prefix)."""
         dev = self.device
@@ -344,56 +346,82 @@ class ProbeLM:
             ids[g, : needed[g]] = torch.tensor(list(reqs[0].prefix[: needed[g]]), dtype=torch.long)
             real[g, : needed[g]] = True
         self.counter.add(real)
-        keys = _KeyTable(real.to(dev))
         cache = self._forward(ids.to(dev), real.long().to(dev), torch.arange(width).expand_as(ids).to(dev), None,
                               torch.zeros_like(real).to(dev))[0]
+        # One batch row per bin from here on; a bin starts from its problem's prefix cache.
+        bins = [(g, idx) for g, reqs in enumerate(problems) for idx in self._bins(reqs)]
+        home = {(g, r): b for b, (g, idx) in enumerate(bins) for r in idx}
+        row_problem = torch.tensor([g for g, _ in bins], dtype=torch.long, device=dev)
+        if len(bins) != len(problems):
+            cache.reorder_cache(row_problem)
+        keys = _KeyTable(real.to(dev)[row_problem])
 
         # Stage 1: every request's insert + cue; keep the logits at its last token.
         mids = [[[*r.insert, *r.cue] for r in reqs] for reqs in problems]
         rows = [
-            [(tok, r, -1, req.cut + j, req.cut, j == len(mid) - 1) for r, (req, mid) in enumerate(zip(reqs, row))
-             for j, tok in enumerate(mid)]
-            for reqs, row in zip(problems, mids)
+            [(tok, r, -1, problems[g][r].cut + j, problems[g][r].cut, j == len(mids[g][r]) - 1)
+             for r in idx for j, tok in enumerate(mids[g][r])]
+            for g, idx in bins
         ]
         cache, first = self._forward_packed(cache, keys, rows)
-        first_at = {(g, r): k for k, (g, (_t, r, *_rest)) in enumerate(_kept(rows))}
+        first_at = {(b, r): k for k, (b, (_t, r, *_rest)) in enumerate(_kept(rows))}
 
         # Stage 2: each continuation's tokens but the last (that one is only predicted).
         rows = [
-            [(tok, r, c, req.cut + len(mids[g][r]) + j, req.cut, True)
-             for r, req in enumerate(reqs) for c, cont in enumerate(req.continuations) for j, tok in enumerate(cont[:-1])]
-            for g, reqs in enumerate(problems)
+            [(tok, r, c, problems[g][r].cut + len(mids[g][r]) + j, problems[g][r].cut, True)
+             for r in idx for c, cont in enumerate(problems[g][r].continuations) for j, tok in enumerate(cont[:-1])]
+            for g, idx in bins
         ]
         later = None
         if any(rows):
             cache, later = self._forward_packed(cache, keys, rows)
-        later_at = {(g, r, c, pos): k for k, (g, (_t, r, c, pos, *_rest)) in enumerate(_kept(rows))}
+        later_at = {(b, r, c, pos): k for k, (b, (_t, r, c, pos, *_rest)) in enumerate(_kept(rows))}
 
         results: list[list[ScoreResult]] = []
         todo: list[tuple[int, int]] = []
         for g, reqs in enumerate(problems):
             out = []
             for r, req in enumerate(reqs):
-                head = first[first_at[(g, r)]]
-                scores = []
-                for c, cont in enumerate(req.continuations):
-                    steps = [head] + [later[later_at[(g, r, c, req.cut + len(mids[g][r]) + j)]] for j in range(len(cont) - 1)]
-                    scores.append(_continuation_score(steps, cont))
+                b = home[(g, r)]
+                head = first[first_at[(b, r)]]
+                start = req.cut + len(mids[g][r])
+                scores = [
+                    _continuation_score([head, *(later[later_at[(b, r, c, start + j)]] for j in range(len(cont) - 1))], cont)
+                    for c, cont in enumerate(req.continuations)
+                ]
                 res = ScoreResult(tuple(scores), tuple(float(head.logprobs[t]) for t in req.choice_ids))
                 if _needs_decode(req, res):
                     todo.append((g, r))
                 out.append(res)
             results.append(out)
         if todo:
-            decoded = self._decode_from_cache(problems, todo, cache, keys, first, first_at, mids)
+            decoded = self._decode_from_cache(problems, todo, home, cache, keys, first, first_at, mids)
             for (g, r), toks in zip(todo, decoded):
                 results[g][r] = dataclasses.replace(results[g][r], decoded=tuple(toks))
         return results
 
-    def _decode_from_cache(self, problems, todo, cache, keys, first, first_at, mids) -> list[list[int]]:
+    def _bins(self, reqs: Sequence[ScoreRequest]) -> list[list[int]]:
+        """One problem's requests split into packed sequences of about ``bin_tokens`` tokens.
+
+        A packed sequence pays attention between all its tokens, masked or not, so shorter ones
+        waste less; but every bin costs a copy of the prefix cache, and all rows of a pass are
+        padded to the longest. Dealing the requests longest first, back and forth over the bins,
+        gives every bin a similar share of long (filler) and short (truncation) requests, so
+        both their insert + cue and their continuation widths come out even.
+        """
+        size = [_branch_tokens(r) for r in reqs]
+        capacity = max(self.bin_tokens, max(size))  # the longest request sets the row width anyway
+        count = max(1, min(len(reqs), round(sum(size) / capacity)))
+        bins: list[list[int]] = [[] for _ in range(count)]
+        for turn, r in enumerate(sorted(range(len(reqs)), key=lambda r: -size[r])):
+            lap, slot = divmod(turn, count)
+            bins[slot if lap % 2 == 0 else count - 1 - slot].append(r)
+        return bins
+
+    def _decode_from_cache(self, problems, todo, home, cache, keys, first, first_at, mids) -> list[list[int]]:
         """Greedy answers for requests ``todo`` (problem, request), continuing their cached
         contexts: one packed decoding step per token for all of them, never re-reading a context."""
-        outs = [[first[first_at[key]].argmax] for key in todo]
+        outs = [[first[first_at[(home[key], key[1])]].argmax] for key in todo]
         for step in range(1, max(problems[g][r].decode_tokens for g, r in todo)):
             active = [
                 i for i, (g, r) in enumerate(todo)
@@ -401,13 +429,13 @@ class ProbeLM:
             ]
             if not active:
                 break
-            rows: list[list[tuple]] = [[] for _ in problems]
+            rows: list[list[tuple]] = [[] for _ in range(keys.req.shape[0])]
             for i in active:
                 g, r = todo[i]
                 req = problems[g][r]
-                rows[g].append((outs[i][-1], r, -2, req.cut + len(mids[g][r]) + step - 1, req.cut, True))
+                rows[home[(g, r)]].append((outs[i][-1], r, -2, req.cut + len(mids[g][r]) + step - 1, req.cut, True))
             cache, nxt = self._forward_packed(cache, keys, rows)
-            order = [i for g in range(len(problems)) for i in active if todo[i][0] == g]
+            order = sorted(active, key=lambda i: home[todo[i]])  # packing order: by row, then as added
             for i, pick in zip(order, nxt):
                 outs[i].append(pick.argmax)
         return outs
@@ -588,11 +616,14 @@ def _feed_last_prefix_token(req: ScoreRequest) -> ScoreRequest:
     return dataclasses.replace(req, cut=req.cut - 1, insert=(req.prefix[req.cut - 1],))
 
 
+def _branch_tokens(req: ScoreRequest) -> int:
+    """Tokens one request adds after its cut: insert + cue, and every continuation but its last."""
+    return len(req.insert) + len(req.cue) + sum(max(0, len(c) - 1) for c in req.continuations)
+
+
 def _packed_tokens(reqs: Sequence[ScoreRequest]) -> int:
     """Tokens one problem puts through the packed passes (prefix, inserts + cues, continuations)."""
-    return max(r.cut for r in reqs) + sum(
-        len(r.insert) + len(r.cue) + sum(max(0, len(c) - 1) for c in r.continuations) for r in reqs
-    )
+    return max(r.cut for r in reqs) + sum(_branch_tokens(r) for r in reqs)
 
 
 def _numpy_state():

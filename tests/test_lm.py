@@ -91,6 +91,9 @@ def test_fast_path_equals_plain_path(models, tok, family):
     assert_same(score(model, tok, requests, fast=True), plain)
     # chunking: fewer rows per forward pass than requests, on both paths
     assert_same(score(model, tok, requests, fast=True, max_batch_size=3), plain)
+    # packing: one problem per pass; many short packed sequences (bins) per problem
+    assert_same(score(model, tok, requests, fast=True, max_batch_tokens=1), plain)
+    assert_same(score(model, tok, requests, fast=True, bin_tokens=4), plain)
     assert_same(score(model, tok, requests, fast=False, max_batch_size=2), plain)
 
 
