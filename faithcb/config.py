@@ -61,7 +61,10 @@ class FaithConfig:
     faith_base_reference: bool = field(
         default=True, metadata={"help": "With a PEFT model, also score the base model (adapters disabled)."}
     )
-    faith_batch_size: int = field(default=16, metadata={"help": "Rows per forward pass (halved on OOM)."})
+    faith_batch_size: int = field(
+        default=16,
+        metadata={"help": "Sequences per generation pass and problems per scoring pass (halved on OOM)."},
+    )
     faith_fast: bool = field(default=True, metadata={"help": "Shared-prefix scoring (False = plain reference path)."})
     faith_bootstrap_resamples: int = field(default=1000, metadata={"help": "Bootstrap resamples for 95% intervals."})
     # --- early stopping on a faithfulness drop

@@ -9,12 +9,15 @@ tokenizer's ``padding_side`` and ``pad_token`` stay as the user set them.
 
 Scoring decides greedy agreement exactly (METRICS.md, "Answer agreement"): a continuation
 ``t_1..t_m`` is what greedy decoding would produce under a context iff every ``t_j`` is the argmax
-at its position when teacher-forced. The fast path shares work between variants of one problem:
-the problem's prefix (prompt + full chain) runs once with the KV cache, then every variant's
-``insert + cue`` runs as one batch attending to its own cut of that cache (a 2-D attention mask
-hides the rest of the chain; position ids continue from the cut), and finally the continuations
-run on top of that. Each distinct token is read about once. ``fast=False`` runs every variant as
-a full, independent sequence — the reference the fast path is tested against.
+at its position when teacher-forced. The fast path shares work between the variants of a problem
+and batches problems together: each problem's prefix (prompt + full chain) runs once with the KV
+cache; its variants' ``insert + cue`` are then packed into a few sequences on top of that cache,
+then their continuations, then (where the exact check fails) their decoded answers. A tree-shaped
+4-D attention mask lets every packed token see exactly what it would see in its standalone
+sequence (the prefix up to its variant's cut, its own earlier tokens) and explicit position ids
+give it the same positions, so each distinct token is read about once and a round of 16 problems
+takes a few dozen forward passes. ``fast=False`` runs every variant as a full, independent
+sequence — the reference the fast path is tested against.
 """
 
 from __future__ import annotations
@@ -446,8 +449,9 @@ class ProbeLM:
         return last in self.eos_ids or (len(answer) > 1 and "\n" in self.tokenizer.decode([last]))
 
     def _forward_packed(self, cache, keys: _KeyTable, rows: Sequence[Sequence[tuple]]):
-        """One packed forward pass: ``rows[g]`` lists (token, request, branch, position, cut, keep)
-        for problem g. Returns the grown cache and the kept positions' next-token scores, in order."""
+        """One packed forward pass: ``rows[b]`` lists the (token, request, branch, position, cut,
+        keep) entries of batch row b. Returns the grown cache and the next-token scores at the kept
+        entries, in row order."""
         dev = self.device
         length = max(1, max(len(row) for row in rows))
         shape = (len(rows), length)
@@ -475,6 +479,8 @@ class ProbeLM:
         gathered = []
 
         def only_kept(_module, args):
+            if not args:  # called with keyword arguments: leave it alone, gather afterwards
+                return None
             gathered.append(True)
             return (args[0][keep][None], *args[1:])
 
