@@ -221,6 +221,79 @@ def estimate(
     )
 
 
+def gpu_estimates(prof: dict[str, float], args) -> tuple[float, float, float]:
+    """The GPU recipe's overhead from one measured round: compute-bound and latency-bound."""
+    g_rounds = FaithConfig().faith_num_rounds + 1 + 1  # 8 scheduled + step-0 baseline + PEFT base reference
+    g_n = FaithConfig().faith_num_problems
+    n = prof["problems"]
+    # Per problem on GSM8K: scale the measured per-problem scored tokens by context length
+    # (scored tokens grow ~linearly in chain length with the fast path: prefix once + fillers).
+    scale = (args.gpu_prompt_tokens + args.gpu_chain_tokens) / (
+        prof["mean_prompt_tokens"] + prof["mean_chain_tokens"]
+    )
+    g_scored = prof["probe_processed"] / n * scale
+    g_gen = args.gpu_prompt_tokens + args.gpu_chain_tokens
+    g_train = args.gpu_batch * args.gpu_seq
+    compute_bound = estimate(g_rounds, g_n, g_gen, g_scored, args.gpu_steps, g_train)
+    # Latency-bound: chain generation and a_full are one batched decode step per new token (16
+    # problems = one batch); probing is the round's forward calls (packed: several problems per
+    # call), scaled linearly to 16 problems when the measured round had fewer (an upper bound).
+    calls = prof["probe_forward_calls"] * max(1.0, g_n / n)
+    decode_steps = args.gpu_chain_tokens + FaithConfig().faith_answer_max_tokens
+    round_s = (decode_steps * args.gpu_decode_ms + calls * args.gpu_forward_ms) / 1e3
+    latency_bound = g_rounds * round_s / (args.gpu_steps * args.gpu_step_s)
+    print("")
+    print(
+        f"GPU recipe estimate: {args.gpu_steps} steps x batch {args.gpu_batch} x {args.gpu_seq} tokens, GSM8K "
+        f"(~{args.gpu_prompt_tokens:.0f} prompt + {args.gpu_chain_tokens:.0f} chain tokens), {g_rounds} rounds x {g_n} problems"
+    )
+    print(
+        f"  compute-bound (token ratio, FLOPs; the model size cancels): {compute_bound * 100:.2f}% "
+        f"[{g_rounds} x {g_n} x ({g_gen:.0f} + {g_scored:.0f}) / (3 x {args.gpu_steps} x {g_train})]"
+    )
+    print(
+        f"  latency-bound ({decode_steps:.0f} decode steps x {args.gpu_decode_ms:.0f} ms + {calls:.0f} probing "
+        f"forward calls x {args.gpu_forward_ms:.0f} ms; step {args.gpu_step_s} s): round ~{round_s:.1f} s, "
+        f"overhead ~{latency_bound * 100:.1f}%"
+    )
+    return compute_bound, latency_bound, round_s
+
+
+def round_only(args, load) -> int:
+    """One round on the untrained embedded model (no training): its cost and the GPU estimate."""
+    from faithcb.models import load_embedded_model
+
+    model, tok = load_embedded_model()
+    spec = args.problems or f"synthetic:{args.num_problems}"
+    problems = ProbeSet.load(spec).sample(args.num_problems, 0)
+    cfg = FaithConfig(faith_show_progress=False, faith_num_problems=args.num_problems)
+    prof = round_profile(model, tok, problems, cfg)
+    print(
+        f"one round of {prof['problems']} problems ({spec}): chains {prof['chain_seconds']:.1f} s "
+        f"({prof['chain_new_tokens']} new tokens, {prof['chain_prompt_tokens']} prompt), a_full "
+        f"{prof['answer_seconds']:.1f} s, probes {prof['probe_seconds']:.1f} s ({prof['probe_processed']} forward "
+        f"tokens, {prof['probe_real']} real, {prof['probe_forward_calls']} calls); mean prompt "
+        f"{prof['mean_prompt_tokens']:.0f} tokens, chain {prof['mean_chain_tokens']:.0f} tokens, "
+        f"{prof['mean_steps']:.1f} steps"
+    )
+    compute_bound, latency_bound, round_s = gpu_estimates(prof, args)
+    end = os.getloadavg()
+    print(f"load average at end {end[0]:.1f} {end[1]:.1f} {end[2]:.1f}")
+    if args.json:
+        figures = {
+            "args": vars(args),
+            "round_profile": prof,
+            "gpu_compute_bound": compute_bound,
+            "gpu_latency_bound": latency_bound,
+            "gpu_round_seconds": round_s,
+            "load_start": load,
+            "load_end": end,
+        }
+        with open(args.json, "w") as f:
+            json.dump(figures, f, indent=2, default=str)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=24)
@@ -231,6 +304,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--num-problems", type=int, default=FaithConfig().faith_num_problems)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--json", default=None)
+    ap.add_argument(
+        "--round-only",
+        action="store_true",
+        help="skip training: time one round on the untrained embedded model, then the GPU estimate",
+    )
+    ap.add_argument(
+        "--problems", default=None, help="with --round-only: 'synthetic:N' or a JSONL file (e.g. GSM8K train)"
+    )
     # The GPU recipe to extrapolate to.
     ap.add_argument("--gpu-steps", type=int, default=1000)
     ap.add_argument("--gpu-batch", type=int, default=16)
@@ -267,6 +348,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"load average at start {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}",
         flush=True,
     )
+    if args.round_only:
+        return round_only(args, load)
     problems = ProbeSet.synthetic(args.num_problems, seed=1000).sample(args.num_problems, 0)
     out_root = tempfile.mkdtemp(prefix="faithcb-overhead-")
     try:
@@ -325,37 +408,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"(3 x steps x {train_tok_step:.0f}) = {model_overhead * 100:.0f}% (measured {overhead * 100:.0f}%)"
     )
 
-    # ---- extrapolation to the GPU recipe
-    g_rounds = FaithConfig().faith_num_rounds + 1 + 1  # 8 scheduled + step-0 baseline + PEFT base reference
-    # Per problem on GSM8K: scale the measured per-problem scored tokens by chain length
-    # (scored tokens grow ~linearly in chain length with the fast path: prefix once + fillers).
-    scale = (args.gpu_prompt_tokens + args.gpu_chain_tokens) / (
-        prof["mean_prompt_tokens"] + prof["mean_chain_tokens"]
-    )
-    g_scored = scored_pp * scale
-    g_gen = args.gpu_prompt_tokens + args.gpu_chain_tokens
-    g_train = args.gpu_batch * args.gpu_seq
-    g_n = FaithConfig().faith_num_problems
-    compute_bound = estimate(g_rounds, g_n, g_gen, g_scored, args.gpu_steps, g_train)
-    # Latency-bound: decoding is one batched step per new token (16 problems = one batch), probing is a few
-    # launch-bound forward calls per problem (counted on CPU), training steps take --gpu-step-s.
-    calls_pp = prof["probe_forward_calls"] / n
-    round_s = args.gpu_chain_tokens * args.gpu_decode_ms / 1e3 + g_n * calls_pp * args.gpu_forward_ms / 1e3
-    latency_bound = g_rounds * round_s / (args.gpu_steps * args.gpu_step_s)
-    print("")
-    print(
-        f"GPU recipe estimate: {args.gpu_steps} steps x batch {args.gpu_batch} x {args.gpu_seq} tokens, GSM8K "
-        f"(~{args.gpu_prompt_tokens:.0f} prompt + {args.gpu_chain_tokens:.0f} chain tokens), {g_rounds} rounds x {g_n} problems"
-    )
-    print(
-        f"  compute-bound (token ratio, FLOPs; the model size cancels): {compute_bound * 100:.2f}% "
-        f"[{g_rounds} x {g_n} x ({g_gen:.0f} + {g_scored:.0f}) / (3 x {args.gpu_steps} x {g_train})]"
-    )
-    print(
-        f"  latency-bound (decode {args.gpu_decode_ms:.0f} ms/token x {args.gpu_chain_tokens:.0f} + {calls_pp:.1f} "
-        f"forward calls/problem x {args.gpu_forward_ms:.0f} ms; step {args.gpu_step_s} s): round ~{round_s:.1f} s, "
-        f"overhead ~{latency_bound * 100:.1f}%"
-    )
+    compute_bound, latency_bound, round_s = gpu_estimates(prof, args)
     end = os.getloadavg()
     print(f"load average at end {end[0]:.1f} {end[1]:.1f} {end[2]:.1f}")
 
