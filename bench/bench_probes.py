@@ -33,7 +33,7 @@ Usage (from the repository root)::
     python bench/bench_probes.py                                   # embedded SmolLM2-135M, synthetic:16, CPU
     python bench/bench_probes.py --problems /work/shared/data/gsm8k/train.jsonl
     python bench/bench_probes.py --model Qwen/Qwen2.5-0.5B-Instruct --device cuda
-    python bench/bench_probes.py --json out.json --profile         # + where faithcb's time goes
+    python bench/bench_probes.py --json out.json --profile         # + where faithcb's time goes (operators)
 """
 
 from __future__ import annotations
@@ -180,6 +180,8 @@ def make_engine(
     max_chain_tokens: int = 128,
     batch_size: int = 16,
     style=None,
+    bin_tokens: int | None = None,
+    batch_tokens: int | None = None,
 ) -> FaithfulnessEngine:
     settings = ProbeSettings(
         probes=tuple(probes),
@@ -190,7 +192,12 @@ def make_engine(
     )
     if style is not None:
         settings.style = style
-    return FaithfulnessEngine(model, tokenizer, settings, show_progress=False, strict=True)
+    engine = FaithfulnessEngine(model, tokenizer, settings, show_progress=False, strict=True)
+    if bin_tokens is not None:  # packing knobs of the fast path (ProbeLM defaults otherwise)
+        engine.lm.bin_tokens = bin_tokens
+    if batch_tokens is not None:
+        engine.lm.max_batch_tokens = batch_tokens
+    return engine
 
 
 def prepare_chains(engine: FaithfulnessEngine, problems) -> tuple[list[Chain], float]:
@@ -480,6 +487,8 @@ def run_comparison(
     naive_repeats: int = 1,
     plain: bool = True,
     style=None,
+    bin_tokens: int | None = None,
+    batch_tokens: int | None = None,
     log=print,
 ) -> Comparison:
     """The benchmark's core: chains once, then naive / faithcb (/ plain) probing on them."""
@@ -488,6 +497,8 @@ def run_comparison(
         max_chain_tokens=max_chain_tokens,
         batch_size=batch_size,
         style=style,
+        bin_tokens=bin_tokens,
+        batch_tokens=batch_tokens,
     )
     engine = make_engine(model, tokenizer, PROBES, **kw)
     chains, chain_seconds = prepare_chains(engine, problems)
@@ -617,21 +628,17 @@ def report(cmp: Comparison, log=print) -> dict[str, Any]:
 
 
 def profile_faithcb(model, tokenizer, problems, log=print, **kw) -> None:
-    """Where the faithcb side spends its time (cProfile, top functions by cumulative time)."""
-    import cProfile
-    import io
-    import pstats
+    """Where the faithcb side spends its time: torch.profiler's operator table (self CPU time)."""
+    from torch.profiler import ProfilerActivity, profile
 
     engine = make_engine(model, tokenizer, PROBES, **kw)
     chains, _ = prepare_chains(engine, problems)
     run_engine(engine, chains, "warmup")
-    prof = cProfile.Profile()
-    prof.enable()
-    run_engine(engine, chains, "profile")
-    prof.disable()
-    out = io.StringIO()
-    pstats.Stats(prof, stream=out).sort_stats("cumulative").print_stats(30)
-    log(out.getvalue())
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if engine.lm.device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        side = run_engine(engine, chains, "profile")
+    log(f"profiled faithcb run: {side.seconds[0]:.2f} s, {side.forward_calls} forward calls")
+    log(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -648,10 +655,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--answer-max-tokens", type=int, default=8)
     ap.add_argument("--max-chain-tokens", type=int, default=128)
     ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--bin-tokens", type=int, default=None, help="fast path: tokens per packed row (default 256)")
+    ap.add_argument("--batch-tokens", type=int, default=None, help="fast path: packed tokens per pass (default 4096)")
     ap.add_argument("--repeats", type=int, default=2, help="faithcb/plain repeats per sample (two samples)")
     ap.add_argument("--no-plain", action="store_true", help="skip the fast=False engine run")
     ap.add_argument("--json", default=None, help="write the figures to this file")
-    ap.add_argument("--profile", action="store_true", help="also cProfile the faithcb side")
+    ap.add_argument("--profile", action="store_true", help="also profile the faithcb side (torch.profiler)")
     args = ap.parse_args(argv)
 
     from faithcb.models import load_model
@@ -675,6 +684,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         answer_max_tokens=args.answer_max_tokens,
         max_chain_tokens=args.max_chain_tokens,
         batch_size=args.batch_size,
+        bin_tokens=args.bin_tokens,
+        batch_tokens=args.batch_tokens,
     )
     cmp = run_comparison(
         model,
