@@ -307,7 +307,8 @@ class FaithfulnessEngine:
         step = self.settings.batch_size
         with self._progress(total=len(problems), desc="faithcb: scoring", unit="problem") as bar:
             for start in range(0, len(problems), step):
-                group = [e for entries_of in problems[start : start + step] for e in entries_of]
+                chunk = problems[start : start + step]
+                group = [e for entries_of in chunk for e in entries_of]
                 results = lm.score([request(e, e["gold"] and not base_gold) for e in group])
                 for entry, res in zip(group, results):
                     entry["result"] = res
@@ -316,7 +317,7 @@ class FaithfulnessEngine:
                     with self._base_model():
                         for entry, res in zip(golds, lm.score([request(e, True, False) for e in golds])):
                             entry["base_gold"] = res.continuations[0].logprob
-                bar.update(len(problems[start : start + step]))
+                bar.update(len(chunk))
 
         # Free-form answers whose exact check failed: compare their decoded, normalized answers.
         for entry in entries:
