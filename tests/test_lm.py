@@ -97,6 +97,23 @@ def test_fast_path_equals_plain_path(models, tok, family):
     assert_same(score(model, tok, requests, fast=False, max_batch_size=2), plain)
 
 
+def test_problems_share_forward_passes(models, tok):
+    """The packed path scores several problems per forward pass: packing them one per pass
+    (``max_batch_tokens=1``) gives the same scores in more passes."""
+    model = models["llama"]
+    lm = ProbeLM(model, tok)
+    with lm.session():
+        requests = make_requests(lm, seed=5, with_greedy=False)
+    together, alone = ProbeLM(model, tok), ProbeLM(model, tok, max_batch_tokens=1)
+    with together.session():
+        a = together.score(requests)
+    with alone.session():
+        b = alone.score(requests)
+    assert_same(a, b)
+    # two prefix-sharing problems: prefix, branch and continuation passes once for both, not twice
+    assert together.counter.forward_calls < alone.counter.forward_calls
+
+
 def test_scores_are_log_probabilities_of_the_continuation(models, tok):
     """Cross-check the plain path against a single unpadded forward pass computed here."""
     model = models["llama"]
