@@ -501,9 +501,12 @@ class ProbeLM:
         return torch.float32
 
     def _packing_supported(self) -> bool:
-        """The packed path needs a custom 4-D mask: sdpa and eager attention take one; other
-        kernels (flash-attention, flex) would ignore or reject it, so they use the plain path."""
-        return getattr(self._config(), "_attn_implementation", "sdpa") in ("sdpa", "eager")
+        """The packed path needs a custom 4-D mask, which sdpa and eager attention take; other
+        kernels (flash-attention, flex) would ignore or reject it. Sliding-window layers crop
+        their cache to the window, and a packed cache (prefix + every variant) outgrows it. Those
+        models use the plain path."""
+        config = self._config()
+        return getattr(config, "_attn_implementation", "sdpa") in ("sdpa", "eager") and not _sliding_window(config)
 
     def _problem_batches(self, problems: list[list[ScoreRequest]]) -> list[list[int]]:
         """Problem indices in batches: at most ``max_batch_size`` problems and ``max_batch_tokens``
@@ -630,6 +633,14 @@ def _branch_tokens(req: ScoreRequest) -> int:
 def _packed_tokens(reqs: Sequence[ScoreRequest]) -> int:
     """Tokens one problem puts through the packed passes (prefix, inserts + cues, continuations)."""
     return max(r.cut for r in reqs) + sum(_branch_tokens(r) for r in reqs)
+
+
+def _sliding_window(config) -> bool:
+    """Whether any attention layer of the model uses a sliding window."""
+    if not getattr(config, "sliding_window", None) or getattr(config, "use_sliding_window", True) is False:
+        return False
+    types = getattr(config, "layer_types", None)
+    return True if types is None else any("sliding" in t for t in types)
 
 
 def _numpy_state():

@@ -324,3 +324,30 @@ def test_mismatching_answers_are_decoded_like_generate(tok, family):
             for res, want in zip(results, expected):
                 assert not res.continuations[0].greedy
                 assert res.decoded == tuple(want), (family, fast)
+
+
+# ------------------------------------------------------------------ sliding-window attention
+def test_sliding_window_models_score_exactly(tok):
+    """Sliding-window layers crop their cache, which packing outgrows: such models take the plain
+    path (without the fallback the packed pass fails on a cache shorter than its mask)."""
+    from transformers import AutoModelForCausalLM, Qwen2Config
+
+    config = Qwen2Config(
+        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, use_sliding_window=True, sliding_window=6,
+        max_window_layers=0, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+    )
+    assert "sliding_attention" in config.layer_types
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
+    lm = ProbeLM(model, tok)
+    with lm.session():
+        requests = make_requests(lm, seed=6)
+    plain = score(model, tok, requests, fast=False)
+    assert_same(score(model, tok, requests, fast=True), plain)
+    assert not ProbeLM(model, tok)._packing_supported()
+    # the same model without its window packs again (and still matches)
+    model.config.use_sliding_window = False
+    model.config.layer_types = ["full_attention"] * config.num_hidden_layers
+    assert ProbeLM(model, tok)._packing_supported()
