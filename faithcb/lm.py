@@ -425,6 +425,15 @@ class ProbeLM:
         """Greedy answers for requests ``todo`` (problem, request), continuing their cached
         contexts: one packed decoding step per token for all of them, never re-reading a context."""
         outs = [[first[first_at[(home[key], key[1])]].argmax] for key in todo]
+        # Decode on the rows that hold these requests only: every pass reads (and grows) the
+        # whole cache of every row it runs, and usually a few requests of a few rows need decoding.
+        used = sorted({home[key] for key in todo})
+        if len(used) < keys.req.shape[0]:
+            index = torch.tensor(used, dtype=torch.long, device=self.device)
+            cache.reorder_cache(index)
+            keys.select(index)
+            row_of = {b: i for i, b in enumerate(used)}
+            home = {key: row_of[home[key]] for key in todo}
         for step in range(1, max(problems[g][r].decode_tokens for g, r in todo)):
             active = [
                 i for i, (g, r) in enumerate(todo)
@@ -555,6 +564,10 @@ class _KeyTable:
         self.req = torch.full((rows, width), -1, dtype=torch.long, device=dev)
         self.branch = torch.full((rows, width), -3, dtype=torch.long, device=dev)
         self.pos = torch.arange(width, device=dev).expand(rows, width)
+
+    def select(self, rows: torch.Tensor) -> None:
+        """Keep only these batch rows (as the cache did)."""
+        self.prefix, self.req, self.branch, self.pos = (t[rows] for t in (self.prefix, self.req, self.branch, self.pos))
 
     def extend(self, req, branch, pos, cut, dtype: torch.dtype) -> torch.Tensor:
         """Add the queries of the next pass as keys; return its (rows, 1, queries, keys) mask."""

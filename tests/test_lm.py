@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import random
 
 import numpy as np
@@ -309,7 +310,7 @@ def test_mismatching_answers_are_decoded_like_generate(tok, family):
     prompter = Prompter(None, STYLE)
     with lm.session():
         requests = []
-        for problem in probe_problems(2):
+        for problem in probe_problems(3):
             prompt, cue = prompter.pieces(problem, tok)
             prompt_ids = lm.encode(prompt)
             prefix = prompt_ids + lm.generate([prompt_ids], max_new_tokens=40)[0]
@@ -318,12 +319,15 @@ def test_mismatching_answers_are_decoded_like_generate(tok, family):
                 requests.append(ScoreRequest(prefix, cut, (), tuple(lm.encode(cue)), ((0, 0, 0),), (), 6))
         expected = lm.answer([r.context() for r in requests])
         assert max(len(e) for e in expected) >= 3  # the decoding loop really runs
-        for fast in (True, False):
-            lm.fast = fast
-            results = lm.score(requests)
-            for res, want in zip(results, expected):
-                assert not res.continuations[0].greedy
-                assert res.decoded == tuple(want), (family, fast)
+        # One problem at a time asks for no decoding: the fast path then decodes on a subset of
+        # its packed rows, wherever that problem's row lands.
+        for quiet in (None, 0, 1, 2):
+            asked = [dataclasses.replace(r, decode_tokens=0) if i // 4 == quiet else r for i, r in enumerate(requests)]
+            for fast in (True, False):
+                lm.fast = fast
+                for i, (res, want) in enumerate(zip(lm.score(asked), expected)):
+                    assert not res.continuations[0].greedy
+                    assert res.decoded == (None if i // 4 == quiet else tuple(want)), (family, fast, quiet)
 
 
 # ------------------------------------------------------------------ sliding-window attention
