@@ -221,6 +221,17 @@ def estimate(
     )
 
 
+def describe_round(prof: dict[str, float], where: str) -> str:
+    return (
+        f"one round of {prof['problems']} problems ({where}): chains {prof['chain_seconds']:.1f} s "
+        f"({prof['chain_new_tokens']} new tokens, {prof['chain_prompt_tokens']} prompt), a_full "
+        f"{prof['answer_seconds']:.1f} s, probes {prof['probe_seconds']:.1f} s ({prof['probe_processed']} forward "
+        f"tokens, {prof['probe_real']} real, {prof['probe_forward_calls']} calls); mean prompt "
+        f"{prof['mean_prompt_tokens']:.0f} tokens, chain {prof['mean_chain_tokens']:.0f} tokens, "
+        f"{prof['mean_steps']:.1f} steps"
+    )
+
+
 def gpu_estimates(prof: dict[str, float], args) -> tuple[float, float, float]:
     """The GPU recipe's overhead from one measured round: compute-bound and latency-bound."""
     g_rounds = FaithConfig().faith_num_rounds + 1 + 1  # 8 scheduled + step-0 baseline + PEFT base reference
@@ -268,14 +279,7 @@ def round_only(args, load) -> int:
     problems = ProbeSet.load(spec).sample(args.num_problems, 0)
     cfg = FaithConfig(faith_show_progress=False, faith_num_problems=args.num_problems)
     prof = round_profile(model, tok, problems, cfg)
-    print(
-        f"one round of {prof['problems']} problems ({spec}): chains {prof['chain_seconds']:.1f} s "
-        f"({prof['chain_new_tokens']} new tokens, {prof['chain_prompt_tokens']} prompt), a_full "
-        f"{prof['answer_seconds']:.1f} s, probes {prof['probe_seconds']:.1f} s ({prof['probe_processed']} forward "
-        f"tokens, {prof['probe_real']} real, {prof['probe_forward_calls']} calls); mean prompt "
-        f"{prof['mean_prompt_tokens']:.0f} tokens, chain {prof['mean_chain_tokens']:.0f} tokens, "
-        f"{prof['mean_steps']:.1f} steps"
-    )
+    print(describe_round(prof, spec))
     compute_bound, latency_bound, round_s = gpu_estimates(prof, args)
     end = os.getloadavg()
     print(f"load average at end {end[0]:.1f} {end[1]:.1f} {end[2]:.1f}")
@@ -396,13 +400,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"  mean optimizer step {step_s:.2f} s; {n_rounds} probe rounds (incl. step-0 baseline and the "
         f"PEFT base reference): {listing}"
     )
-    print(
-        f"  one round of {n} problems: chains {prof['chain_seconds']:.1f} s ({prof['chain_new_tokens']} new tokens, "
-        f"{prof['chain_prompt_tokens']} prompt), a_full {prof['answer_seconds']:.1f} s, probes "
-        f"{prof['probe_seconds']:.1f} s ({prof['probe_processed']} forward tokens, {prof['probe_forward_calls']} calls); "
-        f"mean chain {prof['mean_chain_tokens']:.0f} tokens, {prof['mean_steps']:.1f} steps, prompt "
-        f"{prof['mean_prompt_tokens']:.0f} tokens"
-    )
+    print("  " + describe_round(prof, "on the trained model"))
     print(
         f"  token model: rounds x problems x (gen {gen_pp:.0f} + scored {scored_pp:.0f} tokens) / "
         f"(3 x steps x {train_tok_step:.0f}) = {model_overhead * 100:.0f}% (measured {overhead * 100:.0f}%)"
