@@ -280,12 +280,19 @@ def round_only(args, load) -> int:
     cfg = FaithConfig(faith_show_progress=False, faith_num_problems=args.num_problems)
     prof = round_profile(model, tok, problems, cfg)
     print(describe_round(prof, spec))
+    finish(args, load, prof)
+    return 0
+
+
+def finish(args, load, prof: dict[str, float], **measured) -> None:
+    """Print the GPU estimate and the end load; write every figure to ``--json`` if asked."""
     compute_bound, latency_bound, round_s = gpu_estimates(prof, args)
     end = os.getloadavg()
     print(f"load average at end {end[0]:.1f} {end[1]:.1f} {end[2]:.1f}")
     if args.json:
         figures = {
             "args": vars(args),
+            **measured,
             "round_profile": prof,
             "gpu_compute_bound": compute_bound,
             "gpu_latency_bound": latency_bound,
@@ -295,7 +302,6 @@ def round_only(args, load) -> int:
         }
         with open(args.json, "w") as f:
             json.dump(figures, f, indent=2, default=str)
-    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -406,30 +412,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"(3 x steps x {train_tok_step:.0f}) = {model_overhead * 100:.0f}% (measured {overhead * 100:.0f}%)"
     )
 
-    compute_bound, latency_bound, round_s = gpu_estimates(prof, args)
-    end = os.getloadavg()
-    print(f"load average at end {end[0]:.1f} {end[1]:.1f} {end[2]:.1f}")
-
-    if args.json:
-        figures = {
-            "args": vars(args),
-            "overhead": overhead,
-            "without_seconds": without["seconds"],
-            "with_seconds": with_cb["seconds"],
-            "rounds": with_cb["rounds"],
-            "mean_step_seconds": step_s,
-            "train_tokens_per_step": train_tok_step,
-            "round_profile": prof,
-            "token_model_overhead": model_overhead,
-            "gpu_compute_bound": compute_bound,
-            "gpu_latency_bound": latency_bound,
-            "gpu_round_seconds": round_s,
-            "load_start": load,
-            "load_end": end,
-            "round_seconds": round_secs,
-        }
-        with open(args.json, "w") as f:
-            json.dump(figures, f, indent=2, default=str)
+    finish(
+        args,
+        load,
+        prof,
+        overhead=overhead,
+        without_seconds=without["seconds"],
+        with_seconds=with_cb["seconds"],
+        rounds=with_cb["rounds"],
+        mean_step_seconds=step_s,
+        train_tokens_per_step=train_tok_step,
+        token_model_overhead=model_overhead,
+        round_seconds=round_secs,
+    )
     return 0
 
 
