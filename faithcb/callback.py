@@ -24,6 +24,7 @@ This module only decides *when* to probe and *where results go*; the measuring i
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -238,9 +239,9 @@ class FaithfulnessCallback(TrainerCallback, ExportableState):
             with self._unwrapped_model() as model, accelerator.split_between_processes(self.problems) as mine:
                 context = model.disable_adapter() if base else contextlib.nullcontext()
                 with context:
-                    settings = cfg.probe_settings()
-                    if self.style is not None:
-                        settings.style = self.style
+                    settings = cfg.probe_settings(style=self.style)
+                    if base and cfg.faith_evaluator == "base":
+                        settings = dataclasses.replace(settings, evaluator="live")  # the model *is* the base
                     engine = FaithfulnessEngine(
                         model,
                         _tokenizer(trainer),
@@ -248,8 +249,6 @@ class FaithfulnessCallback(TrainerCallback, ExportableState):
                         show_progress=cfg.faith_show_progress and accelerator.is_main_process,
                         strict=cfg.faith_strict,
                     )
-                    if base and cfg.faith_evaluator == "base":
-                        engine.settings.evaluator = "live"  # the model already *is* the base
                     records = engine.records(list(mine))
         except Exception as exc:  # reported, not fatal: training must go on
             if cfg.faith_strict and accelerator.num_processes == 1:

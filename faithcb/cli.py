@@ -17,10 +17,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from faithcb.config import DEFAULT_PROBES
 from faithcb.engine import FaithfulnessEngine, ProbeSettings, RoundResult
 from faithcb.errors import FaithcbError
-from faithcb.probes import PROBE_NAMES
+from faithcb.probes import DEFAULT_PROBES, probe_names
 
 EMBEDDED = "embedded"
 
@@ -31,7 +30,7 @@ def _engine_args(p: argparse.ArgumentParser) -> None:
                    help="problem format (default: detected per record)")
     p.add_argument("--n", type=int, default=64, help="problems to sample (default 64; 0 = all)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
-    p.add_argument("--probes", nargs="+", default=DEFAULT_PROBES, choices=PROBE_NAMES, metavar="PROBE",
+    p.add_argument("--probes", nargs="+", default=list(DEFAULT_PROBES), choices=probe_names(), metavar="PROBE",
                    help=f"probes to run (default: {' '.join(DEFAULT_PROBES)}; also: mistakes)")
     p.add_argument("--max-chain-tokens", type=int, default=256, help="max tokens of a chain (default 256)")
     p.add_argument("--batch-size", type=int, default=16, help="rows per forward pass (default 16)")

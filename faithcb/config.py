@@ -2,24 +2,26 @@
 
 The prefix lets a recipe parse it next to ``SFTConfig`` or ``GRPOConfig`` with one ``TrlParser``
 (``GRPOConfig`` already owns ``temperature``, ``num_generations``, ``seed``...). Values are
-checked in ``__post_init__`` with messages that name the field and the allowed values.
+checked in ``__post_init__`` with messages that name the field and the allowed values; the round's
+part becomes an immutable ``ProbeSettings`` (``probe_settings()``). No torch is imported here.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
-from faithcb.engine import EVALUATORS, PROBE_METRICS, ProbeSettings
 from faithcb.errors import ConfigError
-from faithcb.probes import PROBE_NAMES
+from faithcb.probes import DEFAULT_PROBES, check_probe_names, find_metric, probe_names, round_metrics
+from faithcb.probes.registry import did_you_mean
+from faithcb.prompting import PromptStyle
+from faithcb.settings import EVALUATORS, PARAPHRASERS, ProbeSettings
 
-DEFAULT_PROBES = ["early_answering", "filler", "paraphrase", "info_gain"]
-CHAIN_METRICS = ("accuracy", "unparsed_rate", "mean_steps", "mean_chain_tokens")
+STOP_MODES = ("auto", "max", "min")
 
 
 def metric_names(probes) -> list[str]:
     """Every metric a round with these probes reports (what early stopping may watch)."""
-    return list(CHAIN_METRICS) + [f"{p}_{k}" for p in probes for k in PROBE_METRICS[p]]
+    return [m.name for m in round_metrics(probes)]
 
 
 @dataclass
@@ -35,7 +37,7 @@ class FaithConfig:
     faith_num_problems: int = field(default=16, metadata={"help": "Problems per round (seeded sample)."})
     faith_probes: list[str] = field(
         default_factory=lambda: list(DEFAULT_PROBES),
-        metadata={"help": f"Probes to run, from {list(PROBE_NAMES)}."},
+        metadata={"help": f"Probes to run, from {list(probe_names())} (and any probe you register)."},
     )
     # --- when
     faith_num_rounds: int = field(
@@ -70,7 +72,10 @@ class FaithConfig:
     # --- early stopping on a faithfulness drop
     faith_early_stopping: bool = field(default=False, metadata={"help": "Stop training when the metric drops."})
     faith_stop_metric: str = field(default="early_answering_aoc", metadata={"help": "Metric to watch."})
-    faith_stop_mode: str = field(default="max", metadata={"help": "'max': higher is better; 'min': lower is."})
+    faith_stop_mode: str = field(
+        default="auto",
+        metadata={"help": "'auto': from the metric's direction; 'max': higher is better; 'min': lower is."},
+    )
     faith_stop_patience: int = field(default=2, metadata={"help": "Consecutive bad rounds before stopping."})
     faith_stop_min_delta: float = field(default=0.05, metadata={"help": "A round is bad when worse than the reference by more than this."})
     faith_stop_reference: str = field(
@@ -88,15 +93,10 @@ class FaithConfig:
     def __post_init__(self) -> None:
         if isinstance(self.faith_probes, str):
             self.faith_probes = [p.strip() for p in self.faith_probes.split(",") if p.strip()]
-        self.faith_probes = list(self.faith_probes)
-        unknown = [p for p in self.faith_probes if p not in PROBE_NAMES]
-        if unknown or not self.faith_probes:
-            raise ConfigError(
-                f"faith_probes: unknown probe(s) {unknown or 'none given'}; choose from {list(PROBE_NAMES)}"
-            )
-        _choice("faith_paraphraser", self.faith_paraphraser, ("rule", "model"))
+        self.faith_probes = list(check_probe_names(self.faith_probes, field="faith_probes"))
+        _choice("faith_paraphraser", self.faith_paraphraser, PARAPHRASERS)
         _choice("faith_evaluator", self.faith_evaluator, EVALUATORS)
-        _choice("faith_stop_mode", self.faith_stop_mode, ("max", "min"))
+        _choice("faith_stop_mode", self.faith_stop_mode, STOP_MODES)
         _choice("faith_stop_reference", self.faith_stop_reference, ("best", "baseline"))
         for name in ("faith_num_problems", "faith_max_chain_tokens", "faith_answer_max_tokens",
                      "faith_num_samples", "faith_batch_size", "faith_stop_patience", "faith_bootstrap_resamples"):
@@ -111,12 +111,7 @@ class FaithConfig:
                 "faith_num_rounds / faith_every_n_steps / faith_on_evaluate / faith_round_at_start / "
                 "faith_round_at_end: this cadence never probes; set faith_num_rounds > 0 or faith_every_n_steps > 0"
             )
-        valid = metric_names(self.faith_probes)
-        if self.faith_early_stopping and self.faith_stop_metric not in valid:
-            raise ConfigError(
-                f"faith_stop_metric: {self.faith_stop_metric!r} is not reported with faith_probes="
-                f"{self.faith_probes}; choose from {valid}"
-            )
+        self._check_stop_metric()
         if self.faith_temperature <= 0:
             raise ConfigError(f"faith_temperature: must be > 0, got {self.faith_temperature}")
         # A negative margin would count a round that equals the reference as bad, so a flat metric
@@ -124,7 +119,43 @@ class FaithConfig:
         if not self.faith_stop_min_delta >= 0:
             raise ConfigError(f"faith_stop_min_delta: must be >= 0, got {self.faith_stop_min_delta}")
 
-    def probe_settings(self) -> ProbeSettings:
+    def _check_stop_metric(self) -> None:
+        """The stop metric must be reported, and an explicit mode must agree with its direction.
+
+        A metric's direction (which way is more coupled) is declared once, by the probe that
+        computes it; a mode that contradicts it would stop training when coupling *rises*.
+        """
+        valid = metric_names(self.faith_probes)
+        if self.faith_stop_metric not in valid:
+            if self.faith_early_stopping:
+                raise ConfigError(
+                    f"faith_stop_metric: {self.faith_stop_metric!r} is not reported with faith_probes="
+                    f"{self.faith_probes}{did_you_mean(self.faith_stop_metric, valid)}; choose from {valid}"
+                )
+            return  # not watched: a round without this metric is fine
+        metric = find_metric(self.faith_stop_metric, self.faith_probes)
+        # 'auto' takes the metric's own mode ('max' for a neutral one, see stop_mode).
+        if self.faith_stop_mode != "auto" and metric.stop_mode not in (None, self.faith_stop_mode):
+            raise ConfigError(
+                f"faith_stop_mode: {self.faith_stop_mode!r} contradicts {metric.name!r}, where "
+                f"{metric.direction} = more coupled (its mode is {metric.stop_mode!r}); leave faith_stop_mode='auto'"
+            )
+
+    @property
+    def stop_mode(self) -> str:
+        """The early-stopping mode in force: the explicit one, or the stop metric's own.
+
+        A neutral metric (accuracy, bookkeeping) has no coupling direction; 'auto' then means
+        'max', stop when it falls.
+        """
+        if self.faith_stop_mode != "auto":
+            return self.faith_stop_mode
+        known = {m.name: m for m in round_metrics(self.faith_probes)}
+        metric = known.get(self.faith_stop_metric)
+        return (metric.stop_mode if metric else None) or "max"
+
+    def probe_settings(self, *, style: PromptStyle | None = None) -> ProbeSettings:
+        """The round's settings (immutable); ``style`` is the prompt layout, when not the default."""
         return ProbeSettings(
             probes=tuple(self.faith_probes),
             max_chain_tokens=self.faith_max_chain_tokens,
@@ -138,6 +169,7 @@ class FaithConfig:
             batch_size=self.faith_batch_size,
             fast=self.faith_fast,
             bootstrap_resamples=self.faith_bootstrap_resamples,
+            **({"style": style} if style is not None else {}),
         )
 
     @classmethod

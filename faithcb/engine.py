@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,46 +20,12 @@ from tqdm.auto import tqdm
 from faithcb.data import Problem
 from faithcb.errors import ConfigError, ProbeError
 from faithcb.lm import ProbeLM, ScoreRequest
-from faithcb.probes import PROBE_NAMES, build_probes
+from faithcb.probes import ProbeContext, build_probes, probe_metrics, probe_names
 from faithcb.probes.base import CURVE_GRID, Chain, Outcome, Variant
-from faithcb.prompting import LETTERS, Prompter, PromptStyle
+from faithcb.prompting import LETTERS, Prompter
+from faithcb.settings import ProbeSettings
 from faithcb.stats import summarize
 from faithcb.text import extract_answer, locate_steps, step_spans
-
-EVALUATORS = ("live", "base")
-
-
-@dataclass
-class ProbeSettings:
-    """What a round measures and how. The callback fills this from ``FaithConfig``."""
-
-    probes: tuple[str, ...] = ("early_answering", "filler", "paraphrase", "info_gain")
-    max_chain_tokens: int = 128
-    answer_max_tokens: int = 8
-    do_sample: bool = False
-    temperature: float = 0.7
-    top_p: float = 1.0
-    num_samples: int = 1
-    seed: int = 0
-    paraphraser: str | Callable[[str], str] = "rule"  # "rule" | "model" | a callable
-    evaluator: str = "live"  # information-gain evaluator: "live" | "base" (PEFT adapters off)
-    batch_size: int = 16
-    fast: bool = True
-    bootstrap_resamples: int = 1000
-    style: PromptStyle = field(default_factory=PromptStyle)
-    splitter: Callable[[str], list[str]] | None = None
-
-    def __post_init__(self) -> None:
-        unknown = [p for p in self.probes if p not in PROBE_NAMES]
-        if unknown or not self.probes:
-            raise ConfigError(f"probes: unknown {unknown or 'empty list'}; choose from {list(PROBE_NAMES)}")
-        if self.evaluator not in EVALUATORS:
-            raise ConfigError(f"evaluator: {self.evaluator!r} is not one of {list(EVALUATORS)}")
-        if isinstance(self.paraphraser, str) and self.paraphraser not in ("rule", "model"):
-            raise ConfigError(f"paraphraser: {self.paraphraser!r} is not 'rule', 'model' or a callable")
-        for name in ("max_chain_tokens", "answer_max_tokens", "num_samples", "batch_size"):
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(f"{name}: must be >= 1, got {getattr(self, name)}")
 
 
 @dataclass
@@ -122,9 +88,11 @@ class FaithfulnessEngine:
 
             para_lm = self.lm if paraphrase_model is None else ProbeLM(*paraphrase_model, max_batch_size=s.batch_size)
             paraphraser = ModelParaphraser(para_lm)
-        self.probes = build_probes(
-            s.probes, encode=self.lm.encode, paraphraser=paraphraser, max_chain_tokens=s.max_chain_tokens
+        context = ProbeContext(
+            encode=self.lm.encode, paraphraser=None if paraphraser == "rule" else paraphraser,
+            max_chain_tokens=s.max_chain_tokens,
         )
+        self.probes = build_probes(s.probes, context)
         if s.evaluator == "base" and not hasattr(model, "disable_adapter"):
             raise ConfigError("evaluator: 'base' needs a PEFT model (one with disable_adapter())")
 
@@ -395,16 +363,6 @@ def chain_record(chain: Chain) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------- aggregation
-# Names as they appear in logs: "<probe>_<key>" for probe metrics, plus the chain-level ones.
-PROBE_METRICS = {
-    "early_answering": ("aoc",),
-    "filler": ("invariance", "k0_agreement"),
-    "paraphrase": ("invariance",),
-    "info_gain": ("total", "per_step", "positive_fraction", "delta_ppl"),
-    "mistakes": ("aoc",),
-}
-
-
 def aggregate(records: Sequence[dict[str, Any]], *, seconds: float = math.nan, resamples: int = 1000) -> RoundResult:
     """Round metrics from per-problem records, each with a 95% bootstrap interval over problems."""
     nan = math.nan
@@ -415,12 +373,12 @@ def aggregate(records: Sequence[dict[str, Any]], *, seconds: float = math.nan, r
         "mean_steps": summarize([r["n_steps"] for r in records], n_resamples=resamples),
         "mean_chain_tokens": summarize([r["chain_tokens"] for r in records], n_resamples=resamples),
     }
-    for probe, keys in PROBE_METRICS.items():
+    for probe in probe_names():
         rows = [r[probe] for r in records if probe in r]
         if not rows:
             continue
-        for key in keys:
-            metrics[f"{probe}_{key}"] = summarize([row.get(key, nan) for row in rows], n_resamples=resamples)
+        for metric in probe_metrics(probe):
+            metrics[metric.name] = summarize([row.get(metric.key, nan) for row in rows], n_resamples=resamples)
 
     curve: dict[str, list[float]] = {}
     curves = [r["early_answering"]["curve"] for r in records if "early_answering" in r]

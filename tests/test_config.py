@@ -13,7 +13,7 @@ from trl import GRPOConfig, SFTConfig, TrlParser
 from faithcb.callback import FaithfulnessCallback
 from faithcb.config import FaithConfig, metric_names
 from faithcb.errors import ConfigError, ProblemFormatError
-from faithcb.probes import PROBE_NAMES
+from faithcb.probes import probe_names
 from faithcb.tasks.arithmetic import make_problems
 
 NEVER = {
@@ -31,7 +31,7 @@ NEVER = {
         # Unknown probe: names the field, the culprit and every valid probe.
         (
             {"faith_probes": ["early_answering", "nope"]},
-            r"faith_probes: .*'nope'.*" + re.escape(str(list(PROBE_NAMES))),
+            r"faith_probes: .*'nope'.*" + re.escape(str(list(probe_names()))),
         ),
         ({"faith_probes": []}, r"faith_probes: .*none given.*choose from"),
         ({"faith_probes": "early_answering, typo"}, r"faith_probes: .*'typo'"),
@@ -45,7 +45,7 @@ NEVER = {
         ({"faith_stop_min_delta": -0.1}, r"faith_stop_min_delta: must be >= 0, got -0.1"),
         ({"faith_paraphraser": "llm"}, r"faith_paraphraser: 'llm' is not one of \['rule', 'model'\]"),
         ({"faith_evaluator": "frozen"}, r"faith_evaluator: 'frozen' is not one of \['live', 'base'\]"),
-        ({"faith_stop_mode": "up"}, r"faith_stop_mode: 'up' is not one of \['max', 'min'\]"),
+        ({"faith_stop_mode": "up"}, r"faith_stop_mode: 'up' is not one of \['auto', 'max', 'min'\]"),
         (
             {"faith_stop_reference": "first"},
             r"faith_stop_reference: 'first' is not one of \['best', 'baseline'\]",

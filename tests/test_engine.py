@@ -11,7 +11,8 @@ import torch
 from conftest import STYLE, probe_problems, trained_model
 
 from faithcb.data import Problem
-from faithcb.engine import PROBE_METRICS, FaithfulnessEngine, ProbeSettings, aggregate
+from faithcb.engine import FaithfulnessEngine, ProbeSettings, aggregate
+from faithcb.probes import probe_metrics
 from faithcb.errors import ConfigError
 from faithcb.lm import ScoreRequest
 from faithcb.testing import FAMILIES, tiny_tokenizer
@@ -95,7 +96,7 @@ def test_round_result_shape_and_json(llama_round):
     json.dumps(res.to_dict())  # records, metrics, curve: all JSON
     json.dumps(res.records)
     for name in ["accuracy", "unparsed_rate", "mean_steps", "mean_chain_tokens"] + [
-        f"{p}_{k}" for p in PROBES for k in PROBE_METRICS[p]
+        m.name for p in PROBES for m in probe_metrics(p)
     ]:
         m = res.metrics[name]
         assert set(m) == {"value", "ci_low", "ci_high", "n"}

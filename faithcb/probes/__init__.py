@@ -1,8 +1,10 @@
-"""The perturbation probes and information gain, one module each; ``build_probes`` makes them by name."""
+"""The perturbation probes and information gain, one module each, registered by name.
+
+``faithcb.probes.registry`` is the one list of probes (and so of metrics); importing this package
+registers the built-in ones.
+"""
 
 from __future__ import annotations
-
-from collections.abc import Callable, Sequence
 
 from faithcb.probes.base import Chain, Outcome, Probe, Variant, area_over_curve, curve_on_grid
 from faithcb.probes.early_answering import EarlyAnswering
@@ -10,26 +12,26 @@ from faithcb.probes.filler import FillerSubstitution
 from faithcb.probes.info_gain import InformationGain
 from faithcb.probes.mistakes import AddingMistakes
 from faithcb.probes.paraphrase import ModelParaphraser, Paraphrasing, RuleParaphraser
+from faithcb.probes.registry import (
+    ProbeContext,
+    build_probes,
+    check_probe_names,
+    find_metric,
+    probe_metrics,
+    probe_names,
+    register_probe,
+    round_metrics,
+    unregister_probe,
+)
 
-PROBE_NAMES = ("early_answering", "filler", "paraphrase", "info_gain", "mistakes")
+for _probe in (EarlyAnswering, FillerSubstitution, Paraphrasing, InformationGain, AddingMistakes):
+    register_probe(_probe)
 
-
-def build_probes(
-    names: Sequence[str], *, encode: Callable[[str], list[int]], paraphraser=None, max_chain_tokens: int = 128
-) -> list[Probe]:
-    """Probe objects for ``names`` (validated by the caller against ``PROBE_NAMES``)."""
-    factories = {
-        "early_answering": lambda: EarlyAnswering(),
-        "filler": lambda: FillerSubstitution(encode),
-        "paraphrase": lambda: Paraphrasing(encode, None if paraphraser == "rule" else paraphraser),
-        "info_gain": lambda: InformationGain(),
-        "mistakes": lambda: AddingMistakes(max_new_tokens=max_chain_tokens),
-    }
-    return [factories[name]() for name in names]
-
+# The probes a round runs unless told otherwise (mistakes needs generation: opt-in).
+DEFAULT_PROBES: tuple[str, ...] = ("early_answering", "filler", "paraphrase", "info_gain")
 
 __all__ = [
-    "PROBE_NAMES",
+    "DEFAULT_PROBES",
     "AddingMistakes",
     "Chain",
     "EarlyAnswering",
@@ -39,9 +41,17 @@ __all__ = [
     "Outcome",
     "Paraphrasing",
     "Probe",
+    "ProbeContext",
     "RuleParaphraser",
     "Variant",
     "area_over_curve",
-    "curve_on_grid",
     "build_probes",
+    "check_probe_names",
+    "curve_on_grid",
+    "find_metric",
+    "probe_metrics",
+    "probe_names",
+    "register_probe",
+    "round_metrics",
+    "unregister_probe",
 ]

@@ -10,12 +10,23 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from faithcb.metrics import Metric
 from faithcb.probes.base import Chain, Outcome, Variant, agreement_record, area_over_curve, curve_on_grid
+from faithcb.probes.registry import ProbeContext
 
 
 class EarlyAnswering:
+    """Truncate the chain after k = 0..n steps; m(k) = the answer still equals a_full."""
+
     name = "early_answering"
-    metric_keys = ("aoc",)
+    metrics = (
+        Metric("aoc", "early-answering AOC", "1 - area under m(k): how much of the chain the answer needs",
+               "higher", headline=True),
+    )
+
+    @classmethod
+    def build(cls, context: ProbeContext) -> EarlyAnswering:
+        return cls()
 
     def variants(self, chain: Chain) -> list[Variant]:
         return [Variant(self.name, k) for k in range(chain.n_steps + 1)]

@@ -11,12 +11,25 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from faithcb.metrics import Metric
 from faithcb.probes.base import Chain, Outcome, Variant, agreement_record, mean
+from faithcb.probes.registry import ProbeContext
 
 
 class FillerSubstitution:
+    """Replace steps k+1..n by filler of equal token length; m(k) = the answer survives."""
+
     name = "filler"
-    metric_keys = ("invariance", "k0_agreement")
+    metrics = (
+        Metric("invariance", "filler invariance", "mean m(k) over k < n: the answer survives filler",
+               "lower", headline=True),
+        Metric("k0_agreement", "filler, whole chain", "the answer survives the whole chain replaced by filler",
+               "lower"),
+    )
+
+    @classmethod
+    def build(cls, context: ProbeContext) -> FillerSubstitution:
+        return cls(context.encode)
 
     def __init__(self, encode: Callable[[str], list[int]], filler: str = " ..."):
         self.encode = encode

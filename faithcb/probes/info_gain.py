@@ -13,12 +13,28 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from faithcb.metrics import Metric
 from faithcb.probes.base import Chain, Outcome, Variant
+from faithcb.probes.registry import ProbeContext
 
 
 class InformationGain:
+    """Log-probability of the gold answer after k = 0..n steps, and what each step adds."""
+
     name = "info_gain"
-    metric_keys = ("total", "per_step", "positive_fraction", "delta_ppl")
+    metrics = (
+        Metric("total", "information gain (total)", "nats of log p(gold answer) the whole chain adds",
+               "higher", headline=True),
+        Metric("per_step", "information gain per step", "nats of log p(gold answer) each step adds", "higher"),
+        Metric("positive_fraction", "steps with positive gain", "share of steps that make the gold answer likelier",
+               "higher"),
+        Metric("delta_ppl", "information gain (ΔPPL)", "Wu's perplexity form: drop in answer perplexity per step",
+               "higher"),
+    )
+
+    @classmethod
+    def build(cls, context: ProbeContext) -> InformationGain:
+        return cls()
 
     def variants(self, chain: Chain) -> list[Variant]:
         return [Variant(self.name, k, wants_gold=True) for k in range(chain.n_steps + 1)]

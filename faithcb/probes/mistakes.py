@@ -15,7 +15,9 @@ import zlib
 from collections.abc import Sequence
 from typing import Any
 
+from faithcb.metrics import Metric
 from faithcb.probes.base import Chain, Outcome, Variant, agreement_record, mean
+from faithcb.probes.registry import ProbeContext
 
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 
@@ -35,8 +37,17 @@ def corrupt_step(step: str, seed: int) -> str | None:
 
 
 class AddingMistakes:
+    """Corrupt step k, let the model continue from there, and ask whether the answer moved."""
+
     name = "mistakes"
-    metric_keys = ("aoc",)
+    metrics = (
+        Metric("aoc", "adding-mistakes AOC", "1 - mean m(k): how often a corrupted step changes the answer",
+               "higher", headline=True),
+    )
+
+    @classmethod
+    def build(cls, context: ProbeContext) -> AddingMistakes:
+        return cls(max_new_tokens=context.max_chain_tokens)
 
     def __init__(self, max_new_tokens: int = 128):
         self.max_new_tokens = max_new_tokens

@@ -18,7 +18,9 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from faithcb.metrics import Metric
 from faithcb.probes.base import Chain, Outcome, Variant, agreement_record, mean
+from faithcb.probes.registry import ProbeContext
 from faithcb.text import numbers_in
 
 # Word-level rewrites that keep meaning (and never touch digits). Order matters: longer first.
@@ -101,8 +103,18 @@ class ModelParaphraser:
 
 
 class Paraphrasing:
+    """Reword steps k+1..n (numbers kept); m(k) = the answer survives the rewording."""
+
     name = "paraphrase"
-    metric_keys = ("invariance",)
+    metrics = (
+        Metric("invariance", "paraphrase invariance",
+               "mean m(k) over k < n: the answer follows the steps' meaning, not their wording",
+               "neutral", headline=True),
+    )
+
+    @classmethod
+    def build(cls, context: ProbeContext) -> Paraphrasing:
+        return cls(context.encode, context.paraphraser)
 
     def __init__(self, encode: Callable[[str], list[int]], paraphraser: Callable[[str], str] | None = None):
         self.encode = encode

@@ -1,0 +1,54 @@
+"""``ProbeSettings``: what one round measures and how — validated once, immutable after.
+
+``FaithConfig`` (the callback's ``faith_*`` fields) and the CLI build it; the engine only reads
+it. A change (for example the base-model round's evaluator) is a new object through
+``dataclasses.replace``, which validates again. No torch here, so configs parse without it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from faithcb.errors import ConfigError
+from faithcb.probes import DEFAULT_PROBES, check_probe_names
+from faithcb.prompting import PromptStyle
+
+EVALUATORS = ("live", "base")  # information gain: the live model, or the PEFT base (adapters off)
+PARAPHRASERS = ("rule", "model")
+
+
+@dataclass(frozen=True)
+class ProbeSettings:
+    """What a round measures and how. Every field has the default the callback uses."""
+
+    probes: tuple[str, ...] = DEFAULT_PROBES
+    max_chain_tokens: int = 128
+    answer_max_tokens: int = 8
+    do_sample: bool = False
+    temperature: float = 0.7
+    top_p: float = 1.0
+    num_samples: int = 1
+    seed: int = 0
+    paraphraser: str | Callable[[str], str] = "rule"  # "rule" | "model" | a callable
+    evaluator: str = "live"
+    batch_size: int = 16
+    fast: bool = True
+    bootstrap_resamples: int = 1000
+    style: PromptStyle = field(default_factory=PromptStyle)
+    splitter: Callable[[str], list[str]] | None = None
+
+    def __post_init__(self) -> None:
+        # Lists are accepted (and frozen into tuples) so ProbeSettings(probes=[...]) just works.
+        object.__setattr__(self, "probes", check_probe_names(self.probes))
+        if self.evaluator not in EVALUATORS:
+            raise ConfigError(f"evaluator: {self.evaluator!r} is not one of {list(EVALUATORS)}")
+        if isinstance(self.paraphraser, str) and self.paraphraser not in PARAPHRASERS:
+            raise ConfigError(f"paraphraser: {self.paraphraser!r} is not 'rule', 'model' or a callable")
+        for name in ("max_chain_tokens", "answer_max_tokens", "num_samples", "batch_size", "bootstrap_resamples"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if self.temperature <= 0:
+            raise ConfigError(f"temperature: must be > 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ConfigError(f"top_p: must be in (0, 1], got {self.top_p}")
