@@ -5,7 +5,8 @@ Usage (TRL convention — the trainer first, then ``add_callback``)::
     trainer.add_callback(FaithfulnessCallback(trainer, "heldout.jsonl", FaithConfig()))
 
 This module only decides *when* to probe and *where results go*; the measuring is
-``faithcb.engine``. Mechanics that shaped it (see ../shared/docs/DESIGN.md):
+``faithcb.engine``, early stopping ``faithcb.stopping``, the JSONL history ``faithcb.history`` and
+the W&B extras ``faithcb.wandb_sink``. Mechanics that shaped it (see ../shared/docs/DESIGN.md):
 
 - Scalars go through ``transformers.Trainer.log`` — the base method, not a TRL override: TRL's
   ``SFTTrainer.log``/``GRPOTrainer.log`` merge and *clear* their own accumulated training
@@ -25,10 +26,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
 import math
-import os
 import time
 import warnings
 from pathlib import Path
@@ -41,7 +40,11 @@ from faithcb.config import FaithConfig
 from faithcb.data import ProbeSet
 from faithcb.engine import FaithfulnessEngine, RoundResult, aggregate
 from faithcb.errors import ConfigError, ProbeError, ProblemFormatError
-from faithcb.prompting import PromptStyle
+from faithcb.history import HistoryWriter, round_lines
+from faithcb.preflight import check_evaluator, check_setup, resolve_tokenizer
+from faithcb.prompting import Prompter, PromptStyle
+from faithcb.stopping import EarlyStopper
+from faithcb.wandb_sink import WandbReporter
 
 logger = logging.getLogger(__name__)
 
@@ -52,15 +55,33 @@ CURVE_PREFIX = "faith_curve/"  # early-answering curve on the fixed grid
 
 
 class FaithfulnessCallback(TrainerCallback, ExportableState):
-    """Periodic faithfulness rounds on the live model, logged to every ``report_to`` integration."""
+    """Periodic faithfulness rounds on the live model, logged to every ``report_to`` integration.
+
+    Args:
+        trainer: the ``Trainer`` / ``SFTTrainer`` / ``GRPOTrainer`` to probe (its model, tokenizer,
+            accelerator and ``output_dir`` are used; the callback must still be added with
+            ``trainer.add_callback``).
+        problems: held-out problems: a path, ``"synthetic:N"``, a ``ProbeSet`` or a list of
+            ``Problem``; default ``config.faith_problems``.
+        config: the ``faith_*`` settings (``FaithConfig()`` by default).
+        style: the prompt wording (``PromptStyle``); it should match the layout the model is
+            trained on (``faithcb.prompting.training_text`` builds training rows in it).
+
+    Setup mistakes (no or slow tokenizer, a chat template that cannot render the layout, a base
+    evaluator without PEFT, a cadence that never fires) raise ``ConfigError`` here, before step 0.
+
+    Example::
+
+        trainer = SFTTrainer(model=model, args=SFTConfig(output_dir="out"), train_dataset=train)
+        trainer.add_callback(FaithfulnessCallback(trainer, "heldout.jsonl", FaithConfig(faith_num_rounds=8)))
+        trainer.train()
+    """
 
     def __init__(
         self, trainer, problems: Any = None, config: FaithConfig | None = None, *, style: PromptStyle | None = None
     ):
         self.trainer = trainer
         self.config = config or FaithConfig()
-        # The prompt layout the probes read; it should match the layout the model is trained on.
-        self.style = style
         cfg = self.config
         source = problems if problems is not None else cfg.faith_problems
         if source is None:
@@ -70,16 +91,31 @@ class FaithfulnessCallback(TrainerCallback, ExportableState):
         except ProblemFormatError as exc:  # name the setting the problems came from, keep the type
             raise ProblemFormatError(f"faith_problems: {exc}") from exc
         self.problems = self.problem_set.sample(cfg.faith_num_problems, cfg.faith_seed)
+        # Validated once; every round reads the same immutable settings.
+        self.settings = cfg.probe_settings(style=style)
         self._check_against_trainer()
-        # Early-stopping and history state (exported into checkpoints, see state()).
+        check_evaluator(cfg.faith_evaluator, trainer.model, field="faith_evaluator")
+        self.tokenizer = resolve_tokenizer(trainer)
+        check_setup(
+            trainer.model, self.tokenizer, Prompter.for_tokenizer(self.tokenizer, self.settings.style),
+            cfg.faith_evaluator, self.problems[0] if self.problems else None, field_prefix="faith_",
+        )
+        self.stopper = EarlyStopper.from_config(cfg)
+        self.history_writer = HistoryWriter(
+            trainer.args.output_dir or ".", cfg.faith_history_file, log_records=cfg.faith_log_records
+        )
+        self.wandb = WandbReporter(cfg.faith_probes, log_records=cfg.faith_log_records)
+        # Round state (exported into checkpoints, see state()).
         self.history: list[dict[str, Any]] = []
-        self.best: float | None = None
-        self.baseline: float | None = None
-        self.bad_rounds = 0
         self.stopped_at: int | None = None
         self.probed_steps: list[int] = []
         self._schedule: set[int] = set()
         self._base_records: list[dict] | None = None
+
+    # Early stopping's counters, readable where they always were.
+    best = property(lambda self: self.stopper.best)
+    baseline = property(lambda self: self.stopper.baseline)
+    bad_rounds = property(lambda self: self.stopper.bad_rounds)
 
     # ------------------------------------------------------------------ validation
     def _check_against_trainer(self) -> None:
@@ -96,8 +132,6 @@ class FaithfulnessCallback(TrainerCallback, ExportableState):
                 f"faith_every_n_steps: {cfg.faith_every_n_steps} exceeds max_steps={args.max_steps}, "
                 "so it never fires; lower it or use faith_num_rounds"
             )
-        if cfg.faith_evaluator == "base" and not hasattr(self.trainer.model, "disable_adapter"):
-            raise ConfigError("faith_evaluator: 'base' needs a PEFT model (one with disable_adapter())")
 
     # ------------------------------------------------------------------ state for resume
     def state(self) -> dict:
@@ -105,9 +139,7 @@ class FaithfulnessCallback(TrainerCallback, ExportableState):
             "args": {},
             "attributes": {
                 "history": self.history,
-                "best": self.best,
-                "baseline": self.baseline,
-                "bad_rounds": self.bad_rounds,
+                **self.stopper.state(),
                 "stopped_at": self.stopped_at,
                 "probed_steps": self.probed_steps,
             },
@@ -119,29 +151,11 @@ class FaithfulnessCallback(TrainerCallback, ExportableState):
             saved = saved[0] if saved else None
         if not saved:
             return
-        for key, value in saved.get("attributes", {}).items():
-            setattr(self, key, value)
-
-    def _rewind_history_file(self, step: int) -> None:
-        """Drop JSONL rounds after the resumed checkpoint's step (like the Trainer's own log_history).
-
-        They came from the run that went on past the checkpoint; the resumed run probes those
-        steps again, and keeping both would put every later step twice in the history and report.
-        """
-        path = Path(self.trainer.args.output_dir or ".") / self.config.faith_history_file
-        if not path.is_file():
-            return
-        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-        kept = []
-        for line in lines:
-            try:
-                later = json.loads(line).get("step", 0) > step
-            except (ValueError, AttributeError, TypeError):
-                later = False  # not ours to judge: keep it
-            if not later:
-                kept.append(line)
-        if len(kept) != len(lines):
-            path.write_text("".join(kept), encoding="utf-8")
+        attributes = saved.get("attributes", {})
+        self.stopper.load_state(attributes)
+        self.history = attributes.get("history", [])
+        self.stopped_at = attributes.get("stopped_at")
+        self.probed_steps = attributes.get("probed_steps", [])
 
     # ------------------------------------------------------------------ schedule
     def _make_schedule(self, max_steps: int) -> set[int]:
@@ -158,7 +172,7 @@ class FaithfulnessCallback(TrainerCallback, ExportableState):
         if state.global_step > 0:
             self._restore(state)  # resuming: continue the counters, do not re-probe the baseline
             if state.is_world_process_zero:
-                self._rewind_history_file(state.global_step)
+                self.history_writer.rewind(state.global_step)
         self._schedule = self._make_schedule(state.max_steps)
         if state.global_step == 0 and self.config.faith_round_at_start:
             self._probe(state, control, reason="start")
@@ -181,7 +195,7 @@ class FaithfulnessCallback(TrainerCallback, ExportableState):
         if self.config.faith_round_at_end and state.global_step not in self.probed_steps:
             self._probe(state, control, reason="end")
         if state.is_world_process_zero:
-            self._wandb_summary_chart()
+            self.wandb.log_summary_chart(self.history)
         return control
 
     # ------------------------------------------------------------------ one round
@@ -208,7 +222,7 @@ class FaithfulnessCallback(TrainerCallback, ExportableState):
         if base is not None:
             logs.update(_flatten(base, BASE_PREFIX, None))
 
-        stop_reason = self._early_stopping(step, result) if result is not None else None
+        stop_reason = self._early_stopping(result) if result is not None else None
         if stop_reason:
             logs[PREFIX + "early_stop"] = 1.0
             control.should_training_stop = True
@@ -223,10 +237,21 @@ class FaithfulnessCallback(TrainerCallback, ExportableState):
         control.should_log = should_log
         self.trainer.control.should_log = should_log
 
+        summary = {"step": step}
+        if result is not None:
+            summary.update({k: v["value"] for k, v in result.metrics.items()})
+        self.history.append(summary)
         if state.is_world_process_zero:
-            self._write_history(state, result, base, seconds, reason, stop_reason, error)
+            lines = round_lines(
+                step=step, epoch=state.epoch, run=self._run_name(), reason=reason, seconds=seconds,
+                result=result, base=base, error=error, early_stop=stop_reason,
+            )
+            records = {} if result is None else {"model": result.records}
+            if result is not None and base is not None:
+                records["base"] = base.records
+            self.history_writer.write_round(lines, records)
             if result is not None:
-                self._wandb_table(step, result)
+                self.wandb.log_round_table(step, result.records)
 
     def _measure(self, *, base: bool) -> tuple[RoundResult | None, str | None]:
         """Run this process's share of the round and gather everyone's records."""
@@ -235,21 +260,23 @@ class FaithfulnessCallback(TrainerCallback, ExportableState):
         records: list[dict] = []
         error: str | None = None
         start = time.perf_counter()
+        settings = self.settings
+        if base and settings.evaluator == "base":
+            settings = dataclasses.replace(settings, evaluator="live")  # the model already *is* the base
         try:
             with self._unwrapped_model() as model, accelerator.split_between_processes(self.problems) as mine:
                 context = model.disable_adapter() if base else contextlib.nullcontext()
                 with context:
-                    settings = cfg.probe_settings(style=self.style)
-                    if base and cfg.faith_evaluator == "base":
-                        settings = dataclasses.replace(settings, evaluator="live")  # the model *is* the base
                     engine = FaithfulnessEngine(
                         model,
-                        _tokenizer(trainer),
+                        self.tokenizer,
                         settings,
                         show_progress=cfg.faith_show_progress and accelerator.is_main_process,
                         strict=cfg.faith_strict,
                     )
                     records = engine.records(list(mine))
+        except ConfigError:
+            raise  # a setup error is never a failed round
         except Exception as exc:  # reported, not fatal: training must go on
             if cfg.faith_strict and accelerator.num_processes == 1:
                 raise
@@ -291,31 +318,11 @@ class FaithfulnessCallback(TrainerCallback, ExportableState):
             return result
         return aggregate(self._base_records, resamples=self.config.faith_bootstrap_resamples)
 
-    # ------------------------------------------------------------------ early stopping
-    def _early_stopping(self, step: int, result: RoundResult) -> str | None:
-        cfg = self.config
-        metric = result.metrics.get(cfg.faith_stop_metric)
-        if metric is None or not math.isfinite(metric["value"]):
+    def _early_stopping(self, result: RoundResult) -> str | None:
+        metric = result.metrics.get(self.stopper.metric)
+        if metric is None:
             return None
-        value = metric["value"]
-        sign = 1.0 if cfg.faith_stop_mode == "max" else -1.0
-        if self.baseline is None:
-            self.baseline = value
-        if self.best is None or sign * (value - self.best) > 0:
-            self.best = value
-        if not cfg.faith_early_stopping:
-            return None
-        reference = self.best if cfg.faith_stop_reference == "best" else self.baseline
-        worse_by = sign * (reference - value)
-        outside_ci = not (metric["ci_low"] <= reference <= metric["ci_high"])
-        bad = worse_by > cfg.faith_stop_min_delta and (outside_ci or not cfg.faith_stop_require_ci)
-        self.bad_rounds = self.bad_rounds + 1 if bad else 0
-        if self.bad_rounds >= cfg.faith_stop_patience:
-            return (
-                f"{cfg.faith_stop_metric} = {value:.3f} is worse than the {cfg.faith_stop_reference} "
-                f"{reference:.3f} by more than {cfg.faith_stop_min_delta} for {self.bad_rounds} round(s)"
-            )
-        return None
+        return self.stopper.update(metric["value"], (metric["ci_low"], metric["ci_high"]))
 
     # ------------------------------------------------------------------ outputs
     def _warn(self, step: int, message: str | None) -> None:
@@ -328,82 +335,8 @@ class FaithfulnessCallback(TrainerCallback, ExportableState):
         args = self.trainer.args
         return getattr(args, "run_name", None) or Path(args.output_dir or ".").name
 
-    def _write_history(self, state, result, base, seconds, reason, stop_reason, error) -> None:
-        cfg = self.config
-        out_dir = Path(self.trainer.args.output_dir or ".")
-        out_dir.mkdir(parents=True, exist_ok=True)
-        common = {"step": state.global_step, "epoch": state.epoch, "run": self._run_name(), "reason": reason}
-        lines = []
-        if result is not None:
-            lines.append({**common, "role": "model", "seconds": seconds, **result.to_dict(with_records=False)})
-        else:
-            lines.append({**common, "role": "model", "seconds": seconds, "error": error})
-        if stop_reason:
-            lines[0]["early_stop"] = stop_reason
-        if base is not None:
-            lines.append({**common, "role": "base", **base.to_dict(with_records=False)})
-        summary = {"step": state.global_step}
-        if result is not None:
-            summary.update({k: v["value"] for k, v in result.metrics.items()})
-        self.history.append(summary)
-        with open(out_dir / cfg.faith_history_file, "a", encoding="utf-8") as f:
-            for line in lines:
-                f.write(json.dumps(line) + "\n")
-        if cfg.faith_log_records and result is not None:
-            rec_dir = out_dir / "faith_records"
-            rec_dir.mkdir(exist_ok=True)
-            for role, res in (("model", result), ("base", base)):
-                if res is None:
-                    continue
-                path = rec_dir / f"step_{state.global_step:06d}{'' if role == 'model' else '_base'}.jsonl"
-                with open(path, "w", encoding="utf-8") as f:
-                    for record in res.records:
-                        f.write(json.dumps(record) + "\n")
-
-    def _wandb_table(self, step: int, result: RoundResult) -> None:
-        run = _wandb_run()
-        if run is None or not self.config.faith_log_records:
-            return
-        import wandb
-
-        columns = ["step", "id", "question", "chain", "answer", "gold", "correct", "n_steps",
-                   "early_answering_aoc", "filler_invariance", "paraphrase_invariance", "info_gain_total"]
-        table = wandb.Table(columns=columns)
-        for r in result.records:
-            table.add_data(
-                step, r["id"], r["question"], r["chain"], r["answer"], r["gold"], r["correct"], r["n_steps"],
-                r.get("early_answering", {}).get("aoc"), r.get("filler", {}).get("invariance"),
-                r.get("paraphrase", {}).get("invariance"), r.get("info_gain", {}).get("total"),
-            )
-        # One table per round (this round's problems only), at the trainer's step axis.
-        run.log({"faith_tables/records": table, "train/global_step": step})
-
-    def _wandb_summary_chart(self) -> None:
-        run = _wandb_run()
-        # Rounds where both values were measured (NaN = nothing parsed): a line needs numbers.
-        names = {"accuracy": "accuracy", "early_answering_aoc": "early-answering AOC (coupling)"}
-        rounds = [h for h in self.history if all(_finite(h.get(name)) for name in names)]
-        if run is None or not rounds:
-            return
-        import wandb
-
-        steps = [h["step"] for h in rounds]
-        series = [[h[name] for h in rounds] for name in names]
-        keys = list(names.values())
-        chart = wandb.plot.line_series(
-            xs=steps, ys=series, keys=keys, title="faithcb: accuracy vs chain coupling", xname="training step"
-        )
-        run.log({"faith_charts/accuracy_vs_coupling": chart})
-
 
 # ---------------------------------------------------------------------- helpers
-def _tokenizer(trainer):
-    tok = getattr(trainer, "processing_class", None) or getattr(trainer, "tokenizer", None)
-    if tok is None:
-        raise ConfigError("trainer: has no tokenizer (processing_class); pass one to the Trainer")
-    return getattr(tok, "tokenizer", tok)  # a processor wraps its tokenizer
-
-
 def _flatten(result: RoundResult, prefix: str, ci_prefix: str | None) -> dict[str, float]:
     out: dict[str, float] = {}
     for name, m in result.metrics.items():
@@ -419,10 +352,6 @@ def _flatten(result: RoundResult, prefix: str, ci_prefix: str | None) -> dict[st
     return out
 
 
-def _finite(value) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value)
-
-
 def _gather(accelerator, payload):
     if accelerator.num_processes == 1:
         return [payload]
@@ -434,13 +363,3 @@ def _gather(accelerator, payload):
 def _base_weights_train(model) -> bool:
     """True when any non-adapter weight is trainable (then the base reference must be re-measured)."""
     return any(p.requires_grad for n, p in model.named_parameters() if "lora_" not in n and "modules_to_save" not in n)
-
-
-def _wandb_run():
-    if os.environ.get("WANDB_DISABLED", "").lower() in ("true", "1"):
-        return None
-    try:
-        import wandb
-    except ImportError:
-        return None
-    return wandb.run

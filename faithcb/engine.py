@@ -18,8 +18,9 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from faithcb.data import Problem
-from faithcb.errors import ConfigError, ProbeError
+from faithcb.errors import ProbeError
 from faithcb.lm import ProbeLM, ScoreRequest
+from faithcb.preflight import check_setup
 from faithcb.probes import ProbeContext, build_probes, probe_metrics, probe_names
 from faithcb.probes.base import CURVE_GRID, Chain, Outcome, Variant
 from faithcb.prompting import LETTERS, Prompter
@@ -76,10 +77,11 @@ class FaithfulnessEngine:
     ):
         self.settings = settings or ProbeSettings()
         s = self.settings
+        self.prompter = Prompter.for_tokenizer(tokenizer, s.style)
+        check_setup(model, tokenizer, self.prompter, s.evaluator, None)  # ConfigError before any round
         self.lm = ProbeLM(
             model, tokenizer, fast=s.fast, max_batch_size=s.batch_size, answer_max_tokens=s.answer_max_tokens
         )
-        self.prompter = Prompter.for_tokenizer(tokenizer, s.style)
         self.show_progress = show_progress
         self.strict = strict
         paraphraser = s.paraphraser
@@ -93,8 +95,6 @@ class FaithfulnessEngine:
             max_chain_tokens=s.max_chain_tokens,
         )
         self.probes = build_probes(s.probes, context)
-        if s.evaluator == "base" and not hasattr(model, "disable_adapter"):
-            raise ConfigError("evaluator: 'base' needs a PEFT model (one with disable_adapter())")
 
     # ------------------------------------------------------------------ public API
     def run(self, problems: Sequence[Problem]) -> RoundResult:

@@ -267,6 +267,8 @@ def _records(aoc: float, n: int = 4) -> list[dict]:
             "chain_tokens": 6,
             "status": "ok",
             "early_answering": {"aoc": aoc, "curve": [0.0] * (len(CURVE_GRID) - 1) + [1.0]},
+            # The same value as filler invariance, where *lower* = more coupled.
+            "filler": {"invariance": aoc, "k0_agreement": aoc},
         }
         for i in range(n)
     ]
@@ -299,8 +301,11 @@ def _script_records(monkeypatch, values: list[float]) -> list[int]:
         ([0.5, 0.9, 0.7, 0.7, 0.7, 0.7, 0.7], {"faith_stop_reference": "best"}, 3),
         # min_delta 0.3: drops of 0.2 do not count.
         ([0.8, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6], {"faith_stop_min_delta": 0.3}, None),
-        # mode "min" (lower is better): rises are bad.
-        ([0.2, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5], {"faith_stop_mode": "min"}, 2),
+        # filler invariance: lower = more coupled, so its mode is "min" by itself and rises are bad.
+        ([0.2, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5], {"faith_stop_metric": "filler_invariance"}, 2),
+        ([0.2, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5], {"faith_stop_metric": "filler_invariance", "faith_stop_mode": "min"}, 2),
+        # ... and falls are not.
+        ([0.8, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5], {"faith_stop_metric": "filler_invariance"}, None),
     ],
 )
 def test_early_stopping_stops_at_the_predicted_step(values, settings, stop_step, tok, tmp_path, monkeypatch):
@@ -329,7 +334,7 @@ def test_early_stopping_stops_at_the_predicted_step(values, settings, stop_step,
     assert [p.name for p in tmp_path.glob("checkpoint-*")] == [f"checkpoint-{stop_step}"]
     last = history[-1]
     assert last["step"] == stop_step
-    assert "early_answering_aoc" in last["early_stop"] and cfg.faith_stop_reference in last["early_stop"]
+    assert cfg.faith_stop_metric in last["early_stop"] and cfg.faith_stop_reference in last["early_stop"]
     assert all("early_stop" not in h for h in history[:-1])
 
 

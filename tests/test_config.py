@@ -15,6 +15,7 @@ from faithcb.config import FaithConfig, metric_names
 from faithcb.errors import ConfigError, ProblemFormatError
 from faithcb.probes import probe_names
 from faithcb.tasks.arithmetic import make_problems
+from faithcb.testing import tiny_tokenizer
 
 NEVER = {
     "faith_num_rounds": 0,
@@ -110,7 +111,9 @@ def test_metric_names_cover_what_a_round_reports():
 def _trainer(**args):
     """Just what the callback's constructor reads: args and model (no Trainer needed)."""
     base = {"output_dir": "unused", "use_cpu": True, "report_to": [], "max_steps": 4}
-    return SimpleNamespace(args=TrainingArguments(**{**base, **args}), model=SimpleNamespace())
+    return SimpleNamespace(
+        args=TrainingArguments(**{**base, **args}), model=SimpleNamespace(), processing_class=tiny_tokenizer()
+    )
 
 
 def test_every_n_steps_beyond_max_steps_is_rejected():

@@ -1,0 +1,87 @@
+"""What faithcb sends to W&B beyond the scalars: a per-problem table per round and a closing chart.
+
+Scalars reach W&B through ``Trainer.log`` like every other integration; this module only adds
+W&B-specific objects, and only to a run the Trainer's integration already started (it never
+calls ``wandb.init``). Table columns come from the metric registry: one per headline metric of
+each probe the round runs, so a registered user probe gets its column too.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+
+from faithcb.probes import probe_metrics
+
+RECORD_COLUMNS = ("step", "id", "question", "chain", "answer", "gold", "correct", "n_steps")
+SUMMARY_SERIES = {"accuracy": "accuracy", "early_answering_aoc": "early-answering AOC (coupling)"}
+
+
+def active_run():
+    """The W&B run the Trainer's integration started, or None (not installed, disabled, no run)."""
+    if os.environ.get("WANDB_DISABLED", "").lower() in ("true", "1"):
+        return None
+    try:
+        import wandb
+    except ImportError:
+        return None
+    return wandb.run
+
+
+def table_columns(probes: Sequence[str]) -> list[str]:
+    """The per-problem table's columns: the record's fields, then each probe's headline metrics."""
+    headline = [m.name for p in probes for m in probe_metrics(p) if m.headline]
+    return list(RECORD_COLUMNS) + headline
+
+
+def table_rows(step: int, records: Sequence[dict], probes: Sequence[str]) -> list[list]:
+    """One row per problem record, in ``table_columns(probes)`` order."""
+    metrics = [m for p in probes for m in probe_metrics(p) if m.headline]
+    rows = []
+    for r in records:
+        row = [step, r["id"], r["question"], r["chain"], r["answer"], r["gold"], r["correct"], r["n_steps"]]
+        row += [r.get(m.probe, {}).get(m.key) for m in metrics]
+        rows.append(row)
+    return rows
+
+
+class WandbReporter:
+    """Logs each round's per-problem table and, at the end, accuracy against coupling."""
+
+    def __init__(self, probes: Sequence[str], *, log_records: bool = True):
+        self.probes = tuple(probes)
+        self.log_records = log_records
+
+    def log_round_table(self, step: int, records: Sequence[dict]) -> None:
+        run = active_run()
+        if run is None or not self.log_records:
+            return
+        import wandb
+
+        table = wandb.Table(columns=table_columns(self.probes))
+        for row in table_rows(step, records, self.probes):
+            table.add_data(*row)
+        # One table per round (this round's problems only), at the trainer's step axis.
+        run.log({"faith_tables/records": table, "train/global_step": step})
+
+    def log_summary_chart(self, history: Sequence[dict]) -> None:
+        """Accuracy and early-answering AOC over the rounds where both were measured."""
+        run = active_run()
+        rounds = [h for h in history if all(_finite(h.get(name)) for name in SUMMARY_SERIES)]
+        if run is None or not rounds:
+            return
+        import wandb
+
+        chart = wandb.plot.line_series(
+            xs=[h["step"] for h in rounds],
+            ys=[[h[name] for h in rounds] for name in SUMMARY_SERIES],
+            keys=list(SUMMARY_SERIES.values()),
+            title="faithcb: accuracy vs chain coupling",
+            xname="training step",
+        )
+        run.log({"faith_charts/accuracy_vs_coupling": chart})
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
