@@ -1,0 +1,91 @@
+"""EarlyStopper on its own: a table of value sequences and the round at which each must stop."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from faithcb.config import FaithConfig
+from faithcb.errors import ConfigError
+from faithcb.stopping import EarlyStopper
+
+NAN = math.nan
+
+
+def first_stop(stopper: EarlyStopper, values, intervals=None) -> int | None:
+    """Index of the round whose update returns a reason, or None."""
+    intervals = intervals or [None] * len(values)
+    for i, (value, interval) in enumerate(zip(values, intervals)):
+        if stopper.update(value, interval):
+            return i
+    return None
+
+
+@pytest.mark.parametrize(
+    ("values", "options", "expected"),
+    [
+        ([0.8, 0.78, 0.6, 0.7, 0.1], {}, 3),  # 0.78 within min_delta; then two bad rounds
+        ([0.8, 0.6, 0.8, 0.6, 0.6], {}, 4),  # a good round resets the count
+        ([0.8, 0.8, 0.5], {"patience": 1}, 2),
+        ([0.5, 0.9, 0.7, 0.7, 0.7], {"reference": "baseline"}, None),  # 0.7 beats the baseline 0.5
+        ([0.5, 0.9, 0.7, 0.7, 0.7], {"reference": "best"}, 3),
+        ([0.8, 0.6, 0.6, 0.6], {"min_delta": 0.3}, None),
+        ([0.2, 0.5, 0.5], {"mode": "min"}, 2),  # lower is better: rises are bad
+        ([0.8, 0.5, 0.5], {"mode": "min"}, None),  # ... and falls are good
+        ([0.8, 0.5, NAN, 0.5], {}, 3),  # NaN neither counts nor resets
+        ([0.8, 0.5, 0.5], {"enabled": False}, None),
+    ],
+)
+def test_stops_at_the_predicted_round(values, options, expected):
+    assert first_stop(EarlyStopper("m", **options), values) == expected
+
+
+def test_require_ci_needs_the_reference_outside_the_interval():
+    values = [0.8, 0.6, 0.6]
+    wide = [(0.7, 0.9), (0.4, 0.85), (0.4, 0.85)]  # 0.8 inside: not bad
+    narrow = [(0.7, 0.9), (0.5, 0.7), (0.5, 0.7)]  # 0.8 outside: bad
+    assert first_stop(EarlyStopper("m", require_ci=True), values, wide) is None
+    assert first_stop(EarlyStopper("m", require_ci=True), values, narrow) == 2
+    assert first_stop(EarlyStopper("m", require_ci=False), values, wide) == 2
+
+
+def test_reason_names_metric_reference_and_rounds():
+    stopper = EarlyStopper("early_answering_aoc", patience=1)
+    stopper.update(0.8)
+    reason = stopper.update(0.5)
+    assert reason == "early_answering_aoc = 0.500 is worse than the best 0.800 by more than 0.05 for 1 round(s)"
+
+
+def test_state_round_trips():
+    stopper = EarlyStopper("m", patience=3)
+    for v in (0.8, 0.6, 0.5):
+        stopper.update(v)
+    fresh = EarlyStopper("m", patience=3)
+    fresh.load_state(stopper.state())
+    assert fresh.state() == {"best": 0.8, "baseline": 0.8, "bad_rounds": 2}
+    assert fresh.update(0.5) is not None  # the third bad round, counted across the "checkpoint"
+
+
+def test_mode_comes_from_the_metric_direction():
+    assert EarlyStopper.from_config(FaithConfig()).mode == "max"  # early_answering_aoc: higher = coupled
+    cfg = FaithConfig(faith_early_stopping=True, faith_stop_metric="filler_invariance")
+    assert cfg.faith_stop_mode == "auto" and EarlyStopper.from_config(cfg).mode == "min"
+    # A rise of filler invariance is a faithfulness drop: it stops.
+    assert first_stop(EarlyStopper.from_config(cfg), [0.2, 0.5, 0.5]) == 2
+
+
+def test_contradicting_mode_is_refused_with_the_direction():
+    with pytest.raises(ConfigError, match=r"faith_stop_mode: 'max' contradicts 'filler_invariance', where lower = more coupled"):
+        FaithConfig(faith_early_stopping=True, faith_stop_metric="filler_invariance", faith_stop_mode="max")
+    with pytest.raises(ConfigError, match=r"'min' contradicts 'early_answering_aoc', where higher = more coupled"):
+        FaithConfig(faith_early_stopping=True, faith_stop_mode="min")
+    # Neutral metrics take either mode.
+    assert FaithConfig(faith_early_stopping=True, faith_stop_metric="accuracy", faith_stop_mode="min").stop_mode == "min"
+
+
+def test_bad_mode_and_reference_are_config_errors():
+    with pytest.raises(ConfigError):
+        EarlyStopper("m", mode="up")
+    with pytest.raises(ConfigError):
+        EarlyStopper("m", reference="first")
