@@ -12,7 +12,7 @@ import math
 import os
 from collections.abc import Sequence
 
-from faithcb.probes import probe_metrics
+from faithcb.probes import DEFAULT_PROBES, probe_metrics, probe_names
 
 RECORD_COLUMNS = ("step", "id", "question", "chain", "answer", "gold", "correct", "n_steps")
 SUMMARY_SERIES = {"accuracy": "accuracy", "early_answering_aoc": "early-answering AOC (coupling)"}
@@ -29,15 +29,21 @@ def active_run():
     return wandb.run
 
 
+def _headline_metrics(probes: Sequence[str]):
+    # The default probes always have a column (empty when not run), so tables of runs with
+    # different probe sets line up; other probes (mistakes, registered ones) join when they run.
+    shown = [p for p in probe_names() if p in DEFAULT_PROBES or p in probes]
+    return [m for p in shown for m in probe_metrics(p) if m.headline]
+
+
 def table_columns(probes: Sequence[str]) -> list[str]:
-    """The per-problem table's columns: the record's fields, then each probe's headline metrics."""
-    headline = [m.name for p in probes for m in probe_metrics(p) if m.headline]
-    return list(RECORD_COLUMNS) + headline
+    """The per-problem table's columns: the record's fields, then the probes' headline metrics."""
+    return list(RECORD_COLUMNS) + [m.name for m in _headline_metrics(probes)]
 
 
 def table_rows(step: int, records: Sequence[dict], probes: Sequence[str]) -> list[list]:
     """One row per problem record, in ``table_columns(probes)`` order."""
-    metrics = [m for p in probes for m in probe_metrics(p) if m.headline]
+    metrics = _headline_metrics(probes)
     rows = []
     for r in records:
         row = [step, r["id"], r["question"], r["chain"], r["answer"], r["gold"], r["correct"], r["n_steps"]]

@@ -46,7 +46,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--every", type=int, default=2, help="faith_every_n_steps")
     parser.add_argument("--probes", default="early_answering,filler,info_gain")
     parser.add_argument("--report-to", default="none", help="comma-separated report_to, or 'none'")
+    parser.add_argument("--toy-probe", action="store_true", help="register tests/toy_probe.py's 'toy' probe")
     args = parser.parse_args(argv)
+    if args.toy_probe:
+        import toy_probe
+
+        toy_probe.register()
 
     torch.set_num_threads(1)  # tiny matrices; a busy machine makes a thread pool much slower
     rank = int(os.environ.get("RANK", "0"))

@@ -109,3 +109,14 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
     """' (did you mean X?)' for the closest of ``choices``, or ''."""
     close = difflib.get_close_matches(name, list(choices), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+_DIRECTION_WORDS = {"higher": "**higher** = more coupled", "lower": "**lower** = more coupled", "neutral": "neutral"}
+
+
+def metrics_markdown(probes: Sequence[str] | None = None) -> str:
+    """The metric table of docs/metrics.md, generated from the registry (a test keeps them equal)."""
+    lines = ["| name in logs (`faith/…`) | probe | direction | meaning |", "|---|---|---|---|"]
+    for m in round_metrics(probes):
+        lines.append(f"| `{m.name}` | {m.probe or '—'} | {_DIRECTION_WORDS[m.direction]} | {m.meaning} |")
+    return "\n".join(lines) + "\n"
