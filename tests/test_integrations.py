@@ -295,6 +295,31 @@ def test_wandb_offline_run_holds_scalars_tables_and_chart(tmp_path, weights):
     assert series["early-answering AOC (coupling)"] == pytest.approx(aoc, nan_ok=True)
 
 
+def test_wandb_table_and_scalars_carry_a_registered_user_probe(tmp_path, weights):
+    """tests/toy_probe.py's metric reaches W&B's scalars and table columns; no faithcb edit needed."""
+    pytest.importorskip("wandb")
+    out = tmp_path / "out"
+    argv = [sys.executable, str(WORKER), "--out", str(out), "--weights", str(weights), "--report-to", "wandb",
+            "--problems", "2", "--max-steps", "2", "--every", "2", "--probes", "early_answering,toy", "--toy-probe"]
+    env = {"WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "WANDB_PROJECT": "faithcb-tests",
+           "WANDB_SILENT": "true"}
+    rc, output = _run(argv, env)
+    assert rc == 0, output[-4000:]
+    (run_dir,) = (Path(p) for p in glob.glob(str(tmp_path / "wandb" / "offline-run-*")))
+    (log_file,) = run_dir.glob("run-*.wandb")
+    rows = wandb_history(log_file)
+    tables = [r["faith_tables/records"] for r in rows if "faith_tables/records" in r]
+    assert tables
+    for ref in tables:
+        table = json.loads((run_dir / "files" / ref["path"]).read_text(encoding="utf-8"))
+        assert table["columns"] == [*TABLE_COLUMNS, "toy_score"]
+        scores = [row[-1] for row in table["data"] if row[-1] is not None]
+        assert all(score == 0.5 for score in scores)
+    scored = [r for r in rows if "train/faith/toy_score" in r]
+    logged = [e for e in _rank(out, 0)["log_history"] if "faith/toy_score" in e]
+    assert len(scored) == len(logged) and all(r["train/faith/toy_score"] == 0.5 for r in scored)
+
+
 # ---------------------------------------------------------------------- TensorBoard
 def test_tensorboard_event_files_hold_every_round(tmp_path, monkeypatch):
     pytest.importorskip("tensorboard")
