@@ -12,6 +12,8 @@ import string
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from faithcb.errors import ConfigError
+
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
@@ -56,7 +58,7 @@ def tiny_tokenizer(*, chat_template: bool = False, padding_side: str = "right") 
     from transformers import PreTrainedTokenizerFast
 
     if padding_side not in ("left", "right"):
-        raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+        raise ConfigError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
     vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
     for ch in _CHARS:
         vocab.setdefault(ch, len(vocab))
@@ -101,9 +103,9 @@ def tiny_model(
     from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, Qwen2Config
 
     if family not in FAMILIES:
-        raise ValueError(f"family must be one of {', '.join(FAMILIES)}; got {family!r}")
+        raise ConfigError(f"family must be one of {', '.join(FAMILIES)}; got {family!r}")
     if hidden_size % num_heads:
-        raise ValueError(f"hidden_size ({hidden_size}) must be divisible by num_heads ({num_heads})")
+        raise ConfigError(f"hidden_size ({hidden_size}) must be divisible by num_heads ({num_heads})")
     vocab_size = len(tokenizer)
     ids = {
         "pad_token_id": tokenizer.pad_token_id,
@@ -179,13 +181,13 @@ def train_tiny(
     import torch
 
     if not texts:
-        raise ValueError("train_tiny needs at least one text")
+        raise ConfigError("train_tiny needs at least one text")
     if completion_starts is not None and len(completion_starts) != len(texts):
-        raise ValueError(
+        raise ConfigError(
             f"completion_starts has {len(completion_starts)} entries but there are {len(texts)} texts"
         )
     if tokenizer.eos_token_id is None or tokenizer.pad_token_id is None:
-        raise ValueError("the tokenizer needs an eos token and a pad token")
+        raise ConfigError("the tokenizer needs an eos token and a pad token")
     max_len = int(
         getattr(model.config, "max_position_embeddings", 0) or getattr(model.config, "n_positions", 0)
     )

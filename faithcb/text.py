@@ -14,6 +14,8 @@ from decimal import Decimal, localcontext
 from fractions import Fraction
 from itertools import pairwise
 
+from faithcb.errors import ConfigError
+
 __all__ = [
     "ANSWER_KINDS",
     "extract_answer",
@@ -158,8 +160,8 @@ def locate_steps(chain: str, steps: Sequence[str]) -> list[tuple[int, int]]:
         pattern = r"\s+".join(re.escape(tok) for tok in s.split())
         m = re.compile(pattern).search(chain, pos)
         if m is None:
-            raise ValueError(
-                f"step {i} ({s[:80]!r}) not found in the chain after character {pos}; "
+            raise ConfigError(
+                f"splitter: step {i} ({s[:80]!r}) not found in the chain after character {pos}; "
                 "a custom splitter must return pieces of the chain, in order"
             )
         spans.append((m.start(), m.end()))
@@ -301,7 +303,7 @@ def normalize_answer(text: str, kind: str, n_choices: int = 5) -> str | None:
         return normalize_choice(text, n_choices)
     if kind == "text":
         return normalize_text(text)
-    raise ValueError(f"unknown answer kind {kind!r}; expected one of {', '.join(ANSWER_KINDS)}")
+    raise ConfigError(f"kind: unknown answer kind {kind!r}; expected one of {', '.join(ANSWER_KINDS)}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -348,7 +350,7 @@ def extract_answer(text: str, kind: str = "number", n_choices: int = 5) -> str |
     a leading letter such as "C) 600" or "(C" ("choice"), or the first non-empty line ("text").
     """
     if kind not in ANSWER_KINDS:
-        raise ValueError(f"unknown answer kind {kind!r}; expected one of {', '.join(ANSWER_KINDS)}")
+        raise ConfigError(f"kind: unknown answer kind {kind!r}; expected one of {', '.join(ANSWER_KINDS)}")
     boxed = _last_boxed(text)
     if boxed is not None:
         return normalize_answer(boxed, kind, n_choices)
