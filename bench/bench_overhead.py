@@ -38,8 +38,8 @@ from faithcb.callback import FaithfulnessCallback
 from faithcb.config import FaithConfig
 from faithcb.data import ProbeSet, Problem
 from faithcb.engine import FaithfulnessEngine
-from faithcb.lm import TokenCounter
 from faithcb.prompting import Prompter, training_text
+from faithcb.scoring import TokenCounter
 from faithcb.tasks.arithmetic import make_examples
 
 
@@ -158,30 +158,19 @@ def round_profile(model, tokenizer, problems, cfg: FaithConfig) -> dict[str, flo
     """One round on ``model`` split into chain generation and probing, with token counts."""
     engine = FaithfulnessEngine(model, tokenizer, cfg.probe_settings(), show_progress=False)
     lm = engine.lm
-    generated = {"new": 0}
-    original = lm.generate
-
-    def counting_generate(prompts, **kw):
-        out = original(prompts, **kw)
-        generated["new"] += sum(len(o) for o in out)
-        return out
-
-    lm.generate = counting_generate
-    try:
-        with lm.session():
-            lm.counter = TokenCounter()
-            t0 = time.perf_counter()
-            chains = engine._chains(list(problems))
-            t1 = time.perf_counter()
-            gen_prompt, gen_new = lm.counter.processed, generated["new"]
-            engine._read_full_answers(chains)
-            t2 = time.perf_counter()
-            lm.counter = TokenCounter()
-            generated["new"] = 0
-            engine._probe(chains)
-            t3 = time.perf_counter()
-    finally:
-        del lm.generate
+    # ProbeLM's accounting hook, a fresh TokenCounter per phase: forward positions, and the
+    # tokens generate() returned (not forward positions of their own).
+    with lm.session():
+        lm.counter = TokenCounter()
+        t0 = time.perf_counter()
+        chains = engine._chains(list(problems))
+        t1 = time.perf_counter()
+        gen_prompt, gen_new = lm.counter.processed, lm.counter.generated
+        engine._read_full_answers(chains)
+        t2 = time.perf_counter()
+        lm.counter = TokenCounter()
+        engine._probe(chains)
+        t3 = time.perf_counter()
     n = len(problems)
     return {
         "problems": n,
@@ -190,7 +179,7 @@ def round_profile(model, tokenizer, problems, cfg: FaithConfig) -> dict[str, flo
         "probe_seconds": t3 - t2,
         "chain_prompt_tokens": gen_prompt,  # padded prompt positions (ProbeLM counts the prompt)
         "chain_new_tokens": gen_new,  # generated tokens (each one decode step of the batch)
-        "probe_processed": lm.counter.processed + generated["new"],  # scoring + any generation in probes
+        "probe_processed": lm.counter.processed + lm.counter.generated,  # scoring + any generation in probes
         "probe_real": lm.counter.real,
         "probe_forward_calls": lm.counter.forward_calls,
         "mean_chain_tokens": sum(len(c.chain_ids) for c in chains) / max(1, len(chains)),

@@ -53,10 +53,11 @@ from typing import Any
 import torch
 
 from faithcb.data import ProbeSet
-from faithcb.engine import FaithfulnessEngine, ProbeSettings
-from faithcb.lm import TokenCounter
+from faithcb.engine import FaithfulnessEngine
 from faithcb.probes.base import Chain, Variant
 from faithcb.prompting import LETTERS
+from faithcb.scoring import TokenCounter
+from faithcb.settings import ProbeSettings
 from faithcb.text import extract_answer
 
 PROBES = ("early_answering", "filler", "info_gain")
@@ -189,9 +190,8 @@ def make_engine(
         answer_max_tokens=answer_max_tokens,
         max_chain_tokens=max_chain_tokens,
         batch_size=batch_size,
+        **({"style": style} if style is not None else {}),
     )
-    if style is not None:
-        settings.style = style
     engine = FaithfulnessEngine(model, tokenizer, settings, show_progress=False, strict=True)
     if bin_tokens is not None:  # packing knobs of the fast path (ProbeLM defaults otherwise)
         engine.lm.bin_tokens = bin_tokens
@@ -228,41 +228,25 @@ def run_engine(
     """Time ``engine._probe(chains)``: the engine's whole probing code path after a_full."""
     lm = engine.lm
     side = SideResult(name)
-    decode = {"processed": 0}
-    original = getattr(lm, "_decode_from_cache", None)
-    if original is not None:  # count the tokens spent decoding mismatching answers (instrumentation only)
-
-        def counted(*args, **kwargs):
-            before = lm.counter.processed
-            try:
-                return original(*args, **kwargs)
-            finally:
-                decode["processed"] += lm.counter.processed - before
-
-        lm._decode_from_cache = counted
-    try:
-        for _ in range(repeats):
-            lm.counter = TokenCounter()
-            decode["processed"] = 0
-            with lm.session(), PeakMemory(lm.device) as mem:
-                _sync(lm.device)
-                start = time.perf_counter()
-                records = engine._probe(list(chains))
-                _sync(lm.device)
-                side.seconds.append(time.perf_counter() - start)
-            side.peak_bytes = (
-                mem.peak_bytes if side.peak_bytes is None else max(side.peak_bytes, mem.peak_bytes or 0)
-            )
-            side.memory_method = mem.method
-    finally:
-        if original is not None:
-            del lm._decode_from_cache
+    for _ in range(repeats):
+        lm.counter = TokenCounter()  # ProbeLM's accounting hook: a fresh count per repeat
+        with lm.session(), PeakMemory(lm.device) as mem:
+            _sync(lm.device)
+            start = time.perf_counter()
+            records = engine._probe(list(chains))
+            _sync(lm.device)
+            side.seconds.append(time.perf_counter() - start)
+        side.peak_bytes = (
+            mem.peak_bytes if side.peak_bytes is None else max(side.peak_bytes, mem.peak_bytes or 0)
+        )
+        side.memory_method = mem.method
     side.processed, side.real, side.forward_calls = (
         lm.counter.processed,
         lm.counter.real,
         lm.counter.forward_calls,
     )
-    side.decode_processed = decode["processed"]
+    # the packed path's passes decoding mismatching answers from the cache
+    side.decode_processed = lm.counter.stages.get("decode", 0)
     for i in _scorable(chains):
         record = records[i]
         if "errors" in record:

@@ -19,11 +19,12 @@ from tqdm.auto import tqdm
 
 from faithcb.data import Problem
 from faithcb.errors import ProbeError
-from faithcb.lm import ProbeLM, ScoreRequest
+from faithcb.lm import ProbeLM
 from faithcb.preflight import check_setup
 from faithcb.probes import ProbeContext, build_probes, probe_metrics, probe_names
 from faithcb.probes.base import CURVE_GRID, Chain, Outcome, Variant
 from faithcb.prompting import LETTERS, Prompter
+from faithcb.scoring import ScoreRequest
 from faithcb.settings import ProbeSettings
 from faithcb.stats import summarize
 from faithcb.text import extract_answer, locate_steps, step_spans
@@ -191,7 +192,10 @@ class FaithfulnessEngine:
             chain.answer_text = lm.decode(ids)
             chain.answer = extract_answer(chain.answer_text, chain.problem.kind)
         lettered = [c for c in chains if c.problem.kind == "choice"]
-        requests = [ScoreRequest(c.prefix, len(c.prefix), (), c.cue_ids, (), c.choice_ids) for c in lettered]
+        # One scoring group per chain (problem ids need not be unique within a round).
+        requests = [
+            ScoreRequest(c.prefix, len(c.prefix), (), c.cue_ids, (), c.choice_ids, group=id(c)) for c in lettered
+        ]
         for chain, res in zip(lettered, lm.score(requests) if requests else []):
             best = max(range(len(res.choice_logprobs)), key=res.choice_logprobs.__getitem__)
             chain.answer_ids = [chain.choice_ids[best]]
@@ -263,7 +267,8 @@ class FaithfulnessEngine:
             # Free-form answers: where the exact check fails, read the variant's own answer.
             decode = lm.answer_max_tokens if with_answer and not chain.choice_ids else 0
             return ScoreRequest(
-                chain.prefix, v.prefix_cut(chain), v.insert, chain.cue_ids, conts, chain.choice_ids, decode
+                chain.prefix, v.prefix_cut(chain), v.insert, chain.cue_ids, conts, chain.choice_ids, decode,
+                group=id(chain),  # one group per chain: its variants share the chain's prefix cache
             )
 
         by_chain: dict[int, list[dict]] = {}

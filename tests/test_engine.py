@@ -14,7 +14,7 @@ from faithcb.data import Problem
 from faithcb.engine import FaithfulnessEngine, ProbeSettings, aggregate
 from faithcb.probes import probe_metrics
 from faithcb.errors import ConfigError
-from faithcb.lm import ScoreRequest
+from faithcb.scoring import ScoreRequest
 from faithcb.testing import FAMILIES, tiny_tokenizer
 
 
@@ -309,7 +309,7 @@ def test_greedy_check_equals_unbatched_generate_on_engine_variants(models, toks)
             if hasattr(probe, "prepare"):
                 probe.prepare(ok, lm)
         requests = [
-            ScoreRequest(c.prefix, v.prefix_cut(c), v.insert, c.cue_ids, (tuple(c.answer_ids),))
+            ScoreRequest(c.prefix, v.prefix_cut(c), v.insert, c.cue_ids, (tuple(c.answer_ids),), group=id(c))
             for c in ok
             for probe in engine.probes
             for v in probe.variants(c)

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import inspect
 import random
+import subprocess
+import sys
+import warnings
 
 import numpy as np
 import pytest
 import torch
 
-from faithcb.lm import ProbeLM, ScoreRequest
+from faithcb.lm import ProbeLM, newline_ids
+from faithcb.packed import cache_keyword
+from faithcb.scoring import ScoreRequest, ScoringLM
 from faithcb.testing import FAMILIES, tiny_model, tiny_tokenizer
 
 
@@ -39,23 +45,23 @@ def make_requests(lm: ProbeLM, seed: int = 0, with_greedy: bool = True) -> list[
     """
     rng = random.Random(seed)
     requests = []
-    for _problem in range(2):
+    for problem in range(2):
         prompt, chain, cue = _rand(rng, 5), _rand(rng, 10), _rand(rng, 3)
-        prefix = prompt + chain  # one list object per problem
+        prefix = prompt + chain
         cuts = [len(prompt), len(prompt), len(prompt) + 1, len(prompt) + 4, len(prefix) - 1, len(prefix), 0]
         for i, cut in enumerate(cuts):
             insert = tuple(_rand(rng, [0, 1, 3, 6][i % 4]))
             this_cue = tuple(cue) if i not in (0, 5) else ()  # two with empty insert and cue
             conts = [(), tuple(_rand(rng, 1)), tuple(_rand(rng, 4))]
             rng.shuffle(conts)
-            requests.append(ScoreRequest(prefix, cut, insert, this_cue, tuple(conts), (11, 12, 13)))
+            requests.append(ScoreRequest(prefix, cut, insert, this_cue, tuple(conts), (11, 12, 13), group=problem))
     # a problem whose every context starts at the insert (nothing of the prefix is kept)
     prefix = _rand(rng, 6)
-    requests.append(ScoreRequest(prefix, 0, tuple(_rand(rng, 2)), (), ((), tuple(_rand(rng, 2))), (11, 12)))
+    requests.append(ScoreRequest(prefix, 0, tuple(_rand(rng, 2)), (), ((), tuple(_rand(rng, 2))), (11, 12), group=2))
     if with_greedy:
         answers = lm.generate([r.context() for r in requests], max_new_tokens=3)
         requests = [
-            ScoreRequest(r.prefix, r.cut, r.insert, r.cue, (*r.continuations, tuple(a)), r.choice_ids)
+            ScoreRequest(r.prefix, r.cut, r.insert, r.cue, (*r.continuations, tuple(a)), r.choice_ids, group=r.group)
             for r, a in zip(requests, answers)
         ]
     return requests
@@ -113,13 +119,101 @@ def test_problems_share_forward_passes(models, tok):
     assert_same(a, b)
     # two prefix-sharing problems: prefix, branch and continuation passes once for both, not twice
     assert together.counter.forward_calls < alone.counter.forward_calls
+    assert sum(together.counter.stages.values()) == together.counter.processed
+
+
+# ---------------------------------------------------------------------------------- grouping
+def test_requests_are_grouped_by_their_key_not_their_prefix_object(models, tok):
+    model = models["llama"]
+    lm = ProbeLM(model, tok)
+    with lm.session():
+        requests = make_requests(lm, seed=8)
+    expected = score(model, tok, requests, fast=False)
+    shared = ProbeLM(model, tok)
+    with shared.session():
+        assert_same(shared.score(requests), expected)
+    # a copy of the prefix per request, same keys: the same sharing, the same numbers
+    copies = ProbeLM(model, tok)
+    with copies.session():
+        assert_same(copies.score([dataclasses.replace(r, prefix=list(r.prefix)) for r in requests]), expected)
+    assert copies.counter.stages == shared.counter.stages
+    # a key per request: still exact, but every request reads its own prefix
+    apart = ProbeLM(model, tok)
+    with apart.session():
+        assert_same(apart.score([dataclasses.replace(r, group=i) for i, r in enumerate(requests)]), expected)
+    assert apart.counter.stages["prefix"] > shared.counter.stages["prefix"]
+    # two problems under one key: their prefixes differ, which the packed path refuses
+    with lm.session(), pytest.raises(ValueError, match="share their prefix"):
+        lm.score([dataclasses.replace(r, group=0) for r in requests])
+
+
+def test_the_group_key_is_required():
+    with pytest.raises(TypeError):
+        ScoreRequest([1, 2], 2, (), (), ((3,),))  # type: ignore[call-arg]
+
+
+# ---------------------------------------------------------------------------------- interfaces
+def test_probe_lm_is_a_scoring_lm(models, tok):
+    assert isinstance(ProbeLM(models["llama"], tok), ScoringLM)
+
+
+def test_scoring_types_import_without_torch():
+    code = "import sys, faithcb.scoring; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+@pytest.mark.parametrize("chat", [False, True])
+def test_newline_ids_are_the_ids_whose_text_has_a_newline(chat):
+    """Answers end at the ids ``newline_ids`` lists; they used to be found by decoding each token."""
+    tok = tiny_tokenizer(chat_template=chat)
+    expected = {t for t in range(len(tok) + 5) if "\n" in tok.decode([t])}
+    assert expected and newline_ids(tok) == expected
+    assert ProbeLM(tiny_model(tok, "gpt2", hidden_size=16, num_layers=1), tok).newline_ids == expected
+
+
+def test_cache_keyword_follows_the_model_signature(models):
+    """transformers 5.x takes the KV cache as ``cache`` (``past_key_values`` warns), 4.x as
+    ``past_key_values``; a PEFT-style wrapper passes it on to the model it wraps."""
+
+    class Old(torch.nn.Module):
+        def forward(self, input_ids=None, past_key_values=None, use_cache=None):
+            return None
+
+    class Wrapper(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def get_base_model(self):
+            return self.inner
+
+        def forward(self, *args, **kwargs):
+            return self.inner(*args, **kwargs)
+
+    assert cache_keyword(Old()) == "past_key_values"
+    assert cache_keyword(Wrapper(Old())) == "past_key_values"
+    for model in models.values():
+        new = "cache" in inspect.signature(type(model).forward).parameters
+        assert cache_keyword(model) == cache_keyword(Wrapper(model)) == ("cache" if new else "past_key_values")
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_packed_scoring_raises_no_deprecation_warning(models, tok, family):
+    lm = ProbeLM(models[family], tok)
+    with lm.session():
+        requests = [dataclasses.replace(r, decode_tokens=3) for r in make_requests(lm, seed=9)]
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", FutureWarning)
+            warnings.simplefilter("error", DeprecationWarning)
+            lm.score(requests)
+    assert lm.counter.stages.get("decode", 0) > 0  # every packed stage ran
 
 
 def test_scores_are_log_probabilities_of_the_continuation(models, tok):
     """Cross-check the plain path against a single unpadded forward pass computed here."""
     model = models["llama"]
     prefix = list(range(20, 32))
-    req = ScoreRequest(prefix, 7, (40, 41), (50,), ((60, 61, 62),), (70, 71))
+    req = ScoreRequest(prefix, 7, (40, 41), (50,), ((60, 61, 62),), (70, 71), group=0)
     (res,) = score(model, tok, [req], fast=True)
     ids = torch.tensor([[*prefix[:7], 40, 41, 50, 60, 61, 62]])
     with torch.no_grad():
@@ -145,7 +239,7 @@ def test_greedy_check_matches_greedy_decoding(models, tok):
                 j = rng.randrange(len(bad))
                 bad[j] = 7 + (bad[j] - 7 + 1 + rng.randrange(90)) % 93  # any other printable char
                 assert bad != ans
-                requests.append(ScoreRequest(ctx, len(ctx), (), (), (tuple(ans), tuple(bad))))
+                requests.append(ScoreRequest(ctx, len(ctx), (), (), (tuple(ans), tuple(bad)), group=len(requests)))
             for fast in (True, False):
                 lm.fast = fast
                 for res in lm.score(requests):
@@ -187,7 +281,7 @@ def test_session_restores_everything(tok):
         lm.generate([[20, 21, 22]], max_new_tokens=5, do_sample=True)  # consumes the RNG
         random.random()
         np.random.rand()
-        res = lm.score([ScoreRequest([20, 21, 22], 3, (), (), ((30,),))])
+        res = lm.score([ScoreRequest([20, 21, 22], 3, (), (), ((30,),), group=0)])
         assert res[0].continuations[0].logprob < 0
 
     assert model.training is True
@@ -310,13 +404,13 @@ def test_mismatching_answers_are_decoded_like_generate(tok, family):
     prompter = Prompter(None, STYLE)
     with lm.session():
         requests = []
-        for problem in probe_problems(3):
+        for p, problem in enumerate(probe_problems(3)):
             prompt, cue = prompter.pieces(problem, tok)
             prompt_ids = lm.encode(prompt)
             prefix = prompt_ids + lm.generate([prompt_ids], max_new_tokens=40)[0]
             for cut in (len(prompt_ids), len(prompt_ids) + 12, len(prompt_ids) + 25, len(prefix)):
                 # (0, 0, 0) is never the greedy answer: every request must be decoded
-                requests.append(ScoreRequest(prefix, cut, (), tuple(lm.encode(cue)), ((0, 0, 0),), (), 6))
+                requests.append(ScoreRequest(prefix, cut, (), tuple(lm.encode(cue)), ((0, 0, 0),), (), 6, group=p))
         expected = lm.answer([r.context() for r in requests])
         assert max(len(e) for e in expected) >= 3  # the decoding loop really runs
         # One problem at a time asks for no decoding: the fast path then decodes on a subset of
@@ -350,8 +444,8 @@ def test_sliding_window_models_score_exactly(tok):
         requests = make_requests(lm, seed=6)
     plain = score(model, tok, requests, fast=False)
     assert_same(score(model, tok, requests, fast=True), plain)
-    assert not ProbeLM(model, tok)._packing_supported()
+    assert not ProbeLM(model, tok).packs
     # the same model without its window packs again (and still matches)
     model.config.use_sliding_window = False
     model.config.layer_types = ["full_attention"] * config.num_hidden_layers
-    assert ProbeLM(model, tok)._packing_supported()
+    assert ProbeLM(model, tok).packs

@@ -11,7 +11,7 @@ from conftest import STYLE
 
 from faithcb.data import Problem
 from faithcb.engine import FaithfulnessEngine, ProbeSettings
-from faithcb.lm import ContinuationScore, ProbeLM, ScoreRequest, ScoreResult
+from faithcb.lm import ProbeLM
 from faithcb.probes import (
     AddingMistakes,
     EarlyAnswering,
@@ -26,6 +26,7 @@ from faithcb.probes import (
 )
 from faithcb.probes.base import CURVE_GRID, Chain, trapezoid
 from faithcb.probes.mistakes import corrupt_step
+from faithcb.scoring import ContinuationScore, ScoreRequest, ScoreResult, ScoringLM
 from faithcb.testing import tiny_model, tiny_tokenizer
 from faithcb.text import numbers_in, step_spans
 
@@ -331,8 +332,8 @@ def test_mistakes_variants_and_record():
 # ---------------------------------------------------------------------------------- scripted engine
 
 
-class ScriptedLM(ProbeLM):
-    """A ProbeLM whose 'model' is a rule over contexts (no forward passes at all).
+class ScriptedLM:
+    """A ``ScoringLM`` whose 'model' is a rule over contexts (no forward passes at all).
 
     ``rule(chain_text_in_context, question) -> answer string`` decides what the model answers.
     Chains are generated verbatim from ``chains`` (by question). The exact greedy check and the
@@ -342,11 +343,7 @@ class ScriptedLM(ProbeLM):
     def __init__(self, tok, chains: dict[str, str], rule):
         self.tokenizer = tok
         self.model = None
-        self.fast = True
-        self.max_batch_size = 16
         self.answer_max_tokens = 8
-        self.eos_ids = {tok.eos_token_id}
-        self.pad_id = tok.pad_token_id
         self.chains = chains
         self.rule = rule
         self.scored = 0
@@ -355,6 +352,12 @@ class ScriptedLM(ProbeLM):
         import contextlib
 
         return contextlib.nullcontext(self)
+
+    def encode(self, text, *, special=False):
+        return list(self.tokenizer(text, add_special_tokens=special)["input_ids"])
+
+    def decode(self, ids):
+        return self.tokenizer.decode(list(ids), skip_special_tokens=True)
 
     def _parse(self, context: Sequence[int]) -> tuple[str, str]:
         text = self.tokenizer.decode(list(context), skip_special_tokens=True)
@@ -404,6 +407,7 @@ def scripted_engine(rule, chain: str, gold: str = "7", probes=("early_answering"
     engine = FaithfulnessEngine(tiny_model(tok, "llama", hidden_size=16, num_layers=1), tok, settings,
                                 show_progress=False, strict=True)
     engine.lm = ScriptedLM(tok, {QUESTION: chain}, rule)
+    assert isinstance(engine.lm, ScoringLM)
     for probe in engine.probes:
         if hasattr(probe, "encode"):
             probe.encode = engine.lm.encode

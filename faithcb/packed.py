@@ -1,0 +1,444 @@
+"""The packed cross-problem scorer: ``ProbeLM.score``'s fast path, on token ids only.
+
+Scoring decides greedy agreement exactly (METRICS.md, "Answer agreement"): a continuation
+``t_1..t_m`` is what greedy decoding would produce under a context iff every ``t_j`` is the argmax
+at its position when teacher-forced. This module shares the work between the variants of a
+problem and batches problems together: each problem's prefix (prompt + full chain) runs once
+with the KV cache; its variants' ``insert + cue`` are then packed into a few sequences on top of
+that cache, then their continuations, then (where the exact check fails) their decoded answers.
+A tree-shaped 4-D attention mask lets every packed token see exactly what it would see in its
+standalone sequence (the prefix up to its variant's cut, its own earlier tokens) and explicit
+position ids give it the same positions, so each distinct token is read about once and a round
+of 16 problems takes a few dozen forward passes.
+
+The scorer never sees text: where a decoded answer ends (an end-of-sequence id, or a newline
+after its first token) is decided from id sets computed once by the caller. Session handling,
+batching under out-of-memory and the plain reference path stay in ``faithcb.lm.ProbeLM``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from collections.abc import Collection, Hashable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from faithcb.scoring import ContinuationScore, ScoreRequest, ScoreResult, TokenCounter, needs_decode
+
+__all__ = ["PackedScorer", "cache_keyword", "group_problems", "mask_dtype", "packing_supported"]
+
+
+# ---------------------------------------------------------------------- what the model supports
+def packing_supported(config) -> bool:
+    """Whether a model with this config can take the packed path.
+
+    The packed path needs a custom 4-D mask, which sdpa and eager attention take; other kernels
+    (flash-attention, flex) would ignore or reject it. Sliding-window layers crop their cache to
+    the window, and a packed cache (prefix + every variant) outgrows it. Those models use the
+    plain path.
+    """
+    return getattr(config, "_attn_implementation", "sdpa") in ("sdpa", "eager") and not _sliding_window(config)
+
+
+def mask_dtype(config) -> torch.dtype:
+    """The packed mask's dtype for this model's attention kernel."""
+    # SDPA takes a boolean mask (True = attend) whatever the compute dtype; eager attention adds
+    # the mask to its scores, so it needs an additive float mask.
+    if getattr(config, "_attn_implementation", "sdpa") == "sdpa":
+        return torch.bool
+    return torch.float32
+
+
+def cache_keyword(model) -> str:
+    """The keyword under which ``model``'s forward takes (and its output returns) the KV cache.
+
+    transformers 5.x renamed ``past_key_values`` to ``cache``; the old name still works there but
+    raises a FutureWarning on every call (its ``deprecate_kwarg`` decorator) and a logged warning
+    when read off the output. Older versions (>= 4.56) only know ``past_key_values``. The class's
+    forward is inspected (``inspect.signature`` follows the decorators' ``__wrapped__``), through a
+    PEFT wrapper to the model it wraps: their own forward passes the cache on in ``**kwargs``.
+    """
+    base = model.get_base_model() if callable(getattr(model, "get_base_model", None)) else model
+    forward = getattr(type(base), "forward", None)
+    try:
+        params = inspect.signature(forward).parameters if forward is not None else {}
+    except (TypeError, ValueError):  # pragma: no cover - builtins or C-implemented forwards
+        params = {}
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def _sliding_window(config) -> bool:
+    """Whether any attention layer of the model uses a sliding window."""
+    if not getattr(config, "sliding_window", None) or getattr(config, "use_sliding_window", True) is False:
+        return False
+    types = getattr(config, "layer_types", None)
+    return True if types is None else any("sliding" in t for t in types)
+
+
+# ---------------------------------------------------------------------- grouping requests
+def group_problems(
+    requests: Sequence[ScoreRequest],
+) -> tuple[list[list[int]], list[list[ScoreRequest]], list[int]]:
+    """Split ``requests`` by their ``group`` key, in order of first appearance.
+
+    Returns the request indices of each problem that has a prefix to share, those problems'
+    requests as the packed passes take them, and the indices of the requests left to the plain
+    path (their problem has nothing to share: every context starts at the insert). Raises
+    ``ValueError`` when requests of one group disagree on the prefix they would share.
+    """
+    groups: dict[Hashable, list[int]] = {}
+    for i, req in enumerate(requests):
+        groups.setdefault(req.group, []).append(i)
+    shared = [idx for idx in groups.values() if max(requests[i].cut for i in idx) > 0]
+    alone = [i for idx in groups.values() if max(requests[i].cut for i in idx) == 0 for i in idx]
+    for idx in shared:
+        _check_shared_prefix([requests[i] for i in idx])
+    problems = [[_feed_last_prefix_token(requests[i]) for i in idx] for idx in shared]
+    return shared, problems, alone
+
+
+def _check_shared_prefix(reqs: Sequence[ScoreRequest]) -> None:
+    # The prefix cache is built from the longest cut's prefix and read by every request of the
+    # group, so a request whose prefix differs before its own cut would be scored on another
+    # problem's text. Requests built from one list object (the engine's chain.prefix) skip the
+    # comparison.
+    longest = max(reqs, key=lambda r: r.cut)
+    for req in reqs:
+        if req.prefix is not longest.prefix and list(req.prefix[: req.cut]) != list(longest.prefix[: req.cut]):
+            raise ValueError(
+                f"ScoreRequest group {req.group!r}: requests of one group must share their prefix up to their cuts"
+            )
+
+
+# ---------------------------------------------------------------------- the scorer
+class PackedScorer:
+    """Packed scoring of several problems' requests per forward pass.
+
+    ``end_ids`` end a decoded answer anywhere, ``newline_ids`` (the ids whose text contains a
+    newline) after its first token: the same rule as ``ProbeLM.answer``. Every forward pass is
+    recorded in ``counter``.
+    """
+
+    def __init__(
+        self,
+        model,
+        *,
+        pad_id: int,
+        end_ids: Collection[int],
+        newline_ids: Collection[int],
+        max_batch_size: int,
+        max_batch_tokens: int,
+        bin_tokens: int,
+        counter: TokenCounter,
+    ):
+        self.model = model
+        self.device = next(model.parameters()).device
+        self.pad_id = pad_id
+        self.end_ids = frozenset(end_ids)
+        self.newline_ids = frozenset(newline_ids)
+        self.max_batch_size = max(1, int(max_batch_size))
+        # Packed tokens per forward pass (several problems), bounding the activation and
+        # vocabulary-logit memory of one pass; a single problem may exceed it.
+        self.max_batch_tokens = max(1, int(max_batch_tokens))
+        self.bin_tokens = max(1, int(bin_tokens))
+        self.counter = counter
+        config = getattr(model, "config", None)
+        self.mask_dtype = mask_dtype(config)
+        self.cache_keyword = cache_keyword(model)
+
+    def batches(self, problems: Sequence[Sequence[ScoreRequest]]) -> list[list[int]]:
+        """Problem indices in batches: at most ``max_batch_size`` problems and ``max_batch_tokens``
+        packed tokens, of similar packed length (a batch is closed once right-padding would exceed
+        a quarter of its real tokens)."""
+        size = [_packed_tokens(reqs) for reqs in problems]
+        batches: list[list[int]] = []
+        for i in sorted(range(len(problems)), key=size.__getitem__):
+            current = batches[-1] if batches else None
+            if current is not None and len(current) < self.max_batch_size:
+                total = sum(size[j] for j in current) + size[i]
+                if size[i] * (len(current) + 1) <= 1.25 * total and total <= self.max_batch_tokens:
+                    current.append(i)
+                    continue
+            batches.append([i])
+        return batches
+
+    # Each problem's prefix (prompt + chain) runs once; then its variants' inserts + cues are
+    # packed into a few sequences ("bins", one batch row each) on top of a copy of that prefix's
+    # cache, then their continuations, then the answers that must be decoded. A 4-D mask
+    # (``_KeyTable``) gives each packed token exactly the keys its standalone sequence would have
+    # (prefix[:cut], its own earlier tokens) and explicit position ids give it the same
+    # positions. Several problems share every forward pass.
+    def score(self, problems: Sequence[Sequence[ScoreRequest]]) -> list[list[ScoreResult]]:
+        """Score one batch of problems (each problem's requests share one prefix)."""
+        dev = self.device
+        # Stage 0: the prefixes, right-padded (real tokens keep positions 0..n-1); no logits.
+        needed = [max(r.cut for r in reqs) for reqs in problems]
+        width = max(needed)
+        ids = torch.full((len(problems), width), self.pad_id, dtype=torch.long)
+        real = torch.zeros((len(problems), width), dtype=torch.bool)
+        for g, reqs in enumerate(problems):
+            longest = max(reqs, key=lambda r: r.cut)
+            ids[g, : needed[g]] = torch.tensor(list(longest.prefix[: needed[g]]), dtype=torch.long)
+            real[g, : needed[g]] = True
+        self._count(real, "prefix")
+        cache = self._forward(ids.to(dev), real.long().to(dev), torch.arange(width).expand_as(ids).to(dev), None,
+                              torch.zeros_like(real).to(dev))[0]
+        # One batch row per bin from here on; a bin starts from its problem's prefix cache.
+        bins = [(g, idx) for g, reqs in enumerate(problems) for idx in self._bins(reqs)]
+        home = {(g, r): b for b, (g, idx) in enumerate(bins) for r in idx}
+        row_problem = torch.tensor([g for g, _ in bins], dtype=torch.long, device=dev)
+        if len(bins) != len(problems):
+            cache.reorder_cache(row_problem)
+        keys = _KeyTable(real.to(dev)[row_problem])
+
+        # Stage 1: every request's insert + cue; keep the logits at its last token.
+        mids = [[[*r.insert, *r.cue] for r in reqs] for reqs in problems]
+        rows = [
+            [(tok, r, -1, problems[g][r].cut + j, problems[g][r].cut, j == len(mids[g][r]) - 1)
+             for r in idx for j, tok in enumerate(mids[g][r])]
+            for g, idx in bins
+        ]
+        cache, first = self._forward_packed(cache, keys, rows, "branch")
+        first_at = {(b, r): k for k, (b, (_t, r, *_rest)) in enumerate(_kept(rows))}
+
+        # Stage 2: each continuation's tokens but the last (that one is only predicted).
+        rows = [
+            [(tok, r, c, problems[g][r].cut + len(mids[g][r]) + j, problems[g][r].cut, True)
+             for r in idx for c, cont in enumerate(problems[g][r].continuations) for j, tok in enumerate(cont[:-1])]
+            for g, idx in bins
+        ]
+        later = None
+        if any(rows):
+            cache, later = self._forward_packed(cache, keys, rows, "continuation")
+        later_at = {(b, r, c, pos): k for k, (b, (_t, r, c, pos, *_rest)) in enumerate(_kept(rows))}
+
+        results: list[list[ScoreResult]] = []
+        todo: list[tuple[int, int]] = []
+        for g, reqs in enumerate(problems):
+            out = []
+            for r, req in enumerate(reqs):
+                b = home[(g, r)]
+                head = first[first_at[(b, r)]]
+                start = req.cut + len(mids[g][r])
+                scores = [
+                    _continuation_score([head, *(later[later_at[(b, r, c, start + j)]] for j in range(len(cont) - 1))], cont)
+                    for c, cont in enumerate(req.continuations)
+                ]
+                res = ScoreResult(tuple(scores), tuple(float(head.logprobs[t]) for t in req.choice_ids))
+                if needs_decode(req, res):
+                    todo.append((g, r))
+                out.append(res)
+            results.append(out)
+        if todo:
+            decoded = self._decode_from_cache(problems, todo, home, cache, keys, first, first_at, mids)
+            for (g, r), toks in zip(todo, decoded):
+                results[g][r] = dataclasses.replace(results[g][r], decoded=tuple(toks))
+        return results
+
+    def _bins(self, reqs: Sequence[ScoreRequest]) -> list[list[int]]:
+        """One problem's requests split into packed sequences of about ``bin_tokens`` tokens.
+
+        A packed sequence pays attention between all its tokens, masked or not, so shorter ones
+        waste less; but every bin costs a copy of the prefix cache, and all rows of a pass are
+        padded to the longest. Dealing the requests longest first, back and forth over the bins,
+        gives every bin a similar share of long (filler) and short (truncation) requests, so
+        both their insert + cue and their continuation widths come out even.
+        """
+        size = [_branch_tokens(r) for r in reqs]
+        capacity = max(self.bin_tokens, max(size))  # the longest request sets the row width anyway
+        count = max(1, min(len(reqs), round(sum(size) / capacity)))
+        bins: list[list[int]] = [[] for _ in range(count)]
+        for turn, r in enumerate(sorted(range(len(reqs)), key=lambda r: -size[r])):
+            lap, slot = divmod(turn, count)
+            bins[slot if lap % 2 == 0 else count - 1 - slot].append(r)
+        return bins
+
+    def _decode_from_cache(self, problems, todo, home, cache, keys, first, first_at, mids) -> list[list[int]]:
+        """Greedy answers for requests ``todo`` (problem, request), continuing their cached
+        contexts: one packed decoding step per token for all of them, never re-reading a context."""
+        outs = [[first[first_at[(home[key], key[1])]].argmax] for key in todo]
+        # Decode on the rows that hold these requests only: every pass reads (and grows) the
+        # whole cache of every row it runs, and usually a few requests of a few rows need decoding.
+        used = sorted({home[key] for key in todo})
+        if len(used) < keys.req.shape[0]:
+            index = torch.tensor(used, dtype=torch.long, device=self.device)
+            cache.reorder_cache(index)
+            keys.select(index)
+            row_of = {b: i for i, b in enumerate(used)}
+            home = {key: row_of[home[key]] for key in todo}
+        for step in range(1, max(problems[g][r].decode_tokens for g, r in todo)):
+            active = [
+                i for i, (g, r) in enumerate(todo)
+                if len(outs[i]) < problems[g][r].decode_tokens and not self._ends_answer(outs[i])
+            ]
+            if not active:
+                break
+            rows: list[list[tuple]] = [[] for _ in range(keys.req.shape[0])]
+            for i in active:
+                g, r = todo[i]
+                req = problems[g][r]
+                rows[home[(g, r)]].append((outs[i][-1], r, -2, req.cut + len(mids[g][r]) + step - 1, req.cut, True))
+            cache, nxt = self._forward_packed(cache, keys, rows, "decode")
+            order = sorted(active, key=lambda i: home[todo[i]])  # packing order: by row, then as added
+            for i, pick in zip(order, nxt):
+                outs[i].append(pick.argmax)
+        return outs
+
+    def _ends_answer(self, answer: list[int]) -> bool:
+        # Like ``ProbeLM.answer``: an end token ends it anywhere, a newline only after the first token.
+        last = answer[-1]
+        return last in self.end_ids or (len(answer) > 1 and last in self.newline_ids)
+
+    def _count(self, real: torch.Tensor, stage: str) -> None:
+        self.counter.add(int(real.numel()), int(real.sum()), stage)
+
+    def _forward_packed(self, cache, keys: _KeyTable, rows: Sequence[Sequence[tuple]], stage: str):
+        """One packed forward pass: ``rows[b]`` lists the (token, request, branch, position, cut,
+        keep) entries of batch row b. Returns the grown cache and the next-token scores at the kept
+        entries, in row order."""
+        dev = self.device
+        length = max(1, max(len(row) for row in rows))
+        shape = (len(rows), length)
+        ids = torch.full(shape, self.pad_id, dtype=torch.long)
+        req = torch.full(shape, -1, dtype=torch.long)
+        branch = torch.full(shape, -3, dtype=torch.long)
+        pos = torch.zeros(shape, dtype=torch.long)
+        cut = torch.zeros(shape, dtype=torch.long)
+        keep = torch.zeros(shape, dtype=torch.bool)
+        for g, row in enumerate(rows):
+            if row:
+                cols = list(zip(*row))
+                n = len(row)
+                ids[g, :n], req[g, :n], branch[g, :n] = (torch.tensor(x, dtype=torch.long) for x in cols[:3])
+                pos[g, :n], cut[g, :n] = (torch.tensor(x, dtype=torch.long) for x in cols[3:5])
+                keep[g, :n] = torch.tensor(cols[5], dtype=torch.bool)
+        req, branch, pos, cut, keep = (t.to(dev) for t in (req, branch, pos, cut, keep))
+        self._count(req >= 0, stage)
+        mask = keys.extend(req, branch, pos, cut, self.mask_dtype)
+        return self._forward(ids.to(dev), mask, pos, cache, keep)
+
+    def _forward(self, ids, mask, pos, cache, keep):
+        """Run the model, projecting onto the vocabulary only the hidden states at ``keep``."""
+        head = self.model.get_output_embeddings() if hasattr(self.model, "get_output_embeddings") else None
+        gathered = []
+
+        def only_kept(_module, args):
+            if not args:  # called with keyword arguments: leave it alone, gather afterwards
+                return None
+            gathered.append(True)
+            return (args[0][keep][None], *args[1:])
+
+        handle = head.register_forward_pre_hook(only_kept) if head is not None else None
+        try:
+            out = self.model(
+                input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, **{self.cache_keyword: cache}
+            )
+        finally:
+            if handle is not None:
+                handle.remove()
+        logits = out.logits[0] if gathered else out.logits[keep]  # (kept positions, vocab)
+        grown = out.cache if self.cache_keyword == "cache" else out.past_key_values
+        return grown, _NextToken.from_logits(logits)
+
+
+class _KeyTable:
+    """Which cached key each packed query may attend to (the fast path's tree-shaped mask).
+
+    One row per problem. Every key in the cache is tagged with the request it belongs to (-1 for
+    the shared prefix and for padding), its branch (-1: the request's insert + cue, c >= 0: its
+    continuation c, -2: its decoded answer) and its position. A query of request r, branch b at
+    position p sees the prefix keys before r's cut and r's own keys of branch -1 or b up to p:
+    exactly the keys of its standalone sequence.
+    """
+
+    def __init__(self, prefix_real: torch.Tensor):
+        rows, width = prefix_real.shape
+        dev = prefix_real.device
+        self.prefix = prefix_real
+        self.req = torch.full((rows, width), -1, dtype=torch.long, device=dev)
+        self.branch = torch.full((rows, width), -3, dtype=torch.long, device=dev)
+        self.pos = torch.arange(width, device=dev).expand(rows, width)
+
+    def select(self, rows: torch.Tensor) -> None:
+        """Keep only these batch rows (as the cache did)."""
+        self.prefix, self.req, self.branch, self.pos = (t[rows] for t in (self.prefix, self.req, self.branch, self.pos))
+
+    def extend(self, req, branch, pos, cut, dtype: torch.dtype) -> torch.Tensor:
+        """Add the queries of the next pass as keys; return its (rows, 1, queries, keys) mask."""
+        self.prefix = torch.cat([self.prefix, torch.zeros_like(req, dtype=torch.bool)], dim=1)
+        self.req = torch.cat([self.req, req], dim=1)
+        self.branch = torch.cat([self.branch, branch], dim=1)
+        self.pos = torch.cat([self.pos, pos], dim=1)
+        q = lambda t: t[:, :, None]  # noqa: E731 - broadcasting helpers
+        k = lambda t: t[:, None, :]  # noqa: E731
+        allowed = k(self.prefix) & (k(self.pos) < q(cut))
+        same_branch = (k(self.branch) == -1) | (k(self.branch) == q(branch))
+        allowed |= (k(self.req) == q(req)) & (q(req) >= 0) & same_branch & (k(self.pos) <= q(pos))
+        # Padding queries look at the first prefix token only: an all-masked softmax row would
+        # be NaN, and NaN values would leak through later passes' zero attention weights.
+        allowed[:, :, 0] |= req < 0
+        if dtype == torch.bool:
+            return allowed[:, None]
+        mask = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
+        return mask.masked_fill_(~allowed, torch.finfo(dtype).min)[:, None]
+
+
+@dataclass(frozen=True)
+class _Next:
+    """The next-token distribution at one kept position."""
+
+    logprobs: torch.Tensor  # (vocab,)
+    argmax: int
+
+
+class _NextToken(Sequence):
+    """Next-token log-probabilities at the kept positions of one pass, in packing order."""
+
+    def __init__(self, logprobs: torch.Tensor):
+        self.logprobs = logprobs
+        self.best = logprobs.argmax(-1).tolist() if len(logprobs) else []
+
+    @classmethod
+    def from_logits(cls, logits: torch.Tensor) -> _NextToken:
+        return cls(torch.log_softmax(logits.float(), -1))
+
+    def __len__(self) -> int:
+        return len(self.best)
+
+    def __getitem__(self, k):
+        return _Next(self.logprobs[k], self.best[k])
+
+
+def _kept(rows: Sequence[Sequence[tuple]]):
+    """(problem, entry) for every kept entry, in the order their logits come back."""
+    for g, row in enumerate(rows):
+        for entry in row:
+            if entry[5]:
+                yield g, entry
+
+
+def _continuation_score(steps: Sequence[_Next], cont: Sequence[int]) -> ContinuationScore:
+    if not cont:
+        return ContinuationScore(0.0, True)
+    logprob = sum(float(step.logprobs[t]) for step, t in zip(steps, cont))
+    return ContinuationScore(logprob, all(step.argmax == t for step, t in zip(steps, cont)))
+
+
+def _feed_last_prefix_token(req: ScoreRequest) -> ScoreRequest:
+    """A request with neither insert nor cue re-feeds its last prefix token as its insert (same
+    context, same positions): the packed pass reads the first answer token off that token."""
+    if req.insert or req.cue or req.cut == 0:
+        return req
+    return dataclasses.replace(req, cut=req.cut - 1, insert=(req.prefix[req.cut - 1],))
+
+
+def _branch_tokens(req: ScoreRequest) -> int:
+    """Tokens one request adds after its cut: insert + cue, and every continuation but its last."""
+    return len(req.insert) + len(req.cue) + sum(max(0, len(c) - 1) for c in req.continuations)
+
+
+def _packed_tokens(reqs: Sequence[ScoreRequest]) -> int:
+    """Tokens one problem puts through the packed passes (prefix, inserts + cues, continuations)."""
+    return max(r.cut for r in reqs) + sum(_branch_tokens(r) for r in reqs)

@@ -1,0 +1,133 @@
+"""The scoring vocabulary: what probing asks a language model and what it gets back.
+
+``ScoreRequest``/``ScoreResult``/``ContinuationScore`` are the request and result types of
+teacher-forced scoring, ``TokenCounter`` is the forward-pass accounting hook, and ``ScoringLM``
+is the protocol every model wrapper implements (``faithcb.lm.ProbeLM`` on a real model, the
+scripted fakes of the tests). Plain data and typing only: importing this module does not import
+torch, so probes and tests can build requests without it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+__all__ = [
+    "ContinuationScore",
+    "ScoreRequest",
+    "ScoreResult",
+    "ScoringLM",
+    "TokenCounter",
+    "needs_decode",
+]
+
+
+@dataclass(frozen=True)
+class ScoreRequest:
+    """Score ``continuations`` after ``prefix[:cut] + insert + cue``.
+
+    ``group`` names the problem the request belongs to (keyword-only, required): requests with
+    the same ``group`` in one ``score`` call must share their ``prefix`` (prompt + full chain) up
+    to their cuts, and the fast path computes that prefix's KV cache once for all of them.
+    Requests of different problems need different groups. Any hashable value will do; the
+    engine uses one key per chain.
+    """
+
+    prefix: Sequence[int]
+    cut: int
+    insert: Sequence[int]
+    cue: Sequence[int]
+    continuations: tuple[Sequence[int], ...]
+    # For multiple choice: token ids of the choice letters; their log-probabilities at the first
+    # answer position are returned (the answer is the best-scoring letter).
+    choice_ids: tuple[int, ...] = ()
+    # When the first continuation is *not* the greedy output, decode up to this many tokens
+    # greedily (ending with the terminator) so the caller can compare normalized answers.
+    decode_tokens: int = 0
+    # Keyword-only so it can be required after the defaulted fields (and so it is always named
+    # at the call site: the grouping is a promise the caller makes about the prefixes).
+    group: Hashable = field(kw_only=True)
+
+    def context(self) -> list[int]:
+        return [*self.prefix[: self.cut], *self.insert, *self.cue]
+
+
+@dataclass(frozen=True)
+class ContinuationScore:
+    logprob: float  # sum of log p(t_j | context, t_<j) over the continuation's tokens
+    greedy: bool  # every t_j is the argmax at its position
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    continuations: tuple[ContinuationScore, ...]
+    choice_logprobs: tuple[float, ...] = ()
+    decoded: tuple[int, ...] | None = None  # greedy answer tokens, when asked for and needed
+
+
+def needs_decode(request: ScoreRequest, result: ScoreResult) -> bool:
+    """Whether ``request`` asked for its greedy answer and the exact check says it differs."""
+    return bool(request.decode_tokens and result.continuations and not result.continuations[0].greedy)
+
+
+@dataclass
+class TokenCounter:
+    """Forward-pass token accounting: pass one to ``ProbeLM(counter=...)`` (or read ``lm.counter``).
+
+    The benchmarks compare these counts with the distinct-token minimum; nothing in faithcb
+    reads them. ``stages`` splits ``processed`` by what the pass was for: ``"generate"``
+    (prompts of ``generate``/``answer``), ``"plain"`` (the reference scoring path) and the packed
+    path's ``"prefix"``, ``"branch"`` (inserts + cues), ``"continuation"`` and ``"decode"``
+    (greedy answers decoded from the cache where the exact check failed).
+    """
+
+    processed: int = 0  # every position fed to a forward pass, padding included
+    real: int = 0  # non-padding positions
+    forward_calls: int = 0
+    generated: int = 0  # tokens returned by generate() (after cutting at the end token)
+    stages: dict[str, int] = field(default_factory=dict)
+
+    def add(self, processed: int, real: int, stage: str) -> None:
+        """Record one forward pass (or one ``model.generate`` call: its prompt positions)."""
+        self.processed += processed
+        self.real += real
+        self.forward_calls += 1
+        self.stages[stage] = self.stages.get(stage, 0) + processed
+
+
+@runtime_checkable
+class ScoringLM(Protocol):
+    """What the engine and the probes use of a language model.
+
+    Everything happens inside ``session()``, which puts the model in the state probing needs and
+    undoes it afterwards. Token ids are plain lists of ints throughout.
+    """
+
+    tokenizer: Any  # a Hugging Face tokenizer (probes decode the cue with special tokens kept)
+    model: Any  # the wrapped model: the engine disables PEFT adapters on it for the base evaluator
+    answer_max_tokens: int  # how long an answer ``answer()`` decodes at most
+
+    def session(self) -> AbstractContextManager[Any]: ...
+
+    def encode(self, text: str, *, special: bool = False) -> list[int]: ...
+
+    def decode(self, ids: Sequence[int]) -> str: ...
+
+    def generate(
+        self,
+        prompts: Sequence[Sequence[int]],
+        *,
+        max_new_tokens: int,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+        stop_at_newline: bool = False,
+        keep_stop: bool = False,
+    ) -> list[list[int]]: ...
+
+    def answer(self, contexts: Sequence[Sequence[int]]) -> list[list[int]]: ...
+
+    def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]: ...
