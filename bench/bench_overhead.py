@@ -36,21 +36,20 @@ import torch
 
 from faithcb.callback import FaithfulnessCallback
 from faithcb.config import FaithConfig
-from faithcb.data import ProbeSet, Problem
+from faithcb.data import ProbeSet
 from faithcb.engine import FaithfulnessEngine
-from faithcb.prompting import Prompter, training_text
+from faithcb.problem import Problem
 from faithcb.scoring import TokenCounter
 from faithcb.tasks.arithmetic import make_examples
+from faithcb.training import training_rows
 
 
 def train_texts(tokenizer, n: int, seed: int = 1) -> list[str]:
     """Synthetic arithmetic SFT texts in exactly the layout the probes read (chat template)."""
-    prompter = Prompter.for_tokenizer(tokenizer)
-    return [
-        training_text(prompter, tokenizer, Problem(e["question"], e["answer"]), e["chain"])[0]
-        + tokenizer.eos_token
-        for e in make_examples(n, seed=seed)
-    ]
+    examples = make_examples(n, seed=seed)
+    problems = [Problem(e["question"], e["answer"]) for e in examples]
+    rows = training_rows(problems, tokenizer, chains=[e["chain"] for e in examples], fmt="text")
+    return [r["text"] + tokenizer.eos_token for r in rows]
 
 
 def build_trainer(model, tokenizer, texts, out_dir: str, steps: int, batch: int, lora_r: int):

@@ -1,8 +1,15 @@
-"""Problems and the adapters that load them: GSM8K "####", lettered multiple choice, generic.
+"""Loading problems: the adapters for GSM8K "####", lettered multiple choice and generic records.
 
 Every malformed input raises :class:`~faithcb.errors.ProblemFormatError` with a message that
 names the source, the 1-based line (JSONL) or record number, and the field, e.g.
 ``problems.jsonl line 3: field "answer": no "####" final answer in GSM8K-style answer``.
+
+Each problem keeps its record's worked solution as ``Problem.reference_chain`` when there is one:
+GSM8K's reasoning lines (calculator annotations removed) with the "#### 72" line turned into
+"The answer is 72.", or the first string field among "chain", "rationale" (AQuA), "reasoning" and
+"solution", followed by "The answer is X." when ``extract_answer`` does not already read X from it.
+
+:class:`~faithcb.problem.Problem` lives in :mod:`faithcb.problem` and is re-exported here.
 """
 
 from __future__ import annotations
@@ -12,40 +19,26 @@ import os
 import random
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, overload
 
 from faithcb.errors import ProblemFormatError
-from faithcb.text import ANSWER_KINDS, normalize_answer, normalize_choice, normalize_text, numbers_in
+from faithcb.problem import Problem
+from faithcb.tasks.arithmetic import make_problems
+from faithcb.text import extract_answer, normalize_answer, normalize_choice, normalize_text, numbers_in
 
 __all__ = ["FORMATS", "Problem", "ProbeSet", "load"]
 
 FORMATS = ("auto", "gsm8k", "choice", "generic")
 
 _CALCULATOR = re.compile(r"<<[^<>]*>>")
+# Fields that hold a record's worked solution (AQuA: "rationale"); the first string one is used.
+_CHAIN_FIELDS = ("chain", "rationale", "reasoning", "solution")
 # "A)32400", "(B) 6000", "C. 600", "D: 60000"
 _LETTERED = re.compile(r"^\s*\(?\s*([A-Za-z])\s*[).:]\s*(.*)$", re.DOTALL)
 _SYNTHETIC = re.compile(r"^synthetic(?::(?P<n>[^:]*))?(?::(?P<key>[^:]*))?$")
 _SYNTHETIC_KEYS = {"key": "true", "true": "true", "random": "random", "none": "none"}
 _DEFAULT_SYNTHETIC_N = 64
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One question with its gold answer, already normalized for ``kind``."""
-
-    question: str
-    answer: str  # gold answer, normalized with text.normalize_answer(kind)
-    kind: str = "number"  # "number" | "choice" | "text"
-    choices: tuple[str, ...] = ()  # option texts without letters, in letter order; kind "choice" only
-    id: str = ""
-
-    def __post_init__(self) -> None:
-        if self.kind not in ANSWER_KINDS:
-            raise ProblemFormatError(
-                f"problem {self.id or self.question[:40]!r}: kind {self.kind!r} is not one of {', '.join(ANSWER_KINDS)}"
-            )
 
 
 class _RecordError(Exception):
@@ -79,7 +72,27 @@ def _question(record: Mapping[str, Any], *, calculator: bool = False) -> str:
     return q
 
 
-def _parse_gsm8k(record: Mapping[str, Any]) -> tuple[str, str, str, tuple[str, ...]]:
+_Parsed = tuple[str, str, str, tuple[str, ...], str | None]  # question, answer, kind, choices, chain
+
+
+def _closing(answer: str) -> str:
+    # The closing sentence of the synthetic chains, so every reference chain states its answer in
+    # the form the probes' answer reader finds.
+    return f"\nThe answer is {answer}."
+
+
+def _reference_chain(record: Mapping[str, Any], answer: str, kind: str) -> str | None:
+    """The record's worked solution (first string field of :data:`_CHAIN_FIELDS`), or None."""
+    found = next((record[f] for f in _CHAIN_FIELDS if isinstance(record.get(f), str)), None)
+    if found is None:
+        return None
+    chain = found.strip()
+    if extract_answer(chain, kind) != answer:
+        chain += _closing(answer)
+    return chain
+
+
+def _parse_gsm8k(record: Mapping[str, Any]) -> _Parsed:
     question = _question(record, calculator=True)
     raw = _get(record, "answer")
     if not isinstance(raw, str) or "####" not in raw:
@@ -88,7 +101,10 @@ def _parse_gsm8k(record: Mapping[str, Any]) -> tuple[str, str, str, tuple[str, .
     answer = normalize_answer(final, "number")
     if answer is None:
         raise _RecordError("answer", f'cannot read a number from the "####" final answer {final!r}')
-    return question, answer, "number", ()
+    # The reasoning lines with the "#### 72" line turned into a sentence (always added: GSM8K's
+    # last reasoning line often states an intermediate number, not the answer).
+    reasoning = _strip_calculator(raw.rsplit("####", 1)[0]).strip()
+    return question, answer, "number", (), reasoning + _closing(answer)
 
 
 def _parse_options(options: Any) -> tuple[str, ...]:
@@ -139,7 +155,7 @@ def _choice_letter(value: Any, field: str, choices: tuple[str, ...]) -> str:
     raise _RecordError(field, f"cannot read a choice letter A-{last} from {text!r}")
 
 
-def _parse_choice(record: Mapping[str, Any]) -> tuple[str, str, str, tuple[str, ...]]:
+def _parse_choice(record: Mapping[str, Any]) -> _Parsed:
     question = _question(record)
     if record.get("options") is not None:
         choices = _parse_options(record["options"])
@@ -153,7 +169,8 @@ def _parse_choice(record: Mapping[str, Any]) -> tuple[str, str, str, tuple[str, 
         field = "answer"
     else:
         raise _RecordError("correct", 'missing (give the correct option letter in "correct" or "answer")')
-    return question, _choice_letter(record[field], field, choices), "choice", choices
+    letter = _choice_letter(record[field], field, choices)
+    return question, letter, "choice", choices, _reference_chain(record, letter, "choice")
 
 
 def _looks_numeric(answer: str) -> bool:
@@ -165,7 +182,7 @@ def _looks_numeric(answer: str) -> bool:
     return len(re.findall(r"[^\W\d_]+", residue)) <= 1
 
 
-def _parse_generic(record: Mapping[str, Any]) -> tuple[str, str, str, tuple[str, ...]]:
+def _parse_generic(record: Mapping[str, Any]) -> _Parsed:
     if record.get("choices") is not None or record.get("options") is not None:
         return _parse_choice(record)
     question = _question(record)
@@ -179,7 +196,7 @@ def _parse_generic(record: Mapping[str, Any]) -> tuple[str, str, str, tuple[str,
     answer = normalize_answer(text, kind)
     if answer is None:
         raise _RecordError("answer", f"cannot normalize {text!r} as a {kind} answer")
-    return question, answer, kind, ()
+    return question, answer, kind, (), _reference_chain(record, answer, kind)
 
 
 def _detect(record: Mapping[str, Any]) -> str:
@@ -220,7 +237,7 @@ def _parse_records(
         mapped = {fmap.get(k, k): v for k, v in record.items()}
         try:
             fmt = _detect(mapped) if format == "auto" else format
-            question, answer, kind, choices = _PARSERS[fmt](mapped)
+            question, answer, kind, choices, chain = _PARSERS[fmt](mapped)
         except _RecordError as e:
             field = e.field
             if field is None:
@@ -228,7 +245,11 @@ def _parse_records(
             named = f'"{field}"' if field not in reverse else f'"{field}" (from "{reverse[field]}")'
             raise ProblemFormatError(f"{where}: field {named}: {e.message}") from None
         pid = str(mapped["id"]) if mapped.get("id") is not None else f"{source}:{number}"
-        problems.append(Problem(question=question, answer=answer, kind=kind, choices=choices, id=pid))
+        problems.append(
+            Problem(
+                question=question, answer=answer, kind=kind, choices=choices, id=pid, reference_chain=chain
+            )
+        )
     return problems
 
 
@@ -362,9 +383,6 @@ class ProbeSet(Sequence[Problem]):
     @classmethod
     def synthetic(cls, n: int, seed: int = 0, **kwargs: Any) -> ProbeSet:
         """``n`` built-in arithmetic problems (see :func:`faithcb.tasks.arithmetic.make_problems`)."""
-        # Imported here: tasks imports Problem from this module.
-        from faithcb.tasks.arithmetic import make_problems
-
         return cls(make_problems(n, seed, **kwargs), source=f"synthetic:{n}")
 
     @classmethod

@@ -176,19 +176,16 @@ def _wandb_finish() -> None:
 
 
 # ---------------------------------------------------------------------- one arm
-def _dataset(examples, tokenizer, prompter):
+def _dataset(examples, tokenizer):
     """Prompt/completion rows in exactly the layout the probes read (loss on the completion only)."""
     from datasets import Dataset
 
-    from faithcb.data import Problem
-    from faithcb.prompting import training_text
+    from faithcb.problem import Problem
+    from faithcb.training import training_rows
 
-    prompts, completions = [], []
-    for e in examples:
-        text, start = training_text(prompter, tokenizer, Problem(e["question"], e["answer"]), e["chain"])
-        prompts.append(text[:start])
-        completions.append(text[start:])  # SFTTrainer appends eos (<|im_end|> for SmolLM2)
-    return Dataset.from_dict({"prompt": prompts, "completion": completions})
+    problems = [Problem(e["question"], e["answer"]) for e in examples]
+    # SFTTrainer appends eos to each completion (<|im_end|> for SmolLM2).
+    return Dataset.from_list(training_rows(problems, tokenizer, chains=[e["chain"] for e in examples]))
 
 
 def _checkpointing_field(config_class) -> str:
@@ -207,7 +204,6 @@ def run_arm(arm: str, s: DemoSettings, model_name: str, out_dir: Path, problems,
     from faithcb.callback import FaithfulnessCallback
     from faithcb.config import FaithConfig
     from faithcb.models import load_model
-    from faithcb.prompting import Prompter
     from faithcb.tasks.arithmetic import control_examples, shortcut_examples
 
     arm_dir = out_dir / arm
@@ -218,7 +214,7 @@ def run_arm(arm: str, s: DemoSettings, model_name: str, out_dir: Path, problems,
 
     model, tokenizer = load_model(None if model_name == EMBEDDED else model_name)
     make = shortcut_examples if arm == "shortcut" else control_examples
-    train = _dataset(make(s.train_examples, seed=s.seed), tokenizer, Prompter.for_tokenizer(tokenizer))
+    train = _dataset(make(s.train_examples, seed=s.seed), tokenizer)
     set_seed(s.seed)  # same LoRA init and batch order in both arms
     args = SFTConfig(
         output_dir=str(arm_dir),

@@ -17,12 +17,12 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from faithcb.data import Problem
 from faithcb.errors import ProbeError
 from faithcb.lm import ProbeLM
 from faithcb.preflight import check_setup
 from faithcb.probes import ProbeContext, build_probes, probe_metrics, probe_names
 from faithcb.probes.base import CURVE_GRID, Chain, Outcome, Variant
+from faithcb.problem import Problem
 from faithcb.prompting import LETTERS, Prompter
 from faithcb.scoring import ScoreRequest
 from faithcb.settings import ProbeSettings

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from faithcb.data import Problem
+from faithcb.problem import Problem
 
 _SENTINEL = "\u2063FAITHCB_CHAIN\u2063"
 LETTERS = "ABCDEFGHIJ"

@@ -20,10 +20,16 @@ Probe problems: ``--faith_problems FILE|synthetic:N`` if given, else problems he
 training data (``--holdout``). History: ``OUTPUT_DIR/faith_history.jsonl``.
 """
 
-from common import DataArguments, correctness_reward, grpo_dataset, load_examples, load_model_and_tokenizer
 from trl import GRPOConfig, GRPOTrainer, ModelConfig, TrlParser, get_peft_config
 
 from faithcb import FaithConfig, FaithfulnessCallback
+from faithcb.recipes import (
+    DataArguments,
+    correctness_reward,
+    grpo_dataset,
+    load_examples,
+    load_model_and_tokenizer,
+)
 
 PARSER_TYPES = (DataArguments, GRPOConfig, ModelConfig, FaithConfig)
 

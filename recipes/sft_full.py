@@ -17,10 +17,10 @@ Probe problems: ``--faith_problems FILE|synthetic:N`` if given, else problems he
 training data (``--holdout``). History: ``OUTPUT_DIR/faith_history.jsonl``.
 """
 
-from common import DataArguments, load_examples, load_model_and_tokenizer, sft_dataset
 from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser
 
 from faithcb import FaithConfig, FaithfulnessCallback
+from faithcb.recipes import DataArguments, load_examples, load_model_and_tokenizer, sft_dataset
 
 PARSER_TYPES = (DataArguments, SFTConfig, ModelConfig, FaithConfig)
 

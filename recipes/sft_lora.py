@@ -20,10 +20,10 @@ training data (``--holdout``). History: ``OUTPUT_DIR/faith_history.jsonl``; repo
 ``faithcb report OUTPUT_DIR``.
 """
 
-from common import DataArguments, load_examples, load_model_and_tokenizer, sft_dataset
 from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser, get_peft_config
 
 from faithcb import FaithConfig, FaithfulnessCallback
+from faithcb.recipes import DataArguments, load_examples, load_model_and_tokenizer, sft_dataset
 
 PARSER_TYPES = (DataArguments, SFTConfig, ModelConfig, FaithConfig)
 

@@ -27,9 +27,10 @@ import torch
 
 from faithcb.callback import FaithfulnessCallback
 from faithcb.config import FaithConfig
-from faithcb.data import Problem
-from faithcb.prompting import Prompter, PromptStyle, training_text
+from faithcb.problem import Problem
+from faithcb.prompting import PromptStyle
 from faithcb.testing import tiny_model, tiny_tokenizer, train_tiny
+from faithcb.training import training_rows
 
 __all__ = [
     "KINDS",
@@ -81,9 +82,9 @@ def probe_problems(n: int = 4, seed: int = 5) -> list[Problem]:
 
 def train_texts(tok, n: int = 64, seed: int = 1) -> tuple[list[str], list[int]]:
     """Training texts in the probes' layout (without eos) and where each completion starts."""
-    prompter = Prompter(None, STYLE)
-    pairs = [training_text(prompter, tok, problem, chain) for problem, chain in arithmetic(n, seed)]
-    return [t for t, _ in pairs], [s for _, s in pairs]
+    pairs = arithmetic(n, seed)
+    rows = training_rows([p for p, _ in pairs], tok, chains=[c for _, c in pairs], style=STYLE, fmt="text")
+    return [r["text"] for r in rows], [r["completion_start"] for r in rows]
 
 
 @functools.cache
@@ -239,8 +240,8 @@ def make_trainer(
 
     from trl import GRPOConfig, GRPOTrainer
 
-    prompter = Prompter(None, STYLE)
-    prompts = [prompter.pieces(p, tok)[0] for p, _ in arithmetic(n_texts, seed=1)]
+    problems = [p for p, _ in arithmetic(n_texts, seed=1)]
+    prompts = [r["prompt"] for r in training_rows(problems, tok, style=STYLE, fmt="prompt")]
     overrides = {
         "num_generations": 2,
         "max_completion_length": 8,

@@ -12,10 +12,11 @@ import functools
 import pytest
 import torch
 
-from faithcb.data import Problem
-from faithcb.prompting import Prompter, PromptStyle, training_text
+from faithcb.problem import Problem
+from faithcb.prompting import PromptStyle
 from faithcb.tasks.arithmetic import make_examples, make_problems
 from faithcb.testing import tiny_model, tiny_tokenizer, train_tiny
+from faithcb.training import training_rows
 
 # "Raj has 6 pens, wins 4 more, then gives away 4. How many pens now?\n<chain>\nSo 6"
 STYLE = PromptStyle(
@@ -30,15 +31,17 @@ STYLE = PromptStyle(
 
 
 def train_texts(n: int = 40, seed: int = 1) -> tuple[list[str], list[int]]:
-    """Arithmetic examples in both layouts (plain and chat), as ``training_text`` builds them."""
+    """Arithmetic examples in both layouts (plain and chat), as ``training_rows`` builds them."""
+    examples = make_examples(n, seed=seed)
+    problems = [Problem(e["question"], e["answer"]) for e in examples]
     texts, starts = [], []
     for chat in (False, True):
         tok = tiny_tokenizer(chat_template=chat)
-        prompter = Prompter.for_tokenizer(tok, STYLE)
-        for e in make_examples(n, seed=seed):
-            text, start = training_text(prompter, tok, Problem(e["question"], e["answer"]), e["chain"])
-            texts.append(text)
-            starts.append(start)
+        for row in training_rows(
+            problems, tok, chains=[e["chain"] for e in examples], style=STYLE, fmt="text"
+        ):
+            texts.append(row["text"])
+            starts.append(row["completion_start"])
     return texts, starts
 
 

@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
+from faithcb import problem as problem_module
 from faithcb.data import ProbeSet, Problem, load
 from faithcb.errors import FaithcbError, ProblemFormatError
+from faithcb.text import extract_answer
 
 SHARED_DATA = Path(
     os.environ.get("FAITHCB_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
@@ -369,6 +372,78 @@ def test_from_records_accepts_generator() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# Reference chains
+# ---------------------------------------------------------------------------------------------
+
+REFERENCE_CASES = [
+    # (id, record, format, expected reference_chain)
+    ("gsm8k", GOOD_GSM, "auto", "He has 1+2 = 3.\nThe answer is 3."),
+    ("gsm8k reasoning-free", {"question": "q?", "answer": "#### 5"}, "auto", "\nThe answer is 5."),
+    (
+        "aqua rationale stating its letter",
+        {"question": "q?", "options": ["A)1", "B)2"], "rationale": " 1+1 = 2\nAnswer: B ", "correct": "B"},
+        "auto",
+        "1+1 = 2\nAnswer: B",
+    ),
+    (
+        "rationale without the answer gets the closing sentence",
+        {"question": "q?", "options": ["A)1", "B)2"], "rationale": "1+1 = 2", "correct": "B"},
+        "auto",
+        "1+1 = 2\nThe answer is B.",
+    ),
+    (
+        "generic chain",
+        {"question": "q?", "chain": "3 + 4 = 7. The answer is 7.", "answer": "7"},
+        "generic",
+        "3 + 4 = 7. The answer is 7.",
+    ),
+    (
+        "generic solution not read as its answer",
+        {"question": "q?", "solution": "It is Paris.", "answer": "Paris"},
+        "auto",
+        "It is Paris.\nThe answer is paris.",
+    ),
+    (
+        "chain wins over solution",
+        {"question": "q?", "chain": "so 2", "solution": "x", "answer": "2"},
+        "auto",
+        "so 2",
+    ),
+    ("no chain field", {"question": "q?", "answer": "2"}, "auto", None),
+    ("chain not a string", {"question": "q?", "chain": ["2"], "answer": "2"}, "auto", None),
+]
+
+
+@pytest.mark.parametrize(
+    "record, format, expected", [c[1:] for c in REFERENCE_CASES], ids=[c[0] for c in REFERENCE_CASES]
+)
+def test_reference_chain(record: dict, format: str, expected: str | None) -> None:
+    (p,) = ProbeSet.from_records([record], format=format)
+    assert p.reference_chain == expected
+
+
+def test_reference_chain_through_field_map() -> None:
+    records = [{"q": "q?", "a": "2", "explanation": "1+1 = 2"}]
+    (p,) = ProbeSet.from_records(records, field_map={"q": "question", "a": "answer", "explanation": "chain"})
+    assert p.reference_chain == "1+1 = 2"
+
+
+def test_reference_chain_takes_no_part_in_equality_or_repr() -> None:
+    (p,) = ProbeSet.from_records([GOOD_GSM], source="src")
+    plain = Problem(p.question, p.answer, id="src:1")
+    assert plain.reference_chain is None and p.reference_chain is not None
+    assert p == plain and hash(p) == hash(plain)
+    assert "reference_chain" not in repr(p)
+    with pytest.raises(ProblemFormatError, match="reference_chain must be a string or None, got int"):
+        Problem("q", "1", reference_chain=3)
+
+
+def test_problem_lives_in_its_own_module() -> None:
+    assert Problem is problem_module.Problem
+    assert Problem.__module__ == "faithcb.problem"
+
+
+# ---------------------------------------------------------------------------------------------
 # Files and datasets
 # ---------------------------------------------------------------------------------------------
 
@@ -542,6 +617,38 @@ def test_real_gsm8k_train() -> None:
     assert all(p.kind == "number" for p in ps)
     assert not any("<<" in p.question for p in ps)
     assert ps.source == str(path)
+
+
+def _recipe_chain_before(record: dict, problem: Problem) -> str:
+    """How recipes/common.py's ``chain_of`` built a training chain from a record before the
+    reference chain existed (kept here, verbatim in effect, to pin the reference chain to it)."""
+    raw = record.get("answer")
+    if isinstance(raw, str) and "####" in raw:
+        reasoning = re.sub(r"<<[^<>]*>>", "", raw.rsplit("####", 1)[0]).strip()
+        return reasoning + f"\nThe answer is {problem.answer}."
+    found = next(
+        record[f] for f in ("chain", "rationale", "reasoning", "solution") if isinstance(record.get(f), str)
+    )
+    chain = found.strip()
+    if extract_answer(chain, problem.kind) != problem.answer:
+        chain = f"{chain}\nThe answer is {problem.answer}."
+    return chain
+
+
+@pytest.mark.parametrize("rel", ["gsm8k/train.jsonl", "aqua/dev.json"])
+def test_real_reference_chains_equal_the_recipes_chains(rel: str) -> None:
+    path = _shared(rel)
+    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    ps = ProbeSet.from_jsonl(path)
+    assert len(ps) == len(records)
+    for record, p in zip(records, ps, strict=True):
+        assert p.reference_chain == _recipe_chain_before(record, p), p.id
+    if rel.startswith("gsm8k"):
+        assert ps[0].reference_chain == (
+            "Natalia sold 48/2 = 24 clips in May.\n"
+            "Natalia sold 48+24 = 72 clips altogether in April and May.\n"
+            "The answer is 72."
+        )
 
 
 def test_real_aqua_dev() -> None:

@@ -1,4 +1,4 @@
-"""The recipes: every shipped YAML parses with the recipe's own TrlParser; slow end-to-end runs."""
+"""The recipes: every shipped YAML parses with the recipe's own TrlParser; their helpers in faithcb.recipes; slow end-to-end runs."""
 
 from __future__ import annotations
 
@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+import faithcb.recipes as helpers
+from faithcb.errors import ProblemFormatError
+
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes"
 CONFIGS = sorted((RECIPES / "configs").glob("*.yaml"))
@@ -17,9 +20,7 @@ SCRIPTS = {"sft_lora": "sft_lora.py", "sft_full": "sft_full.py", "grpo": "grpo.p
 
 
 def _recipe(name: str):
-    """Import a recipe module from its file (recipes/ is not a package; its scripts import `common`)."""
-    if str(RECIPES) not in sys.path:
-        sys.path.insert(0, str(RECIPES))
+    """Import a recipe module from its file (recipes/ is not a package)."""
     spec = importlib.util.spec_from_file_location(f"recipe_{name}", RECIPES / SCRIPTS[name])
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -32,6 +33,15 @@ def test_every_recipe_has_a_config_and_a_docstring_command():
         doc = _recipe(name).__doc__
         assert doc.splitlines()[0] == f"python recipes/{script} --config recipes/configs/{name}.yaml"
         assert (RECIPES / "configs" / f"{name}.yaml").read_text().startswith(f"# python recipes/{script} ")
+
+
+def test_recipes_import_their_helpers_from_the_package():
+    # Ordinary scripts: no sys.path tricks, no sibling module, helpers from faithcb.recipes.
+    assert sorted(p.name for p in RECIPES.glob("*.py")) == sorted(SCRIPTS.values())
+    for script in SCRIPTS.values():
+        source = (RECIPES / script).read_text()
+        assert "sys.path" not in source and "from common" not in source
+        assert "from faithcb.recipes import" in source
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.stem)
@@ -82,7 +92,6 @@ def test_command_line_overrides_the_config():
 
 
 def test_gsm8k_records_become_chains_and_a_heldout_split(tmp_path):
-    common = _recipe("sft_lora") and sys.modules["common"]
     rows = [
         {
             "question": f"Q{i}: 48 clips, half as many in May. Total?",
@@ -92,34 +101,55 @@ def test_gsm8k_records_become_chains_and_a_heldout_split(tmp_path):
     ]
     path = tmp_path / "gsm.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in rows))
-    train, heldout = common.load_examples(
-        common.DataArguments(dataset=str(path), holdout=2, num_train_examples=0)
+    train, heldout = helpers.load_examples(
+        helpers.DataArguments(dataset=str(path), holdout=2, num_train_examples=0)
     )
     assert len(heldout) == 2 and len(train) == 3
     problem, chain = train[0]
     assert problem.answer == "72" and problem.question.startswith("Q2")
     assert "<<" not in chain and chain.endswith("The answer is 72.")
-    assert common.correctness_reward([chain, "The answer is 71."], ["72", "72"], ["number", "number"]) == [
+    assert chain == "She sold 48/2 = 24 in May.\nAltogether 48+24 = 72.\nThe answer is 72."
+    assert chain == problem.reference_chain
+    assert helpers.correctness_reward([chain, "The answer is 71."], ["72", "72"], ["number", "number"]) == [
         1.0,
         0.0,
     ]
 
 
+def test_records_without_reasoning_are_refused(tmp_path):
+    path = tmp_path / "plain.jsonl"
+    path.write_text("\n".join(json.dumps({"question": f"q{i}?", "answer": str(i)}) for i in range(3)))
+    with pytest.raises(ProblemFormatError, match=r"no reasoning to train on.*rationale"):
+        helpers.load_examples(helpers.DataArguments(dataset=str(path), holdout=1))
+
+
+def test_aqua_rationales_become_chains(tmp_path):
+    # AQuA's dev.json holds one object a line under a .json suffix.
+    rows = [
+        {"question": f"q{i}?", "options": ["A)1", "B)2"], "rationale": "1 + 1 = 2. Answer B", "correct": "B"}
+        for i in range(3)
+    ]
+    path = tmp_path / "dev.json"
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    train, heldout = helpers.load_examples(helpers.DataArguments(dataset=str(path), holdout=1))
+    assert len(heldout) == 1 and [p.id for p, _ in train] == [f"{path}:2", f"{path}:3"]
+    assert all(p.kind == "choice" and c.startswith("1 + 1 = 2. Answer B") for p, c in train)
+
+
 def test_synthetic_rows_use_the_probe_layout():
-    from faithcb.data import Problem
+    from faithcb.problem import Problem
     from faithcb.prompting import Prompter
     from faithcb.testing import tiny_tokenizer
 
-    common = _recipe("sft_lora") and sys.modules["common"]
     tok = tiny_tokenizer(chat_template=True)
-    train, heldout = common.load_examples(common.DataArguments(num_train_examples=4, holdout=3))
+    train, heldout = helpers.load_examples(helpers.DataArguments(num_train_examples=4, holdout=3))
     assert len(train) == 4 and len(heldout) == 3
     assert not {p.question for p, _ in train} & {p.question for p in heldout}
-    ds = common.sft_dataset(train, tok)
+    ds = helpers.sft_dataset(train, tok)
     prompt, cue = Prompter.for_tokenizer(tok).pieces(train[0][0], tok)
     assert ds[0]["prompt"] == prompt
     assert ds[0]["completion"] == train[0][1] + cue + " " + train[0][0].answer
-    grpo = common.grpo_dataset(train, tok)
+    grpo = helpers.grpo_dataset(train, tok)
     assert grpo[0]["prompt"] == prompt and grpo[0]["answer"] == train[0][0].answer
     assert isinstance(train[0][0], Problem)
 

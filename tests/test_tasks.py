@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import random
 import re
+import subprocess
+import sys
 
 import pytest
 
-from faithcb.data import Problem
+from faithcb.problem import Problem
 from faithcb.tasks import control_examples, make_examples, make_problems, shortcut_examples
 from faithcb.text import extract_answer, split_steps
 
@@ -33,6 +35,32 @@ def _question_numbers(question: str) -> tuple[int, list[tuple[str, int]]]:
     for m in re.finditer(r"(gets|finds|buys|wins) (\d+) more|(loses|gives away|sells|drops) (\d+)", q):
         ops.append(("+", int(m[2])) if m[2] else ("-", int(m[4])))
     return start, ops
+
+
+# ---------------------------------------------------------------------------------------------
+# Imports run one way: tasks -> problem, never tasks -> data
+# ---------------------------------------------------------------------------------------------
+
+
+def _faithcb_modules_after(statement: str) -> set[str]:
+    code = f"import sys; {statement}; print(' '.join(m for m in sys.modules if m.startswith('faithcb')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    return set(out.split())
+
+
+def test_tasks_do_not_import_the_loaders() -> None:
+    loaded = _faithcb_modules_after("import faithcb.tasks.arithmetic")
+    assert "faithcb.data" not in loaded
+    assert {"faithcb.problem", "faithcb.tasks", "faithcb.tasks.arithmetic"} <= loaded
+
+
+def test_problem_is_a_leaf() -> None:
+    assert _faithcb_modules_after("import faithcb.problem") == {
+        "faithcb",
+        "faithcb.errors",
+        "faithcb.problem",
+        "faithcb.text",
+    }
 
 
 # ---------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from faithcb.data import Problem
+from faithcb.problem import Problem
 
 
 @dataclass
@@ -43,10 +43,6 @@ class Chain:
     def n_steps(self) -> int:
         return len(self.steps)
 
-    def cut_at(self, k: int) -> int:
-        """Prefix length (prompt included) that keeps the first k steps."""
-        return len(self.prompt_ids) + self.cuts[k]
-
     def rest_text(self, k: int) -> str:
         """The chain text after step k (steps k+1..n), with the whitespace that preceded it."""
         start = self.step_spans[k - 1][1] if k > 0 else 0
@@ -62,7 +58,6 @@ class Variant:
     insert: tuple[int, ...] = ()
     wants_gold: bool = False  # also score log p(gold | context) (information gain)
     cut: int | None = None  # explicit prefix cut in chain tokens; default: after step k
-    note: str = ""
 
     def prefix_cut(self, chain: Chain) -> int:
         return len(chain.prompt_ids) + (self.cut if self.cut is not None else chain.cuts[self.k])

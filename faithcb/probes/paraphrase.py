@@ -150,8 +150,8 @@ class Paraphrasing:
     def variants(self, chain: Chain) -> list[Variant]:
         out = []
         for k in range(chain.n_steps):
-            text, rejected = self.paraphrase_rest(chain, k)
-            out.append(Variant(self.name, k, insert=tuple(self.encode(text)), note=f"{rejected}:{text}"))
+            text, _ = self.paraphrase_rest(chain, k)
+            out.append(Variant(self.name, k, insert=tuple(self.encode(text))))
         return out
 
     def record(self, chain: Chain, outcomes: Sequence[Outcome]) -> dict[str, Any]:

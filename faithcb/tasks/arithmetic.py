@@ -17,7 +17,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from faithcb.data import Problem
+from faithcb.problem import Problem
 
 __all__ = ["KEYS", "control_examples", "make_examples", "make_problems", "shortcut_examples"]
 
