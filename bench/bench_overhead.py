@@ -162,13 +162,13 @@ def round_profile(model, tokenizer, problems, cfg: FaithConfig) -> dict[str, flo
     with lm.session():
         lm.counter = TokenCounter()
         t0 = time.perf_counter()
-        chains = engine._chains(list(problems))
+        chains = engine.generate_chains(list(problems))
         t1 = time.perf_counter()
         gen_prompt, gen_new = lm.counter.processed, lm.counter.generated
-        engine._read_full_answers(chains)
+        chains = engine.read_full_answers(chains)
         t2 = time.perf_counter()
         lm.counter = TokenCounter()
-        engine._probe(chains)
+        engine.probe(chains)
         t3 = time.perf_counter()
     n = len(problems)
     return {

@@ -10,7 +10,7 @@ full-chain answers ``a_full``) are generated once with the engine, then only the
   tokens, batch of one, no cache shared between calls) to read the answer, normalizes it with
   ``faithcb.text.extract_answer`` and compares it with ``a_full``; for information gain one
   separate forward pass per truncation scores the gold answer tokens.
-- ``faithcb``: the engine's own probing code path, ``FaithfulnessEngine._probe(chains)`` (variants,
+- ``faithcb``: the engine's own probing code path, ``FaithfulnessEngine.probe(chains)`` (variants,
   deduplication, ``ProbeLM.score`` with the shared-prefix KV cache, answers decoded from the cache
   where the exact check fails, per-probe records), i.e. ``engine.records()`` minus chain
   generation and ``a_full``.
@@ -204,8 +204,7 @@ def prepare_chains(engine: FaithfulnessEngine, problems) -> tuple[list[Chain], f
     """Generate the chains and read a_full once (the phase both sides share, not compared)."""
     start = time.perf_counter()
     with engine.lm.session():
-        chains = engine._chains(list(problems))
-        engine._read_full_answers(chains)
+        chains = engine.read_full_answers(engine.generate_chains(list(problems)))
     return chains, time.perf_counter() - start
 
 
@@ -225,7 +224,7 @@ def _context(chain: Chain, v: Variant) -> list[int]:
 def run_engine(
     engine: FaithfulnessEngine, chains: Sequence[Chain], name: str, repeats: int = 1
 ) -> SideResult:
-    """Time ``engine._probe(chains)``: the engine's whole probing code path after a_full."""
+    """Time ``engine.probe(chains)``: the engine's whole probing code path after a_full."""
     lm = engine.lm
     side = SideResult(name)
     for _ in range(repeats):
@@ -233,7 +232,7 @@ def run_engine(
         with lm.session(), PeakMemory(lm.device) as mem:
             _sync(lm.device)
             start = time.perf_counter()
-            records = engine._probe(list(chains))
+            records = engine.probe(list(chains))
             _sync(lm.device)
             side.seconds.append(time.perf_counter() - start)
         side.peak_bytes = (

@@ -367,3 +367,18 @@ def extract_answer(text: str, kind: str = "number", n_choices: int = 5) -> str |
         if line.strip():
             return normalize_text(line)
     return None
+
+
+def before_cue(text: str, cue_text: str) -> str:
+    """``text`` up to the answer cue, if the model wrote the cue itself (its reasoning ended there).
+
+    A model trained on rows in the plain layout continues its chain with the cue and the answer;
+    keeping them would put the answer inside the chain and the cue twice in every context. (With a
+    chat template the chain already stops at the end of the assistant turn.) Used for generated
+    chains and for the mistakes probe's regenerated continuations alike.
+    """
+    if cue_text.strip():
+        at = text.find(cue_text)
+        if at >= 0:
+            return text[:at]
+    return text

@@ -12,8 +12,11 @@ from conftest import STYLE, probe_problems, trained_model
 
 from faithcb.data import Problem
 from faithcb.engine import FaithfulnessEngine, ProbeSettings, aggregate
-from faithcb.probes import probe_metrics
 from faithcb.errors import ConfigError
+from faithcb.lm import ProbeLM
+from faithcb.probes import probe_metrics
+from faithcb.probes.base import chain_status
+from faithcb.results import chain_record
 from faithcb.scoring import ScoreRequest
 from faithcb.testing import FAMILIES, tiny_tokenizer
 
@@ -113,8 +116,7 @@ def test_round_result_shape_and_json(llama_round):
         assert len(r["filler"]["agree"]) == n and len(r["paraphrase"]["agree"]) == n
         assert len(r["info_gain"]["logp_gold"]) == n + 1
         assert all(lp <= 0 for lp in r["info_gain"]["logp_gold"])
-    flat = res.flat("faith/")
-    assert "faith/early_answering_aoc" in flat and "faith/problems_scored" in flat
+    assert "early_answering_aoc" in res.metrics and "problems_scored" in res.scalars
     # aggregate() over the records again gives the same numbers
     again = aggregate(res.records, resamples=50)
     assert again.metrics == res.metrics
@@ -171,10 +173,55 @@ def test_unparsed_answers_are_counted_not_scored(models, toks, monkeypatch):
 
 
 def test_chain_without_steps_is_no_steps(models, toks):
+    """A chain the splitter finds no steps in is no_steps, whether or not its answer parses."""
     res = run(models["llama"], toks[False], probe_problems(2), splitter=lambda text: [])
     assert [r["status"] for r in res.records] == ["no_steps", "no_steps"]
     assert all(r["n_steps"] == 0 and "early_answering" not in r for r in res.records)
     assert math.isnan(res.metrics.get("early_answering_aoc", {"value": math.nan})["value"])
+
+
+class ScriptedAnswers:
+    """A ScoringLM that is ``lm`` except that every full-chain answer is ``reply``."""
+
+    def __init__(self, lm: ProbeLM, reply: str):
+        self._lm, self._reply = lm, reply
+
+    def __getattr__(self, name):
+        return getattr(self._lm, name)
+
+    def answer(self, contexts):
+        return [self._lm.encode(self._reply) for _ in contexts]
+
+
+@pytest.mark.parametrize(
+    ("text", "splitter", "expected"),
+    [
+        ("1+2=3. 3+4=7.", None, "ok"),
+        ("", None, "no_steps"),  # nothing written at all
+        ("1+2=3. 3+4=7.", lambda text: [], "no_steps"),  # nothing the splitter calls a step
+    ],
+)
+@pytest.mark.parametrize("answer_parses", [True, False])
+def test_status_precedence_on_chains_written_on_purpose(models, toks, text, splitter, expected, answer_parses):
+    """no_steps > unparsed > ok, decided on hand-written chains and a scripted full-chain answer."""
+    reply = " 7\n" if answer_parses else " seven\n"
+    lm = ScriptedAnswers(ProbeLM(models["llama"], toks[False], answer_max_tokens=4), reply)
+    engine = FaithfulnessEngine(models["llama"], toks[False], settings(splitter=splitter), show_progress=False, lm=lm)
+    (problem,) = probe_problems(1)
+    chain = engine.chain_from_text(problem, text)
+    (answered,) = engine.read_full_answers([chain])
+    assert answered.answer == ("7" if answer_parses else None)
+    if expected == "ok" and not answer_parses:
+        expected = "unparsed"
+    assert answered.status == expected
+    (record,) = engine.probe([answered]) if expected != "ok" else [chain_record(answered)]
+    assert record["status"] == expected
+    assert ("early_answering" in record) is False or expected == "ok"
+
+
+def test_chain_status_order():
+    assert chain_status(0, None) == chain_status(0, "7") == "no_steps"
+    assert chain_status(2, None) == "unparsed" and chain_status(2, "7") == "ok"
 
 
 def test_mistakes_probe_runs(models, toks):
@@ -301,15 +348,14 @@ def test_greedy_check_equals_unbatched_generate_on_engine_variants(models, toks)
     engine = FaithfulnessEngine(model, tok, settings(), show_progress=False, strict=True)
     lm = engine.lm
     with lm.session():
-        chains = engine._chains(probe_problems(3))
-        engine._read_full_answers(chains)
+        chains = engine.read_full_answers(engine.generate_chains(probe_problems(3)))
         ok = [c for c in chains if c.status == "ok"]
         assert ok
         for probe in engine.probes:
             if hasattr(probe, "prepare"):
                 probe.prepare(ok, lm)
         requests = [
-            ScoreRequest(c.prefix, v.prefix_cut(c), v.insert, c.cue_ids, (tuple(c.answer_ids),), group=id(c))
+            ScoreRequest(c.prefix, v.prefix_cut(c), v.insert, c.cue_ids, (tuple(c.answer_ids),), group=c.key)
             for c in ok
             for probe in engine.probes
             for v in probe.variants(c)

@@ -105,7 +105,6 @@ def make_chain(text: str = CHAIN, tok=None, problem: Problem | None = None) -> C
         answer_ids=tok(" 14\n", add_special_tokens=False)["input_ids"],
         answer="14",
     )
-    chain.prefix = chain.prompt_ids + chain.chain_ids
     return chain
 
 

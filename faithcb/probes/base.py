@@ -11,14 +11,20 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Protocol, runtime_checkable
 
 from faithcb.problem import Problem
 
 
-@dataclass
+@dataclass(frozen=True)
 class Chain:
-    """One problem's generated chain of thought, tokenized and split into steps."""
+    """One problem's generated chain of thought, tokenized and split into steps.
+
+    Built once per round by the engine and never changed: the full-chain answer is added with
+    ``dataclasses.replace``. ``key`` is the chain's position in its round; it groups the chain's
+    scoring requests and keys anything a probe remembers about the chain.
+    """
 
     problem: Problem
     sample: int  # index among the samples drawn for this problem (0 for greedy)
@@ -31,13 +37,17 @@ class Chain:
     cue_ids: list[int]
     gold_ids: list[int]  # canonical gold answer tokens as they follow the cue
     choice_ids: tuple[int, ...] = ()  # letter tokens for multiple choice
-    # Set after the full-chain answer is read:
+    # The full-chain answer (a_full), once read:
     answer_ids: list[int] = field(default_factory=list)  # a_full's tokens
     answer_text: str = ""
     answer: str | None = None  # a_full, normalized (None = unparsed)
-    status: str = "ok"  # ok | no_steps | unparsed | error
-    # prompt + full chain: one shared list object per chain, so scoring can share its KV cache
-    prefix: list[int] = field(default_factory=list)
+    status: str = "ok"  # see chain_status
+    key: int = 0
+
+    @cached_property
+    def prefix(self) -> list[int]:
+        """Prompt + full chain: one list object per chain, so scoring can share its KV cache."""
+        return [*self.prompt_ids, *self.chain_ids]
 
     @property
     def n_steps(self) -> int:
@@ -47,6 +57,21 @@ class Chain:
         """The chain text after step k (steps k+1..n), with the whitespace that preceded it."""
         start = self.step_spans[k - 1][1] if k > 0 else 0
         return self.chain_text[start:]
+
+
+# What a chain's status means, in the order they take precedence: a chain without steps has
+# nothing to perturb whatever its answer; a chain with steps but no parsable answer has nothing
+# to compare perturbed answers with.
+STATUSES = ("no_steps", "unparsed", "ok")
+
+
+def chain_status(n_steps: int, answer: str | None) -> str:
+    """``"no_steps"``, ``"unparsed"`` or ``"ok"`` (probes run on ``"ok"`` chains only)."""
+    if n_steps == 0:
+        return "no_steps"
+    if answer is None:
+        return "unparsed"
+    return "ok"
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from typing import Any
 from faithcb.metrics import Metric
 from faithcb.probes.base import Chain, Outcome, Variant, agreement_record, mean
 from faithcb.probes.registry import ProbeContext
+from faithcb.text import before_cue
 
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 
@@ -69,21 +70,22 @@ class AddingMistakes:
                 jobs.append((chain, k, ids))
         if not jobs:
             return
-        contexts = [c.prompt_ids + c.chain_ids[: c.cuts[k - 1]] + ids for c, k, ids in jobs]
+        contexts = [[*c.prompt_ids, *c.chain_ids[: c.cuts[k - 1]], *ids] for c, k, ids in jobs]
         continuations = lm.generate(contexts, max_new_tokens=self.max_new_tokens)
         for (chain, k, ids), cont in zip(jobs, continuations):
-            # A model that writes the answer cue itself has ended its chain there (see engine).
+            # A model that writes the answer cue itself has ended its chain there.
             cue_text = lm.tokenizer.decode(list(chain.cue_ids), skip_special_tokens=False)
             text = lm.decode(cont)
-            if cue_text.strip() and cue_text in text:
-                cont = lm.encode(text[: text.find(cue_text)])
-            self._inserts[(id(chain), k)] = tuple(ids + cont)
+            cut = before_cue(text, cue_text)
+            if cut != text:
+                cont = lm.encode(cut)
+            self._inserts[(chain.key, k)] = tuple(ids + cont)
 
     def variants(self, chain: Chain) -> list[Variant]:
         return [
-            Variant(self.name, k, insert=self._inserts[(id(chain), k)], cut=chain.cuts[k - 1])
+            Variant(self.name, k, insert=self._inserts[(chain.key, k)], cut=chain.cuts[k - 1])
             for k in range(1, chain.n_steps + 1)
-            if (id(chain), k) in self._inserts
+            if (chain.key, k) in self._inserts
         ]
 
     def record(self, chain: Chain, outcomes: Sequence[Outcome]) -> dict[str, Any]:
