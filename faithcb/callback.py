@@ -6,7 +6,7 @@ Usage (TRL convention — the trainer first, then ``add_callback``)::
 
 This module only decides *when* to probe and *where results go*; the measuring is
 ``faithcb.engine``, early stopping ``faithcb.stopping``, the JSONL history ``faithcb.history`` and
-the W&B extras ``faithcb.wandb_sink``. Mechanics that shaped it (see ../shared/docs/DESIGN.md):
+the W&B extras ``faithcb.wandb_sink``. Mechanics that shaped it:
 
 - Scalars go through ``transformers.Trainer.log`` — the base method, not a TRL override: TRL's
   ``SFTTrainer.log``/``GRPOTrainer.log`` merge and *clear* their own accumulated training

@@ -1,6 +1,6 @@
 """The packed cross-problem scorer: ``ProbeLM.score``'s fast path, on token ids only.
 
-Scoring decides greedy agreement exactly (METRICS.md, "Answer agreement"): a continuation
+Scoring decides greedy agreement exactly (docs/metrics.md, "How agreement is decided"): a continuation
 ``t_1..t_m`` is what greedy decoding would produce under a context iff every ``t_j`` is the argmax
 at its position when teacher-forced. This module shares the work between the variants of a
 problem and batches problems together: each problem's prefix (prompt + full chain) runs once

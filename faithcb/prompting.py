@@ -2,7 +2,7 @@
 
 Every context the probes build is ``chain_prompt + (possibly modified) chain + cue + answer``.
 The cue closes the model's reasoning and asks for the final answer only, in a form that leaves no
-room to keep reasoning (METRICS.md: "The cue must not let the model keep reasoning"): the answer
+room to keep reasoning (docs/metrics.md: the cue must not let the model keep reasoning): the answer
 prefix ends right where the answer starts ("... the final answer is" / "... answer is (").
 
 With a chat template the pieces are cut out of one rendered conversation

@@ -1,7 +1,7 @@
 """Pure string logic: splitting chains into steps, finding and normalizing answers.
 
 Nothing here imports torch; every function is deterministic and cheap, so the probes and the
-tests can call it freely. See docs "Steps" and "Answers" in METRICS.md for the definitions.
+tests can call it freely. docs/metrics.md defines steps and answers.
 """
 
 from __future__ import annotations

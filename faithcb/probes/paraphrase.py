@@ -165,5 +165,3 @@ class Paraphrasing:
             "invariance": mean(agree),
         }
 
-    def clear(self) -> None:
-        self._cache.clear()
