@@ -227,10 +227,9 @@ class FaithfulnessEngine:
                 errors[key][probe.name] = f"{type(exc).__name__}: {exc}"
 
         for probe in self.probes:
-            prepare = getattr(probe, "prepare", None)
-            if prepare is not None and scorable:
+            if scorable:
                 try:
-                    prepare(scorable, self.lm)
+                    probe.prepare(scorable, self.lm)
                 except Exception as exc:
                     failed([c.key for c in scorable], probe, exc)
 

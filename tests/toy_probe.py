@@ -22,6 +22,9 @@ class ToyProbe:
     def build(cls, context):
         return cls()
 
+    def prepare(self, chains, lm):
+        pass
+
     def variants(self, chain):
         return [Variant(self.name, chain.n_steps)]
 

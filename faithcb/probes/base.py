@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Protocol, runtime_checkable
 
+from faithcb.metrics import Metric
 from faithcb.problem import Problem
 
 
@@ -100,14 +101,28 @@ class Outcome:
 
 @runtime_checkable
 class Probe(Protocol):
-    """A perturbation probe: variants in, a per-problem record out."""
+    """A perturbation probe: variants in, a per-problem record out.
+
+    ``name`` keys the probe's entry in each record and prefixes its metrics; ``metrics``
+    (``faithcb.metrics.Metric``) declares what the record's scalar entries mean. ``build`` makes
+    the probe for a round (``faithcb.probes.registry.ProbeContext``). Per round the engine calls
+    ``prepare`` once with every scorable chain (work shared across chains, e.g. paraphrasing or
+    regeneration; most probes do nothing), then ``variants`` per chain, scores them all, and hands
+    the outcomes, in the same order, to ``record``.
+    """
 
     name: str
+    metrics: tuple[Metric, ...]
+
+    @classmethod
+    def build(cls, context: Any) -> Probe: ...
+
+    def prepare(self, chains: Sequence[Chain], lm: Any) -> None: ...
 
     def variants(self, chain: Chain) -> list[Variant]: ...
 
     def record(self, chain: Chain, outcomes: Sequence[Outcome]) -> dict[str, Any]:
-        """Per-problem results; scalar entries named in ``metric_keys`` are aggregated."""
+        """Per-problem results; the scalar entries named by ``metrics`` are aggregated."""
         ...
 
 

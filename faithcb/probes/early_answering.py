@@ -28,6 +28,9 @@ class EarlyAnswering:
     def build(cls, context: ProbeContext) -> EarlyAnswering:
         return cls()
 
+    def prepare(self, chains: Sequence[Chain], lm) -> None:
+        """Nothing to share across chains."""
+
     def variants(self, chain: Chain) -> list[Variant]:
         return [Variant(self.name, k) for k in range(chain.n_steps + 1)]
 

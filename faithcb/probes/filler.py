@@ -50,6 +50,9 @@ class FillerSubstitution:
             ids = longer
         return tuple(ids[:n_tokens])
 
+    def prepare(self, chains: Sequence[Chain], lm) -> None:
+        """Nothing to share across chains."""
+
     def variants(self, chain: Chain) -> list[Variant]:
         total = len(chain.chain_ids)
         return [

@@ -36,6 +36,9 @@ class InformationGain:
     def build(cls, context: ProbeContext) -> InformationGain:
         return cls()
 
+    def prepare(self, chains: Sequence[Chain], lm) -> None:
+        """Nothing to share across chains."""
+
     def variants(self, chain: Chain) -> list[Variant]:
         return [Variant(self.name, k, wants_gold=True) for k in range(chain.n_steps + 1)]
 

@@ -37,8 +37,11 @@ def register_probe(cls: type, *, replace: bool = False) -> type:
     metrics = getattr(cls, "metrics", None)
     if not metrics or not all(isinstance(m, Metric) for m in metrics):
         raise ConfigError(f"register_probe: probe {name!r} must declare `metrics`, a tuple of faithcb.metrics.Metric")
-    if not callable(getattr(cls, "build", None)):
-        raise ConfigError(f"register_probe: probe {name!r} needs a `build(context)` classmethod")
+    for method in ("build", "prepare", "variants", "record"):
+        if not callable(getattr(cls, method, None)):
+            raise ConfigError(
+                f"register_probe: probe {name!r} has no `{method}` method; see the Probe protocol (faithcb.probes.base)"
+            )
     if name in _PROBES and _PROBES[name] is not cls and not replace:
         raise ConfigError(f"register_probe: a probe named {name!r} is already registered (pass replace=True)")
     _PROBES[name] = cls
