@@ -1,10 +1,15 @@
-"""``faithcb eval | compare | report | demo`` — the engine on saved checkpoints, from a shell.
+"""``faithcb eval | compare | report | demo`` — the command line: parsers, dispatch, tables, errors.
 
     faithcb eval --problems heldout.jsonl                    # the embedded SmolLM2-135M-Instruct
     faithcb eval --model ./ckpt --adapter ./lora --problems gsm8k.jsonl --n 64 --out results.jsonl
     faithcb compare BASE FINETUNED --problems heldout.jsonl  # same problems, side by side
     faithcb report RUN_DIR [RUN_DIR ...]                     # PNG + HTML from faith_history.jsonl
     faithcb demo --output-dir faithcb-demo                   # the two-arm LoRA demo
+
+``eval`` and ``compare`` take their defaults, choices and help from ``FaithConfig``'s fields (the
+callback's settings), so a saved checkpoint is probed the way training probes it; ``report`` and
+``demo`` contribute their own subparsers (``make_parser``). Every subcommand reports faithcb's
+errors as one line ``faithcb <command>: error: ...`` and exits with status 2.
 """
 
 from __future__ import annotations
@@ -15,30 +20,91 @@ import math
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import MISSING, fields
 from pathlib import Path
+from typing import Any
 
-from faithcb.engine import FaithfulnessEngine, ProbeSettings, RoundResult
+from faithcb import demo, report
+from faithcb.config import FaithConfig
 from faithcb.errors import FaithcbError
-from faithcb.probes import DEFAULT_PROBES, probe_names
+from faithcb.probes.registry import did_you_mean, probe_names, round_metrics
+from faithcb.results import RoundResult
+from faithcb.settings import EVALUATORS, PARAPHRASERS, ProbeSettings
 
 EMBEDDED = "embedded"
+
+_FIELDS = {f.name: f for f in fields(FaithConfig)}
+
+
+def config_default(name: str) -> Any:
+    """The default of ``FaithConfig`` field ``name`` (the one source of defaults)."""
+    f = _FIELDS[name]
+    return f.default_factory() if f.default is MISSING else f.default
+
+
+def _help(name: str, text: str | None = None) -> str:
+    """``text`` (or the field's own help) followed by the field's default."""
+    if text is None:
+        text = _FIELDS[name].metadata.get("help", "").rstrip(".")
+        text = text[:1].lower() + text[1:]
+    default = config_default(name)
+    shown = " ".join(map(str, default)) if isinstance(default, list) else default
+    return f"{text} (default: {shown})".replace("%", "%%")  # argparse %-formats help
+
+
+def _at_least(low: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+
+    return parse
+
+
+def _probe(name: str) -> str:
+    """An argparse type: a registered probe name (did-you-mean otherwise)."""
+    names = probe_names()
+    if name not in names:
+        raise argparse.ArgumentTypeError(f"unknown probe {name!r}{did_you_mean(name, names)}; choose from {list(names)}")
+    return name
 
 
 def _engine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--problems", required=True, help="a .jsonl/.json file, a saved dataset dir, or synthetic:N")
     p.add_argument("--format", default="auto", choices=["auto", "gsm8k", "choice", "generic"],
                    help="problem format (default: detected per record)")
-    p.add_argument("--n", type=int, default=64, help="problems to sample (default 64; 0 = all)")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
-    p.add_argument("--probes", nargs="+", default=list(DEFAULT_PROBES), choices=probe_names(), metavar="PROBE",
-                   help=f"probes to run (default: {' '.join(DEFAULT_PROBES)}; also: mistakes)")
-    p.add_argument("--max-chain-tokens", type=int, default=256, help="max tokens of a chain (default 256)")
-    p.add_argument("--batch-size", type=int, default=16, help="rows per forward pass (default 16)")
-    p.add_argument("--paraphraser", default="rule", choices=["rule", "model"], help="default: rule")
-    p.add_argument("--evaluator", default="live", choices=["live", "base"],
-                   help="information-gain evaluator (base = PEFT adapters disabled)")
+    p.add_argument("--n", type=_at_least(0), default=64, help="problems to sample (default 64; 0 = all)")
+    p.add_argument("--seed", type=int, default=config_default("faith_seed"), help=_help("faith_seed"))
+    p.add_argument("--probes", nargs="+", type=_probe, default=config_default("faith_probes"), metavar="PROBE",
+                   help=_help("faith_probes", f"probes to run, from {' '.join(probe_names())}"))
+    p.add_argument("--max-chain-tokens", type=_at_least(1), default=config_default("faith_max_chain_tokens"),
+                   help=_help("faith_max_chain_tokens"))
+    p.add_argument("--batch-size", type=_at_least(1), default=config_default("faith_batch_size"),
+                   help=_help("faith_batch_size"))
+    p.add_argument("--paraphraser", default=config_default("faith_paraphraser"), choices=PARAPHRASERS,
+                   help=_help("faith_paraphraser"))
+    p.add_argument("--evaluator", default=config_default("faith_evaluator"), choices=EVALUATORS,
+                   help=_help("faith_evaluator", "information-gain evaluator (base = PEFT adapters disabled)"))
     p.add_argument("--plain", action="store_true", help="score every variant independently (no prefix sharing)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def probe_settings(args: argparse.Namespace) -> ProbeSettings:
+    """The round's settings from ``eval``/``compare`` arguments, through ``FaithConfig`` (validated once)."""
+    config = FaithConfig(
+        faith_probes=list(args.probes),
+        faith_max_chain_tokens=args.max_chain_tokens,
+        faith_batch_size=args.batch_size,
+        faith_paraphraser=args.paraphraser,
+        faith_evaluator=args.evaluator,
+        faith_fast=not args.plain,
+        faith_seed=args.seed,
+    )
+    return config.probe_settings()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--adapter", default=None, help="a PEFT adapter directory to load on top of --model")
     _engine_args(ev)
     ev.add_argument("--out", default=None, help="write per-problem records here (JSONL) and a .summary.json")
+    ev.set_defaults(handler=_eval)
 
     cmp = sub.add_parser("compare", help="probe two models on the same problems, side by side")
     cmp.add_argument("model_a", help=f"model A: path, hub id or '{EMBEDDED}'")
@@ -58,34 +125,20 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--adapter-b", default=None, help="PEFT adapter for model B")
     _engine_args(cmp)
     cmp.add_argument("--out", default=None, help="write both summaries here (JSON)")
+    cmp.set_defaults(handler=_compare)
 
-    rep = sub.add_parser("report", help="PNG + HTML report from one or more runs' faith_history.jsonl",
-                         add_help=False)
-    rep.add_argument("rest", nargs=argparse.REMAINDER)
-
-    demo = sub.add_parser("demo", help="two-arm LoRA demo on the embedded model (CPU, ~10 min)", add_help=False)
-    demo.add_argument("rest", nargs=argparse.REMAINDER)
+    report.make_parser(sub)
+    demo.make_parser(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    # report and demo own their argument parsing (and their --help).
-    if argv and argv[0] == "report":
-        from faithcb.report import report_main
-
-        return report_main(argv[1:])
-    if argv and argv[0] == "demo":
-        from faithcb.demo import demo_main
-
-        return demo_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "eval":
-            return _eval(args)
-        return _compare(args)
-    except FaithcbError as exc:
-        print(f"faithcb {args.command}: error: {exc}", file=sys.stderr)
+        return args.handler(args)
+    except (FaithcbError, FileNotFoundError) as exc:
+        # One line a user can read (and a script can grep), not a traceback: these are input errors.
+        print(f"faithcb {args.command}: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
 
 
@@ -102,14 +155,12 @@ def _problems(args):
     return problem_set.sample(args.n or None, args.seed)
 
 
-def _run(model_name: str, adapter: str | None, problems, args) -> RoundResult:
+def _run(model_name: str, adapter: str | None, problems, settings: ProbeSettings, args) -> RoundResult:
+    from faithcb.engine import FaithfulnessEngine
+
     started = time.perf_counter()
     print(f"faithcb: loading {model_name}{' + ' + adapter if adapter else ''} ...", file=sys.stderr)
     model, tokenizer = _load(model_name, adapter)
-    settings = ProbeSettings(
-        probes=tuple(args.probes), max_chain_tokens=args.max_chain_tokens, batch_size=args.batch_size,
-        paraphraser=args.paraphraser, evaluator=args.evaluator, fast=not args.plain, seed=args.seed,
-    )
     engine = FaithfulnessEngine(model, tokenizer, settings, show_progress=not args.no_progress)
     result = engine.run(problems)
     result.scalars["seconds"] = time.perf_counter() - started
@@ -117,8 +168,9 @@ def _run(model_name: str, adapter: str | None, problems, args) -> RoundResult:
 
 
 def _eval(args) -> int:
+    settings = probe_settings(args)  # before loading anything: a bad setting fails at once
     problems = _problems(args)
-    result = _run(args.model, args.adapter, problems, args)
+    result = _run(args.model, args.adapter, problems, settings, args)
     print(format_table(result, title=f"faithcb eval: {args.model} on {args.problems} ({len(problems)} problems)"))
     if args.out:
         out = Path(args.out)
@@ -133,9 +185,10 @@ def _eval(args) -> int:
 
 
 def _compare(args) -> int:
+    settings = probe_settings(args)
     problems = _problems(args)
-    a = _run(args.model_a, args.adapter_a, problems, args)
-    b = _run(args.model_b, args.adapter_b, problems, args)
+    a = _run(args.model_a, args.adapter_a, problems, settings, args)
+    b = _run(args.model_b, args.adapter_b, problems, settings, args)
     print(format_comparison(a, b, args.model_a, args.model_b, len(problems)))
     if args.out:
         Path(args.out).write_text(json.dumps({"a": a.to_dict(), "b": b.to_dict()}, indent=2))
@@ -144,22 +197,18 @@ def _compare(args) -> int:
 
 
 # ---------------------------------------------------------------------- tables
-# (label, direction hint) per metric, in reading order.
-METRIC_LABELS = {
-    "accuracy": ("accuracy", "higher = more correct"),
-    "early_answering_aoc": ("early-answering AOC", "higher = more coupled"),
-    "filler_invariance": ("filler invariance", "lower = more coupled"),
-    "filler_k0_agreement": ("filler, whole chain (k=0)", "lower = more coupled"),
-    "paraphrase_invariance": ("paraphrase invariance", "higher = meaning, not wording"),
-    "info_gain_total": ("info gain total (nats)", "higher = steps inform the answer"),
-    "info_gain_per_step": ("info gain per step (nats)", "higher = steps inform the answer"),
-    "info_gain_positive_fraction": ("steps with positive gain", ""),
-    "info_gain_delta_ppl": ("Wu delta_I (perplexity)", "higher = steps inform the answer"),
-    "mistakes_aoc": ("adding-mistakes AOC", "higher = more coupled"),
-    "unparsed_rate": ("unparsed answers", "counted, not scored"),
-    "mean_steps": ("mean steps", ""),
-    "mean_chain_tokens": ("mean chain tokens", ""),
-}
+# A metric's reading, from its declared direction (which way is more coupled).
+_READING = {"higher": "higher = more coupled", "lower": "lower = more coupled", "neutral": ""}
+
+
+def metric_rows(names) -> list[tuple[str, str, str]]:
+    """(name, label, reading) of each metric in ``names``: registered ones in registry order,
+    then any other, sorted (a metric this process has no probe for keeps its name as label)."""
+    names = set(names)
+    registered = [m for m in round_metrics() if m.name in names]
+    rows = [(m.name, m.label, _READING[m.direction]) for m in registered]
+    rows += [(n, n, "") for n in sorted(names - {m.name for m in registered})]
+    return rows
 
 
 def _fmt(x: float) -> str:
@@ -168,9 +217,9 @@ def _fmt(x: float) -> str:
 
 def format_table(result: RoundResult, title: str = "") -> str:
     rows = [("metric", "value", "95% CI", "n", "reading")]
-    for name, m in result.metrics.items():
-        label, hint = METRIC_LABELS.get(name, (name, ""))
-        rows.append((label, _fmt(m["value"]), f"[{_fmt(m['ci_low'])}, {_fmt(m['ci_high'])}]", str(m["n"]), hint))
+    for name, label, reading in metric_rows(result.metrics):
+        m = result.metrics[name]
+        rows.append((label, _fmt(m["value"]), f"[{_fmt(m['ci_low'])}, {_fmt(m['ci_high'])}]", str(m["n"]), reading))
     s = result.scalars
     footer = (f"problems scored: {int(s['problems_scored'])}  unscored (no steps / unparsed): "
               f"{int(s['problems_unscored'])}  probe errors: {int(s['probe_errors'])}  seconds: {s['seconds']:.1f}")
@@ -183,16 +232,18 @@ def format_table(result: RoundResult, title: str = "") -> str:
 
 
 def format_comparison(a: RoundResult, b: RoundResult, name_a: str, name_b: str, n: int) -> str:
+    """A, B and B − A per metric (metrics either side reported)."""
     rows = [("metric", f"A: {Path(name_a).name}", f"B: {Path(name_b).name}", "B - A", "reading")]
-    names = list(a.metrics) + [k for k in b.metrics if k not in a.metrics]
-    for name in names:
-        label, hint = METRIC_LABELS.get(name, (name, ""))
+
+    def cell(m) -> str:
+        return f"{_fmt(m['value'])} [{_fmt(m['ci_low'])}, {_fmt(m['ci_high'])}]" if m else "n/a"
+
+    for name, label, reading in metric_rows([*a.metrics, *b.metrics]):
         ma, mb = a.metrics.get(name), b.metrics.get(name)
         va = ma["value"] if ma else math.nan
         vb = mb["value"] if mb else math.nan
-        cell = lambda m: f"{_fmt(m['value'])} [{_fmt(m['ci_low'])}, {_fmt(m['ci_high'])}]" if m else "n/a"  # noqa: E731
         diff = vb - va if math.isfinite(va) and math.isfinite(vb) else math.nan
-        rows.append((label, cell(ma), cell(mb), ("+" if diff > 0 else "") + _fmt(diff), hint))
+        rows.append((label, cell(ma), cell(mb), ("+" if diff > 0 else "") + _fmt(diff), reading))
     return f"faithcb compare on {n} problems\n" + _columns(rows)
 
 

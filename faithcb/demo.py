@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import math
 import os
 import shutil
@@ -34,9 +33,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from faithcb.errors import ConfigError
+from faithcb.history import HISTORY_NAME, measured_rounds, metric_value, read_history
+
 EMBEDDED = "embedded"
 ARMS = ("shortcut", "control")
-HISTORY = "faith_history.jsonl"
+HISTORY = HISTORY_NAME
 
 
 @dataclass
@@ -57,12 +59,41 @@ class DemoSettings:
     seed: int = 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="faithcb demo",
-        description="Two-arm LoRA demo: a shortcut-trained model decouples its answers from its chain of "
-        "thought, a control model does not; measured live by FaithfulnessCallback.",
+_DESCRIPTION = (
+    "Two-arm LoRA demo: a shortcut-trained model decouples its answers from its chain of "
+    "thought, a control model does not; measured live by FaithfulnessCallback."
+)
+
+
+def _at_least_one(text: str) -> int:
+    """An argparse type: an integer >= 1 (a usage error otherwise)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def make_parser(subparsers) -> argparse.ArgumentParser:
+    """Add ``faithcb demo`` to ``subparsers`` (of ``faithcb.cli``); its handler is :func:`run`."""
+    p = subparsers.add_parser(
+        "demo", help="two-arm LoRA demo on the embedded model (CPU, ~10 min)", description=_DESCRIPTION
     )
+    _add_arguments(p)
+    p.set_defaults(handler=run)
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The demo's parser on its own (``demo_main``, tests)."""
+    p = argparse.ArgumentParser(prog="faithcb demo", description=_DESCRIPTION)
+    _add_arguments(p)
+    return p
+
+
+def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--output-dir",
         default="faithcb-demo",
@@ -73,10 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=EMBEDDED,
         help="model to fine-tune: 'embedded' (SmolLM2-135M-Instruct, default), a local path or a hub id",
     )
-    p.add_argument("--steps", type=int, default=None, help="optimizer steps per arm (default 12; quick: 2)")
-    p.add_argument("--probe-every", type=int, default=None, help="steps between probe rounds (default 4)")
+    p.add_argument("--steps", type=_at_least_one, default=None, help="optimizer steps per arm (default 12; quick: 2)")
+    p.add_argument("--probe-every", type=_at_least_one, default=None, help="steps between probe rounds (default 4)")
     p.add_argument(
-        "--problems", type=int, default=None, help="held-out probe problems (default 12; quick: 2)"
+        "--problems", type=_at_least_one, default=None, help="held-out probe problems (default 12; quick: 2)"
     )
     p.add_argument("--paraphrase", action="store_true", help="also run the paraphrase probe (slower rounds)")
     p.add_argument("--seed", type=int, default=0, help="seed for data, LoRA init and training (default 0)")
@@ -88,7 +119,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-wandb", action="store_true", help="do not log to Weights & Biases")
     p.add_argument("--quick", action="store_true", help="a tiny smoke run (2 steps, 2 problems; for tests)")
-    return p
 
 
 def settings_from_args(args: argparse.Namespace) -> DemoSettings:
@@ -106,7 +136,7 @@ def settings_from_args(args: argparse.Namespace) -> DemoSettings:
         s.probes = (*s.probes, "paraphrase")
     for name in ("steps", "probe_every", "problems"):
         if getattr(s, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')}: must be >= 1, got {getattr(s, name)}")
+            raise ConfigError(f"--{name.replace('_', '-')}: must be >= 1, got {getattr(s, name)}")
     s.probe_every = min(s.probe_every, s.steps)
     return s
 
@@ -271,20 +301,9 @@ def run_arm(arm: str, s: DemoSettings, model_name: str, out_dir: Path, problems,
 
 # ---------------------------------------------------------------------- summary
 def _rounds(arm_dir: Path) -> list[dict]:
+    """The arm's measured live-model rounds, by step ([] before its first round)."""
     path = arm_dir / HISTORY
-    if not path.is_file():
-        return []
-    lines = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
-    return sorted(
-        (r for r in lines if r.get("role", "model") == "model" and "metrics" in r), key=lambda r: r["step"]
-    )
-
-
-def _value(rnd: dict | None, name: str) -> float:
-    if rnd is None:
-        return math.nan
-    m = rnd.get("metrics", {}).get(name)
-    return math.nan if m is None or m.get("value") is None else float(m["value"])
+    return measured_rounds(read_history(path)) if path.is_file() else []
 
 
 def _f(x: float) -> str:
@@ -298,8 +317,8 @@ def summary_table(results: dict[str, dict]) -> str:
         rounds = r["rounds"]
         first, last = (rounds[0], rounds[-1]) if rounds else (None, None)
         steps = f"{first['step']}->{last['step']}" if rounds else "-"
-        acc = f"{_f(_value(first, 'accuracy'))} -> {_f(_value(last, 'accuracy'))}"
-        aoc = f"{_f(_value(first, 'early_answering_aoc'))} -> {_f(_value(last, 'early_answering_aoc'))}"
+        acc = f"{_f(metric_value(first, 'accuracy'))} -> {_f(metric_value(last, 'accuracy'))}"
+        aoc = f"{_f(metric_value(first, 'early_answering_aoc'))} -> {_f(metric_value(last, 'early_answering_aoc'))}"
         lines.append(f"{arm:<9} {len(rounds):>6}  {acc:>21}  {aoc:>32}  {r['seconds'] / 60:7.1f}")
         lines.append(f"{'':<9} steps {steps}, history: {r['dir'] / HISTORY}")
     return "\n".join(lines)
@@ -308,7 +327,7 @@ def summary_table(results: dict[str, dict]) -> str:
 def _verdict(results: dict[str, dict]) -> str:
     def delta(arm, name):
         rounds = results.get(arm, {}).get("rounds") or []
-        return _value(rounds[-1], name) - _value(rounds[0], name) if rounds else math.nan
+        return metric_value(rounds[-1], name) - metric_value(rounds[0], name) if rounds else math.nan
 
     sc, ct = delta("shortcut", "early_answering_aoc"), delta("control", "early_answering_aoc")
     if not (math.isfinite(sc) and math.isfinite(ct)):
@@ -326,12 +345,13 @@ def _verdict(results: dict[str, dict]) -> str:
 
 # ---------------------------------------------------------------------- entry point
 def demo_main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(list(argv) if argv is not None else None)
-    try:
-        s = settings_from_args(args)
-    except ValueError as exc:
-        parser.error(str(exc))
+    """``faithcb demo ARGS`` as a function (``python -m faithcb.demo``, tests)."""
+    return run(build_parser().parse_args(list(argv) if argv is not None else None))
+
+
+def run(args: argparse.Namespace) -> int:
+    """``faithcb demo``: train both arms, write the report, print the summary."""
+    s = settings_from_args(args)
     out_dir = Path(args.output_dir).expanduser().resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     mode = _wandb_mode(out_dir, args.no_wandb)

@@ -1,10 +1,15 @@
-"""Turn one or more ``faith_history.jsonl`` files into a paper-ready figure and a self-contained HTML page.
+"""Turn one or more faithcb histories into a paper-ready figure and a self-contained HTML page.
 
-``write_report([...run dirs...], out_dir)`` writes ``report.png`` (six panels: accuracy, early-answering
-AOC, early-answering curves, information gain, filler/paraphrase invariance, and a first-to-last
-summary) and ``report.html`` (the figure embedded as a base64 data URI, plus one table per run with
-every metric of every round). ``faithcb report RUN_DIR ...`` is the command-line entry point
-(:func:`report_main`).
+``write_report([...run dirs...], out_dir)`` writes ``report.png`` and ``report.html`` (the figure
+embedded as a base64 data URI, a glossary of the metrics shown, and one table per run with every
+metric of every round). ``faithcb report RUN_DIR ...`` is the command line (:func:`make_parser`).
+
+The figure is a table of panels (:data:`PANELS`): each entry names the metrics it shows and the
+function that draws its kind of panel (metrics over training steps, early-answering curves,
+first-to-last summary). Labels and directions come from the metric registry
+(``faithcb.probes.registry``), so a probe registered by the user shows up in the tables and, through
+the "other probes" panel, in the figure, without editing this module. Histories are read with
+``faithcb.history.read_history``.
 
 matplotlib is imported lazily and switched to the non-interactive Agg backend inside
 :func:`write_report`, so importing :mod:`faithcb` never touches the user's plotting setup.
@@ -15,115 +20,82 @@ from __future__ import annotations
 import argparse
 import base64
 import html
-import json
+import itertools
 import math
 import os
 import sys
-import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-HISTORY_NAME = "faith_history.jsonl"
+from faithcb.errors import ConfigError, FaithcbError
+from faithcb.history import HISTORY_NAME, HistoryFormatError, find_history, measured_rounds, read_history
+from faithcb.metrics import Metric
+from faithcb.probes.registry import round_metrics
 
 # Okabe-Ito colour-blind-safe palette; run i always gets colour i in every panel.
 _PALETTE = ["#D55E00", "#0072B2", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442"]
 
-# Metrics in the order the HTML tables show them (anything else logged follows, sorted).
-_METRIC_ORDER = [
-    "accuracy",
-    "early_answering_aoc",
-    "filler_invariance",
-    "filler_k0_agreement",
-    "paraphrase_invariance",
-    "info_gain_total",
-    "info_gain_per_step",
-    "info_gain_positive_fraction",
-    "info_gain_delta_ppl",
-    "unparsed_rate",
-    "mean_steps",
-    "mean_chain_tokens",
-]
+# (marker, linestyle) of the 1st, 2nd, ... metric of a panel; colour is kept for the run.
+_STYLES = (("o", "-"), ("s", ":"), ("^", "--"), ("D", "-."))
 
+# Panel keys in braces become the panel's letter (the table below decides the letters).
 _HOW_TO_READ = (
     "Each marker is one probe round during fine-tuning; shaded bands are 95% bootstrap intervals "
     "over the probed problems, and dashed lines with hollow markers are the frozen base model "
-    "(adapters disabled) where it was probed. <b>Accuracy</b> (A) is the share of problems whose "
+    "(adapters disabled) where it was probed. <b>Accuracy</b> ({accuracy}) is the share of problems whose "
     "answer under the model's own chain of thought matches the gold answer. <b>Early-answering "
-    "AOC</b> (B) is one minus the area under the early-answering curve (C): the chain is cut to its "
+    "AOC</b> ({aoc}) is one minus the area under the early-answering curve ({curves}): the chain is cut to its "
     "first x fraction and the model is asked for its answer; the curve is the share of problems "
     "whose answer already equals the full-chain answer. <b>Higher AOC = the answer depends on more "
     "of the chain = more coupled</b>; an AOC near 0 means the answer is fixed before the reasoning "
-    "is written (a flat curve near 1). <b>Information gain per step</b> (D) is how many nats of "
+    "is written (a flat curve near 1). <b>Information gain per step</b> ({info_gain}) is how many nats of "
     "log-probability of the gold answer each reasoning step adds. <b>Filler and paraphrase "
-    "invariance</b> (E) are the share of truncation points at which the answer survives replacing "
+    "invariance</b> ({invariance}) are the share of truncation points at which the answer survives replacing "
     'the rest of the chain with filler (" ...") or with a paraphrase: <b>higher = the answer '
     "survives = less coupled</b> (for paraphrase, a drop signals answers keyed on surface wording). "
     "The pattern to look for is accuracy rising while AOC falls: the model gets the answer right "
     "without using its stated reasoning."
 )
+_HOW_TO_READ_OTHER = (
+    " <b>Other probes</b> ({other}) shows the headline metrics of probes without a panel of their own "
+    "(and any metric this installation does not know); the glossary below says which way each one is "
+    "more coupled."
+)
 
 
 # --------------------------------------------------------------------------------------------
-# Reading
+# Metrics: names, labels and directions from the registry
 # --------------------------------------------------------------------------------------------
 
 
-def _find_history(path: Path) -> Path:
-    if path.is_file():
-        return path
-    if path.is_dir():
-        direct = path / HISTORY_NAME
-        if direct.is_file():
-            return direct
-        found = sorted(path.rglob(HISTORY_NAME), key=lambda p: (len(p.relative_to(path).parts), str(p)))
-        found = [p for p in found if p.is_file()]
-        if found:
-            return found[0]
-        raise FileNotFoundError(f"no {HISTORY_NAME} found in directory {str(path)!r} (searched recursively)")
-    raise FileNotFoundError(
-        f"history path {str(path)!r} does not exist (expected a {HISTORY_NAME} file or a directory containing one)"
-    )
+def _registry() -> dict[str, Metric]:
+    """Every registered metric by name, in registry order (built-in and user probes alike)."""
+    return {m.name: m for m in round_metrics()}
 
 
-def read_history(path: str | os.PathLike) -> list[dict]:
-    """Read a faithcb history: a JSONL file, or a directory holding ``faith_history.jsonl``.
+def ordered_metrics(names: Iterable[str]) -> list[str]:
+    """``names`` in registry order, then any metric the registry does not know, sorted."""
+    names = set(names)
+    known = [n for n in _registry() if n in names]
+    return known + sorted(names - set(known))
 
-    A directory is searched recursively (shallowest match first, so a Trainer ``output_dir`` or
-    one of its checkpoints works). Blank lines are skipped. Raises :class:`FileNotFoundError` when
-    nothing is found and :class:`ValueError` naming the file and line for malformed content. A
-    last line without a trailing newline that does not parse is taken to be a round still being
-    written by a live run: it is skipped with a warning rather than failing the report.
-    """
-    file = _find_history(Path(path))
-    text = file.read_text(encoding="utf-8")
-    lines = text.split("\n")
-    records: list[dict] = []
-    for lineno, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            is_last_partial = lineno == len(lines) and not text.endswith("\n")
-            if is_last_partial and records:
-                warnings.warn(
-                    f"{file}:{lineno}: skipping incomplete last line (a run still writing?)", stacklevel=2
-                )
-                continue
-            raise ValueError(f"{file}:{lineno}: malformed JSON in faithcb history: {exc.msg}") from exc
-        if not isinstance(obj, dict):
-            raise ValueError(f"{file}:{lineno}: expected a JSON object per line, got {type(obj).__name__}")
-        if "step" not in obj:
-            raise ValueError(f"{file}:{lineno}: history record has no 'step' field")
-        if "metrics" in obj and not isinstance(obj["metrics"], dict):
-            raise ValueError(
-                f"{file}:{lineno}: 'metrics' must be an object, got {type(obj['metrics']).__name__}"
-            )
-        if not isinstance(obj.get("step"), (int, float)) or isinstance(obj.get("step"), bool):
-            raise ValueError(f"{file}:{lineno}: 'step' must be a number, got {obj.get('step')!r}")
-        records.append(obj)
-    return records
+
+def _label(name: str) -> str:
+    metric = _registry().get(name)
+    return metric.label if metric else name
+
+
+def _direction_hint(names: Sequence[str]) -> str:
+    """The y axis's reading from the metrics' directions ('' when neutral, unknown or mixed)."""
+    registry = _registry()
+    directions = {registry[n].direction if n in registry else None for n in names} - {"neutral"}
+    if directions == {"higher"}:
+        return "↑ higher = more coupled"
+    if directions == {"lower"}:
+        return "↑ higher = less coupled"
+    return ""
 
 
 # --------------------------------------------------------------------------------------------
@@ -147,12 +119,18 @@ def _role(rec: dict) -> str:
 
 
 def _metric(rec: dict, name: str) -> tuple[float, float, float]:
+    """Value and 95% interval of metric ``name`` in one round (NaN where missing)."""
     m = (rec.get("metrics") or {}).get(name)
     if isinstance(m, dict):
         return _num(m.get("value")), _num(m.get("ci_low")), _num(m.get("ci_high"))
     if isinstance(m, (int, float)):
         return _num(m), math.nan, math.nan
     return math.nan, math.nan, math.nan
+
+
+def _logged(runs) -> set[str]:
+    """Names of every metric any round of any run logged."""
+    return {n for run in runs for rec in run["records"] for n in (rec.get("metrics") or {})}
 
 
 def _series(
@@ -194,9 +172,40 @@ def _run_dir(path: Path) -> Path:
     return path.parent if path.is_file() else path
 
 
+def _first_last(records: list[dict]) -> tuple[dict | None, dict | None]:
+    """The first and last measured live-model rounds (failed rounds have nothing to show)."""
+    rounds = measured_rounds(records)
+    if not rounds:
+        return None, None
+    return rounds[0], rounds[-1]
+
+
 # --------------------------------------------------------------------------------------------
-# Figure
+# Figure: a table of panels, one drawing function per kind of panel
 # --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Panel:
+    """One panel of the figure.
+
+    ``draw(ax, panel, runs)`` is the panel's kind. ``metrics`` are metric names (their labels
+    and directions come from the registry); ``other=True`` makes the panel take the metrics no
+    other panel shows (filled in by :func:`layout`). ``ylabel`` is the y quantity with its unit,
+    ``{label}`` standing for the first metric's label. ``ylim`` is ``"unit"`` (the 0-1 range) or
+    ``"within_unit"`` (the data's range clipped to 0-1, at least 0.3 tall). Panels with
+    ``over_steps`` share their x axis, the training step.
+    """
+
+    key: str
+    draw: Callable[[Any, Panel, list[dict]], None]
+    title: str
+    metrics: tuple[str, ...] = ()
+    ylabel: str = ""
+    ylim: str | None = None
+    zero_line: bool = False
+    over_steps: bool = True
+    other: bool = False
 
 
 def _not_measured(ax, text: str = "not measured") -> None:
@@ -209,9 +218,7 @@ def _not_measured(ax, text: str = "not measured") -> None:
         s.set_color("0.8")
 
 
-def _plot_metric(
-    ax, runs, name: str, *, marker: str = "o", linestyle: str = "-", base: bool = True, label_suffix: str = ""
-) -> bool:
+def _plot_metric(ax, runs, name: str, *, marker: str = "o", linestyle: str = "-", base: bool = True) -> bool:
     """Plot one metric for every run (model solid with band; base dashed, hollow). True if anything drawn."""
     drawn = False
     for run in runs:
@@ -219,17 +226,7 @@ def _plot_metric(
         x, v, lo, hi = _series(run["records"], name, "model")
         if x:
             drawn = True
-            ax.plot(
-                x,
-                v,
-                linestyle=linestyle,
-                marker=marker,
-                color=c,
-                lw=2,
-                ms=5.5,
-                zorder=3,
-                label=f"{run['label']}{label_suffix}",
-            )
+            ax.plot(x, v, linestyle=linestyle, marker=marker, color=c, lw=2, ms=5.5, zorder=3, label=run["label"])
             band = [
                 (xi, a, b) for xi, a, b in zip(x, lo, hi, strict=True) if not (math.isnan(a) or math.isnan(b))
             ]
@@ -245,47 +242,66 @@ def _plot_metric(
                 err_lo = [0.0 if math.isnan(a) else max(0.0, y - a) for y, a in zip(bv, blo, strict=True)]
                 err_hi = [0.0 if math.isnan(b) else max(0.0, b - y) for y, b in zip(bv, bhi, strict=True)]
                 ax.errorbar(
-                    bx,
-                    bv,
-                    yerr=[err_lo, err_hi],
-                    linestyle="--",
-                    marker=marker,
-                    mfc="white",
-                    mec=c,
-                    mew=1.6,
-                    color=c,
-                    lw=1.3,
-                    ms=6,
-                    capsize=2.5,
-                    elinewidth=0.9,
-                    alpha=0.9,
-                    zorder=2,
-                    label=f"{run['label']} base{label_suffix}",
+                    bx, bv, yerr=[err_lo, err_hi], linestyle="--", marker=marker, mfc="white", mec=c, mew=1.6,
+                    color=c, lw=1.3, ms=6, capsize=2.5, elinewidth=0.9, alpha=0.9, zorder=2,
+                    label=f"{run['label']} base",
                 )
     return drawn
 
 
-def _style_time_axis(ax, ylabel: str, title: str, *, unit_range: bool = False) -> None:
-    from matplotlib.ticker import MaxNLocator
+def _fill_band(ax, xs, low, high, color, alpha: float) -> None:
+    """A shaded 95% interval behind the lines."""
+    ax.fill_between(xs, low, high, color=color, alpha=alpha, lw=0, zorder=1)
 
-    ax.xaxis.set_major_locator(MaxNLocator(nbins="auto", integer=True))
-    ax.set_title(title, loc="left", fontsize=12, fontweight="bold")
-    ax.set_xlabel("training step (optimizer updates)")
-    ax.set_ylabel(ylabel)
+
+def _grid(ax) -> None:
     ax.grid(True, color="0.9", lw=0.8)
     ax.set_axisbelow(True)
-    if unit_range:
+
+
+def draw_metrics(ax, panel: Panel, runs) -> None:
+    """Kind "metrics over steps": each metric of the panel for every run, one style per metric."""
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import MaxNLocator
+
+    styles = dict(zip(panel.metrics, itertools.cycle(_STYLES)))
+    drawn = {
+        name: _plot_metric(ax, runs, name, marker=styles[name][0], linestyle=styles[name][1])
+        for name in panel.metrics
+    }
+    if not any(drawn.values()):
+        _not_measured(ax)
+        return
+    ax.xaxis.set_major_locator(MaxNLocator(nbins="auto", integer=True))
+    ax.set_xlabel("training step (optimizer updates)")
+    if panel.ylabel:
+        quantity = panel.ylabel.format(label=_label(panel.metrics[0]))
+    else:  # the "other probes" panel: metrics of unknown units
+        quantity = _label(panel.metrics[0]) if len(panel.metrics) == 1 else "value"
+    hint = _direction_hint(panel.metrics)
+    ax.set_ylabel(f"{quantity}\n{hint}" if hint else quantity)
+    _grid(ax)
+    if panel.ylim == "unit":
         ax.set_ylim(-0.03, 1.03)
-
-
-def _first_last(records: list[dict], role: str = "model") -> tuple[dict | None, dict | None]:
-    rs = sorted((r for r in records if _role(r) == role), key=lambda r: float(r["step"]))
-    if not rs:
-        return None, None
-    return rs[0], rs[-1]
+    elif panel.ylim == "within_unit":
+        lo, hi = ax.get_ylim()
+        ax.set_ylim(max(lo, -0.03), min(max(hi, 0.3), 1.03))
+    if panel.zero_line:
+        ax.axhline(0.0, color="0.5", lw=0.9, zorder=0)
+    if len(panel.metrics) > 1:  # which line is which metric (colour is the run's)
+        handles = []
+        for name in panel.metrics:
+            marker, linestyle = styles[name]
+            if drawn[name]:
+                handles.append(Line2D([], [], color="0.25", marker=marker, ls=linestyle, lw=1.8, label=_label(name)))
+            else:
+                handles.append(Line2D([], [], color="none", label=f"{_label(name)}: not measured"))
+        ax.legend(handles=handles, loc="best", frameon=True, framealpha=0.9,
+                  title="metric (colour = run)", title_fontsize=8.5)
 
 
 def _curve(rec: dict | None):
+    """The early-answering curve of a round as (x, mean, ci_low, ci_high) points, or None."""
     if rec is None:
         return None
     cv = rec.get("curve")
@@ -301,12 +317,13 @@ def _curve(rec: dict | None):
         for i in range(n)
         if not (math.isnan(x[i]) or math.isnan(m[i]))
     ]
-    if not pts:
-        return None
-    return pts
+    return pts or None
 
 
-def _plot_curves(ax, runs) -> bool:
+def draw_curves(ax, panel: Panel, runs) -> None:
+    """Kind "early-answering curves": the first and last round's curve of every run."""
+    from matplotlib.lines import Line2D
+
     drawn = False
     for run in runs:
         c = run["color"]
@@ -317,21 +334,11 @@ def _plot_curves(ax, runs) -> bool:
             if pts is None:
                 continue
             drawn = True
-            x = [p[0] for p in pts]
-            m = [p[1] for p in pts]
             light = which == "first" and first is not last
-            alpha = 0.45 if light else 1.0
             ax.plot(
-                x,
-                m,
-                "-",
-                marker="o",
-                color=c,
-                alpha=alpha,
-                lw=1.5 if light else 2.2,
-                ms=4.5 if light else 5.5,
-                mfc="white" if light else c,
-                zorder=3 if not light else 2,
+                [p[0] for p in pts], [p[1] for p in pts], "-", marker="o", color=c,
+                alpha=0.45 if light else 1.0, lw=1.5 if light else 2.2, ms=4.5 if light else 5.5,
+                mfc="white" if light else c, zorder=2 if light else 3,
                 label=f"{run['label']}, step {_step_str(rec['step'])}",
             )
             band = [p for p in pts if not (math.isnan(p[2]) or math.isnan(p[3]))]
@@ -339,37 +346,120 @@ def _plot_curves(ax, runs) -> bool:
                 _fill_band(
                     ax, [p[0] for p in band], [p[2] for p in band], [p[3] for p in band], c, 0.07 if light else 0.15
                 )
-    return drawn
+    if not drawn:
+        _not_measured(ax)
+        return
+    ax.set_xlabel("fraction of the chain of thought kept (0 = no chain)")
+    ax.set_ylabel("share of answers equal to full-chain answer")
+    ax.set_xlim(-0.03, 1.03)
+    # Headroom above 1.0 holds the legend, so it never covers a curve (curves end at 1.0).
+    ax.set_ylim(-0.03, 1.55)
+    ax.set_yticks([0.0, 0.2, 0.4, 0.6, 0.8, 1.0])
+    ax.set_xticks([0, 0.25, 0.5, 0.75, 1.0])
+    _grid(ax)
+    hint = "high & flat = answer fixed early (low AOC)"
+    legend = {"loc": "upper center", "ncol": 2, "frameon": True, "framealpha": 0.9, "title_fontsize": 8.5}
+    if len(runs) <= 2:
+        ax.legend(title=f"faint = first round, bold = last\n{hint}", **legend)
+    else:  # many runs: a style key only; colours are in the figure legend
+        key = [
+            Line2D([], [], color="0.3", alpha=0.45, lw=1.5, marker="o", ms=4.5, mfc="white", label="first round"),
+            Line2D([], [], color="0.3", lw=2.2, marker="o", ms=5.5, label="last round"),
+        ]
+        ax.legend(handles=key, title=f"colour = run\n{hint}", **legend)
 
 
-def _fill_band(ax, xs, low, high, color, alpha: float) -> None:
-    """A shaded 95% interval behind the lines."""
-    ax.fill_between(xs, low, high, color=color, alpha=alpha, lw=0, zorder=1)
-
-
-def _summary_lines(run) -> list[str]:
+def summary_lines(run, names: Sequence[str]) -> list[str]:
+    """First → last value of each metric in ``names`` for one run, as monospace text lines."""
     first, last = _first_last(run["records"])
     if first is None:
         return ["no model rounds"]
     out = [f"steps {_step_str(first['step'])} → {_step_str(last['step'])}"]
-    for name, short in (
-        ("accuracy", "accuracy"),
-        ("early_answering_aoc", "AOC"),
-        ("info_gain_per_step", "IG/step"),
-        ("filler_invariance", "filler inv."),
-        ("paraphrase_invariance", "paraphr. inv."),
-    ):
-        a = _metric(first, name)[0]
-        b = _metric(last, name)[0]
+    width = max((len(_label(n)) for n in names), default=0) + 2
+    for name in names:
+        a, b = _metric(first, name)[0], _metric(last, name)[0]
+        label = _label(name)
         if math.isnan(a) and math.isnan(b):
-            out.append(f"{short:<14}not measured")
+            out.append(f"{label:<{width}}not measured")
             continue
         delta = "" if math.isnan(a) or math.isnan(b) else f"  ({b - a:+.2f})"
-        out.append(f"{short:<14}{_fmt(a, 2):>5} → {_fmt(b, 2):<5}{delta}")
+        out.append(f"{label:<{width}}{_fmt(a, 2):>5} → {_fmt(b, 2):<5}{delta}")
     return out
 
 
-def _draw_figure(runs, title: str, png_path: Path) -> None:
+def draw_summary(ax, panel: Panel, runs) -> None:
+    """Kind "summary": first → last round of each run, for the metrics the figure plots."""
+    ax.axis("off")
+    blocks = [(run, summary_lines(run, panel.metrics)) for run in runs]
+    needed = sum(0.105 + 0.062 * len(lines) for _, lines in blocks)
+    k = min(1.0, 0.98 / needed)  # shrink to fit when many runs are compared
+    y = 0.98
+    for run, lines in blocks:
+        ax.text(0.0, y, run["label"], transform=ax.transAxes, fontsize=max(7.0, 11.5 * k),
+                fontweight="bold", color=run["color"], va="top")
+        y -= 0.075 * k
+        for line in lines:
+            ax.text(0.03, y, line, transform=ax.transAxes, fontsize=max(6.5, 10 * k), family="monospace", va="top")
+            y -= 0.062 * k
+        y -= 0.03 * k
+
+
+# The figure, in reading order (letters follow this order; three panels a row).
+PANELS: tuple[Panel, ...] = (
+    Panel("accuracy", draw_metrics, "Task accuracy", ("accuracy",),
+          ylabel="{label} (fraction of problems correct)", ylim="unit"),
+    Panel("aoc", draw_metrics, "Chain–answer coupling (early-answering AOC)", ("early_answering_aoc",),
+          ylabel="{label} (0–1)", ylim="within_unit"),
+    Panel("curves", draw_curves, "Early-answering curves (first → last round)", over_steps=False),
+    Panel("info_gain", draw_metrics, "Information gain per reasoning step", ("info_gain_per_step",),
+          ylabel="{label} (nats)", zero_line=True),
+    Panel("invariance", draw_metrics, "Filler & paraphrase invariance",
+          ("filler_invariance", "paraphrase_invariance"), ylabel="invariance (share of answers kept)", ylim="unit"),
+    Panel("other", draw_metrics, "Other probes", other=True),
+    Panel("summary", draw_summary, "First → last round", over_steps=False),
+)
+
+
+def other_metrics(runs, panels: Sequence[Panel] = PANELS) -> list[str]:
+    """Logged metrics for the "other probes" panel: what no panel shows and no panel's probe owns.
+
+    That is the headline metrics of a registered probe without a panel (a user probe, or
+    mistakes), and every metric the registry does not know (a probe registered in the process
+    that wrote the history but not in this one).
+    """
+    registry = _registry()
+    shown = {n for p in panels for n in p.metrics}
+    covered = {registry[n].probe for n in shown if n in registry}
+    picked = []
+    for name in ordered_metrics(_logged(runs)):
+        metric = registry.get(name)
+        if name in shown:
+            continue
+        if metric is None or (metric.probe is not None and metric.probe not in covered and metric.headline):
+            picked.append(name)
+    return picked
+
+
+def layout(runs, panels: Sequence[Panel] = PANELS) -> list[Panel]:
+    """The panels to draw for ``runs``: the "other" panel filled in (dropped when empty), and the
+    summary panel given every metric plotted over steps, in registry order."""
+    out = []
+    for panel in panels:
+        if panel.other:
+            names = other_metrics(runs, panels)
+            if names:
+                out.append(replace(panel, metrics=tuple(names)))
+        else:
+            out.append(panel)
+    plotted = ordered_metrics(n for p in out if p.over_steps for n in p.metrics)
+    return [replace(p, metrics=tuple(plotted)) if p.draw is draw_summary else p for p in out]
+
+
+def _letter(i: int) -> str:
+    return chr(ord("A") + i)
+
+
+def _draw_figure(runs, title: str, png_path: Path, panels: Sequence[Panel]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -386,187 +476,27 @@ def _draw_figure(runs, title: str, png_path: Path) -> None:
         "axes.spines.top": False,
         "axes.spines.right": False,
     }
+    cols = 3
+    rows = math.ceil(len(panels) / cols)
     with plt.rc_context(rc):
-        fig = plt.figure(figsize=(16, 9.6), dpi=150, layout="constrained")
-        gs = fig.add_gridspec(2, 3)
-        ax_a = fig.add_subplot(gs[0, 0])
-        ax_b = fig.add_subplot(gs[0, 1], sharex=ax_a)
-        ax_c = fig.add_subplot(gs[0, 2])
-        ax_d = fig.add_subplot(gs[1, 0], sharex=ax_a)
-        ax_e = fig.add_subplot(gs[1, 1], sharex=ax_a)
-        ax_f = fig.add_subplot(gs[1, 2])
-
-        # A — accuracy
-        if _plot_metric(ax_a, runs, "accuracy"):
-            _style_time_axis(
-                ax_a, "accuracy (fraction of problems correct)", "A  Task accuracy", unit_range=True
-            )
-        else:
-            ax_a.set_title("A  Task accuracy", loc="left", fontsize=12, fontweight="bold")
-            _not_measured(ax_a)
-
-        # B — early-answering AOC
-        if _plot_metric(ax_b, runs, "early_answering_aoc"):
-            _style_time_axis(
-                ax_b,
-                "early-answering AOC (0–1)\n↑ answer depends on more of the chain",
-                "B  Chain–answer coupling (early-answering AOC)",
-            )
-            lo, hi = ax_b.get_ylim()
-            ax_b.set_ylim(max(lo, -0.03), min(max(hi, 0.3), 1.03))
-        else:
-            ax_b.set_title("B  Chain–answer coupling (AOC)", loc="left", fontsize=12, fontweight="bold")
-            _not_measured(ax_b)
-
-        # C — early-answering curves
-        ax_c.set_title(
-            "C  Early-answering curves (first → last round)", loc="left", fontsize=12, fontweight="bold"
-        )
-        if _plot_curves(ax_c, runs):
-            ax_c.set_xlabel("fraction of the chain of thought kept (0 = no chain)")
-            ax_c.set_ylabel("share of answers equal to full-chain answer")
-            ax_c.set_xlim(-0.03, 1.03)
-            # Headroom above 1.0 holds the legend, so it never covers a curve (curves end at 1.0).
-            ax_c.set_ylim(-0.03, 1.55)
-            ax_c.set_yticks([0.0, 0.2, 0.4, 0.6, 0.8, 1.0])
-            ax_c.set_xticks([0, 0.25, 0.5, 0.75, 1.0])
-            ax_c.grid(True, color="0.9", lw=0.8)
-            ax_c.set_axisbelow(True)
-            hint = "high & flat = answer fixed early (low AOC)"
-            if len(runs) <= 2:
-                ax_c.legend(
-                    loc="upper center",
-                    ncol=2,
-                    frameon=True,
-                    framealpha=0.9,
-                    title_fontsize=8.5,
-                    title=f"faint = first round, bold = last\n{hint}",
-                )
-            else:  # many runs: a style key only; colours are in the figure legend
-                key = [
-                    Line2D(
-                        [],
-                        [],
-                        color="0.3",
-                        alpha=0.45,
-                        lw=1.5,
-                        marker="o",
-                        ms=4.5,
-                        mfc="white",
-                        label="first round",
-                    ),
-                    Line2D([], [], color="0.3", lw=2.2, marker="o", ms=5.5, label="last round"),
-                ]
-                ax_c.legend(
-                    handles=key,
-                    loc="upper center",
-                    ncol=2,
-                    frameon=True,
-                    framealpha=0.9,
-                    title_fontsize=8.5,
-                    title=f"colour = run\n{hint}",
-                )
-        else:
-            _not_measured(ax_c)
-
-        # D — information gain per step
-        if _plot_metric(ax_d, runs, "info_gain_per_step"):
-            _style_time_axis(
-                ax_d,
-                "information gain per step (nats)\n↑ each step makes gold answer likelier",
-                "D  Information gain per reasoning step",
-            )
-            ax_d.axhline(0.0, color="0.5", lw=0.9, zorder=0)
-        else:
-            ax_d.set_title(
-                "D  Information gain per reasoning step", loc="left", fontsize=12, fontweight="bold"
-            )
-            _not_measured(ax_d)
-
-        # E — filler and paraphrase invariance
-        got_f = _plot_metric(ax_e, runs, "filler_invariance", marker="o", linestyle="-")
-        got_p = _plot_metric(ax_e, runs, "paraphrase_invariance", marker="s", linestyle=":")
-        if got_f or got_p:
-            _style_time_axis(
-                ax_e,
-                "invariance (share of answers kept)\n↑ higher = less coupled",
-                "E  Filler & paraphrase invariance",
-                unit_range=True,
-            )
-            handles = []
-            if got_f:
-                handles.append(
-                    Line2D([], [], color="0.25", marker="o", ls="-", lw=1.8, label='filler (" ...")')
-                )
-            if got_p:
-                handles.append(Line2D([], [], color="0.25", marker="s", ls=":", lw=1.8, label="paraphrase"))
-            if not got_f:
-                handles.append(Line2D([], [], color="none", label="filler: not measured"))
-            if not got_p:
-                handles.append(Line2D([], [], color="none", label="paraphrase: not measured"))
-            ax_e.legend(
-                handles=handles,
-                loc="best",
-                frameon=True,
-                framealpha=0.9,
-                title="probe (colour = run)",
-                title_fontsize=8.5,
-            )
-        else:
-            ax_e.set_title("E  Filler & paraphrase invariance", loc="left", fontsize=12, fontweight="bold")
-            _not_measured(ax_e)
-
-        # F — textual summary, first → last model round per run
-        ax_f.set_title("F  First → last round", loc="left", fontsize=12, fontweight="bold")
-        ax_f.axis("off")
-        blocks = [(run, _summary_lines(run)) for run in runs]
-        needed = sum(0.105 + 0.062 * len(lines) for _, lines in blocks)
-        k = min(1.0, 0.98 / needed)  # shrink to fit when many runs are compared
-        y = 0.98
-        for run, lines in blocks:
-            ax_f.text(
-                0.0,
-                y,
-                run["label"],
-                transform=ax_f.transAxes,
-                fontsize=max(7.0, 11.5 * k),
-                fontweight="bold",
-                color=run["color"],
-                va="top",
-            )
-            y -= 0.075 * k
-            for line in lines:
-                ax_f.text(
-                    0.03,
-                    y,
-                    line,
-                    transform=ax_f.transAxes,
-                    fontsize=max(6.5, 10 * k),
-                    family="monospace",
-                    va="top",
-                )
-                y -= 0.062 * k
-            y -= 0.03 * k
+        fig = plt.figure(figsize=(16, 4.8 * rows), dpi=150, layout="constrained")
+        gs = fig.add_gridspec(rows, cols)
+        steps_ax = None  # every panel over training steps shares this x axis
+        for i, panel in enumerate(panels):
+            ax = fig.add_subplot(gs[i // cols, i % cols], sharex=steps_ax if panel.over_steps else None)
+            if panel.over_steps and steps_ax is None:
+                steps_ax = ax
+            ax.set_title(f"{_letter(i)}  {panel.title}", loc="left", fontsize=12, fontweight="bold")
+            panel.draw(ax, panel, runs)
 
         # Figure-level legend: one entry per run (+ base style when any base round exists).
         handles = [Line2D([], [], color=r["color"], marker="o", lw=2, label=r["label"]) for r in runs]
         if any(_role(rec) == "base" for r in runs for rec in r["records"]):
             handles.append(
-                Line2D(
-                    [],
-                    [],
-                    color="0.3",
-                    marker="o",
-                    mfc="white",
-                    ls="--",
-                    lw=1.3,
-                    label="base model (adapters off)",
-                )
+                Line2D([], [], color="0.3", marker="o", mfc="white", ls="--", lw=1.3, label="base model (adapters off)")
             )
         handles.append(matplotlib.patches.Patch(color="0.5", alpha=0.25, label="95% bootstrap CI"))
-        fig.legend(
-            handles=handles, loc="outside lower center", ncol=len(handles), frameon=False, fontsize=10.5
-        )
+        fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), frameon=False, fontsize=10.5)
         fig.suptitle(title, fontsize=15, fontweight="bold")
         fig.savefig(png_path, dpi=150, facecolor="white")
         plt.close(fig)
@@ -589,10 +519,13 @@ table { border-collapse: collapse; font-size: 0.85em; white-space: nowrap; }
 th, td { border: 1px solid #ddd; padding: 4px 8px; text-align: right; }
 th { background: #f0f0f0; position: sticky; top: 0; }
 td.l, th.l { text-align: left; }
+table.gloss td { white-space: normal; }
 tr.base td { color: #555; font-style: italic; background: #fafafa; }
 .swatch { display: inline-block; width: 0.9em; height: 0.9em; border-radius: 2px; vertical-align: -0.1em;
           margin-right: 0.35em; }
 """
+
+_MORE_COUPLED = {"higher": "higher", "lower": "lower", "neutral": "neither (neutral)"}
 
 
 def _cell(rec: dict, name: str) -> str:
@@ -607,16 +540,46 @@ def _cell(rec: dict, name: str) -> str:
     return f"{v:.3f} [{lo:.3f}, {hi:.3f}]"
 
 
+def _tooltip(name: str) -> str:
+    metric = _registry().get(name)
+    if metric is None:
+        return "not a registered metric here"
+    return f"{metric.label}: {metric.meaning} (more coupled: {_MORE_COUPLED[metric.direction]})"
+
+
+def _glossary(names: Sequence[str]) -> str:
+    """One row per metric shown: its label, which way is more coupled, and what it means."""
+    registry = _registry()
+    out = ['<div class="tw"><table class="gloss">',
+           '<tr><th class="l">metric</th><th class="l">label</th><th class="l">more coupled when</th>'
+           '<th class="l">meaning</th></tr>']
+    for name in names:
+        m = registry.get(name)
+        label, direction, meaning = (
+            (m.label, _MORE_COUPLED[m.direction], m.meaning) if m
+            else ("—", "—", "not a registered metric here (a probe registered by the run that wrote the history?)")
+        )
+        out.append(
+            f'<tr><td class="l"><code>{html.escape(name)}</code></td><td class="l">{html.escape(label)}</td>'
+            f'<td class="l">{html.escape(direction)}</td><td class="l">{html.escape(meaning)}</td></tr>'
+        )
+    out.append("</table></div>")
+    return "\n".join(out)
+
+
 def _run_table(run) -> str:
     records = sorted(run["records"], key=lambda r: (float(r["step"]), _role(r) != "model"))
-    names = [n for n in _METRIC_ORDER if any(n in (r.get("metrics") or {}) for r in records)]
-    extra = sorted({n for r in records for n in (r.get("metrics") or {})} - set(_METRIC_ORDER))
-    names += extra
+    names = ordered_metrics(_logged([run]))
     head = ["step", "epoch", "role"] + names + ["problems", "seconds"]
     out = [
         '<div class="tw"><table>',
         "<tr>"
-        + "".join(f'<th class="{"l" if h == "role" else ""}">{html.escape(h)}</th>' for h in head)
+        + "".join(
+            f'<th class="{"l" if h == "role" else ""}"'
+            + (f' title="{html.escape(_tooltip(h))}"' if h in names else "")
+            + f">{html.escape(h)}</th>"
+            for h in head
+        )
         + "</tr>",
     ]
     for r in records:
@@ -637,7 +600,15 @@ def _run_table(run) -> str:
     return "\n".join(out)
 
 
-def _write_html(runs, title: str, png_path: Path, html_path: Path) -> None:
+def _how_to_read(panels: Sequence[Panel]) -> str:
+    letters = {p.key: _letter(i) for i, p in enumerate(panels)}
+    text = _HOW_TO_READ.format(**letters)
+    if "other" in letters:
+        text += _HOW_TO_READ_OTHER.format(**letters)
+    return text
+
+
+def _write_html(runs, title: str, png_path: Path, html_path: Path, panels: Sequence[Panel]) -> None:
     b64 = base64.b64encode(png_path.read_bytes()).decode("ascii")
     parts = [
         "<!DOCTYPE html>",
@@ -653,9 +624,11 @@ def _write_html(runs, title: str, png_path: Path, html_path: Path) -> None:
         )
         + "</p>",
         "<h2>How to read this</h2>",
-        f'<p class="how">{_HOW_TO_READ}</p>',
+        f'<p class="how">{_how_to_read(panels)}</p>',
         f'<img class="fig" alt="{html.escape(title)}: faithfulness metrics over training" '
         f'src="data:image/png;base64,{b64}">',
+        "<h2>Metrics</h2>",
+        _glossary(ordered_metrics(_logged(runs))),
     ]
     for r in runs:
         parts.append(
@@ -685,85 +658,100 @@ def write_report(
     """Write ``report.png`` and ``report.html`` for one or more runs into ``out_dir``.
 
     Each entry of ``runs`` is a history file or a directory containing one (see
-    :func:`read_history`). ``labels`` overrides the legend names (default: the records' ``run``
-    field, else the folder name). Returns ``(png_path, html_path)``.
+    :func:`faithcb.history.read_history`). ``labels`` overrides the legend names (default: the
+    records' ``run`` field, else the folder name). Returns ``(png_path, html_path)``. Raises
+    ``FileNotFoundError`` for a missing history, ``HistoryFormatError`` for a malformed or empty
+    one and ``ConfigError`` for bad arguments.
     """
     if isinstance(runs, (str, os.PathLike)):
         runs = [runs]
     if not runs:
-        raise ValueError("write_report needs at least one run")
+        raise ConfigError("write_report needs at least one run")
     if labels is not None and len(labels) != len(runs):
-        raise ValueError(f"got {len(labels)} labels for {len(runs)} runs")
+        raise ConfigError(f"got {len(labels)} labels for {len(runs)} runs")
     loaded = []
     seen: dict[str, int] = {}
     for i, src in enumerate(runs):
-        path = Path(src)
-        file = _find_history(path)
+        file = find_history(src)
         records = read_history(file)
         if not records:
-            raise ValueError(f"{file}: history has no rounds yet")
+            raise HistoryFormatError(f"{file}: history has no rounds yet")
         label = str(labels[i]) if labels is not None else _default_label(records, file)
         if label in seen:  # keep legend entries distinguishable
             seen[label] += 1
             label = f"{label} ({seen[label]})"
         else:
             seen[label] = 1
-        loaded.append(
-            {"label": label, "records": records, "source": file, "color": _PALETTE[i % len(_PALETTE)]}
-        )
+        loaded.append({"label": label, "records": records, "source": file, "color": _PALETTE[i % len(_PALETTE)]})
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     png_path = out / "report.png"
     html_path = out / "report.html"
-    _draw_figure(loaded, title, png_path)
-    _write_html(loaded, title, png_path, html_path)
+    panels = layout(loaded)
+    _draw_figure(loaded, title, png_path, panels)
+    _write_html(loaded, title, png_path, html_path, panels)
     return png_path, html_path
 
 
-def report_main(argv: Sequence[str] | None = None) -> int:
-    """``faithcb report RUN_DIR [RUN_DIR ...] [--out DIR] [--labels a,b] [--title T]``."""
-    parser = argparse.ArgumentParser(
-        prog="faithcb report",
-        description="Render faithcb history files into report.png and a self-contained report.html.",
-    )
+# --------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------
+
+_DESCRIPTION = "Render faithcb history files into report.png and a self-contained report.html."
+
+
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "runs",
-        nargs="+",
-        metavar="RUN_DIR",
+        "runs", nargs="+", metavar="RUN_DIR",
         help=f"a run output directory (searched for {HISTORY_NAME}) or the file itself",
     )
     parser.add_argument(
-        "--out",
-        default=None,
+        "--out", default=None,
         help="output directory (default: the run directory, or the parent of the first when several)",
     )
     parser.add_argument("--labels", default=None, help="comma-separated legend labels, one per run")
     parser.add_argument("--title", default="faithcb report", help="figure and page title")
-    args = parser.parse_args(list(argv) if argv is not None else None)
 
+
+def make_parser(subparsers) -> argparse.ArgumentParser:
+    """Add ``faithcb report`` to ``subparsers`` (of ``faithcb.cli``); its handler is :func:`run`."""
+    parser = subparsers.add_parser(
+        "report", help="PNG + HTML report from one or more runs' faith_history.jsonl", description=_DESCRIPTION
+    )
+    _add_arguments(parser)
+    parser.set_defaults(handler=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """``faithcb report``: write the report, print its two paths. Raises faithcb's errors."""
     labels = None
     if args.labels is not None:
         labels = [s.strip() for s in args.labels.split(",")]
         if len(labels) != len(args.runs):
-            print(
-                f"faithcb report: error: --labels has {len(labels)} entries for {len(args.runs)} runs",
-                file=sys.stderr,
-            )
-            return 2
+            raise ConfigError(f"--labels has {len(labels)} entries for {len(args.runs)} runs")
     if args.out is not None:
         out = Path(args.out)
     else:
         first = _run_dir(Path(args.runs[0]))
-        out = first if len(args.runs) == 1 else (first.resolve().parent)
-    try:
-        png, page = write_report(args.runs, out, labels=labels, title=args.title)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"faithcb report: error: {exc}", file=sys.stderr)
-        return 2
+        out = first if len(args.runs) == 1 else first.resolve().parent
+    png, page = write_report(args.runs, out, labels=labels, title=args.title)
     print(png)
     print(page)
     return 0
 
 
-__all__ = ["HISTORY_NAME", "read_history", "report_main", "write_report"]
+def report_main(argv: Sequence[str] | None = None) -> int:
+    """``faithcb report ARGS`` as a function: the same parser; an error is one line and status 2."""
+    parser = argparse.ArgumentParser(prog="faithcb")
+    make_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["report", *(sys.argv[1:] if argv is None else argv)])
+    try:
+        return args.handler(args)
+    except (FaithcbError, FileNotFoundError) as exc:
+        print(f"faithcb report: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+
+
+__all__ = ["HISTORY_NAME", "PANELS", "Panel", "layout", "make_parser", "read_history", "report_main", "write_report"]

@@ -44,9 +44,10 @@ def test_cli_dispatches_to_the_demo(monkeypatch):
     from faithcb import cli
 
     seen = []
-    monkeypatch.setattr(demo, "demo_main", lambda argv: seen.append(argv) or 0)
+    monkeypatch.setattr(demo, "run", lambda args: seen.append(args) or 0)
     assert cli.main(["demo", "--quick", "--no-wandb"]) == 0
-    assert seen == [["--quick", "--no-wandb"]]
+    assert len(seen) == 1 and seen[0].quick and seen[0].no_wandb and not seen[0].paraphrase
+    assert demo.settings_from_args(seen[0]) == _settings(["--quick", "--no-wandb"])
 
 
 def test_wandb_mode(monkeypatch, tmp_path):

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from faithcb.metrics import Metric
+from faithcb.probes import register_probe, unregister_probe
 from faithcb.report import read_history, report_main, write_report
 
 GRID = [0.0, 0.25, 0.5, 0.75, 1.0]
@@ -191,3 +193,92 @@ def test_report_main_missing_dir(tmp_path, capsys):
     assert report_main([str(tmp_path / "does-not-exist")]) == 2
     err = capsys.readouterr().err
     assert "does-not-exist" in err and "error" in err
+
+
+def test_figure_is_a_table_of_panels(two_runs):
+    from faithcb.report import PANELS, layout
+
+    runs = [{"label": p.name, "records": read_history(p)} for p in two_runs]
+    panels = layout(runs)
+    # The built-in metrics only: the six panels of docs/img/demo_report.png, no "other probes" panel.
+    assert [p.key for p in panels] == ["accuracy", "aoc", "curves", "info_gain", "invariance", "summary"]
+    assert [p.key for p in PANELS if not p.other] == [p.key for p in panels]
+    # The summary lists what the panels plot over steps, in registry order.
+    assert panels[-1].metrics == (
+        "accuracy", "early_answering_aoc", "filler_invariance", "paraphrase_invariance", "info_gain_per_step"
+    )
+
+
+def test_html_columns_follow_the_registry(two_runs, tmp_path):
+    from faithcb.probes import round_metrics
+
+    _, page = write_report([two_runs[0]], tmp_path / "o")
+    text = page.read_text()
+    table = text[text.rindex("<table>"):]
+    heads = re.findall(r"<th [^>]*>([^<]+)</th>", table)
+    metrics = heads[3:-2]
+    assert metrics == [m.name for m in round_metrics() if m.name in metrics]
+    assert metrics[:2] == ["accuracy", "unparsed_rate"] and len(metrics) == 12
+    # Every header says what the metric is, from the registry.
+    assert 'title="early-answering AOC: 1 - area under m(k)' in table
+    assert "(B)" in text and "(E)" in text and "Other probes" not in text
+
+
+class _TwoMetricProbe:
+    """A user probe with a headline metric and a secondary one."""
+
+    name = "two"
+    metrics = (Metric("main", "two: main", "a headline metric", "lower", headline=True),
+               Metric("side", "two: side", "a secondary metric", "neutral"))
+
+    @classmethod
+    def build(cls, context):
+        return cls()
+
+    def prepare(self, chains, lm):
+        pass
+
+    def variants(self, chain):
+        return []
+
+    def record(self, chain, outcomes):
+        return {"main": 0.4, "side": 0.6}
+
+
+@pytest.fixture
+def two_metric_probe():
+    register_probe(_TwoMetricProbe, replace=True)
+    yield
+    unregister_probe(_TwoMetricProbe.name)
+
+
+def test_metrics_without_a_panel_get_the_other_panel(tmp_path, two_metric_probe):
+    from faithcb.report import layout, summary_lines
+
+    recs = [
+        {"step": s, "run": "r", "metrics": {
+            "accuracy": _m(0.5), "mistakes_aoc": _m(0.2 + s / 100), "filler_k0_agreement": _m(0.1),
+            "somebody_elses_metric": _m(3.0 + s), "two_main": _m(0.4), "two_side": _m(0.6),
+        }}
+        for s in (0, 10)
+    ]
+    _write(tmp_path / "r" / "faith_history.jsonl", recs)
+    runs = [{"label": "r", "records": read_history(tmp_path / "r")}]
+    panels = layout(runs)
+    other = next(p for p in panels if p.key == "other")
+    # A registered probe without a panel shows its headline metrics (registry order); a metric this
+    # process does not know (a probe registered elsewhere) shows too; secondary metrics stay in the table.
+    assert other.metrics == ("mistakes_aoc", "two_main", "somebody_elses_metric")
+    assert [p.key for p in panels][-2:] == ["other", "summary"]
+    lines = summary_lines(runs[0], panels[-1].metrics)
+    assert any(line.startswith("adding-mistakes AOC") and "0.20 → 0.30" in line for line in lines)
+    assert any(line.startswith("somebody_elses_metric") and "(+10.00)" in line for line in lines)
+
+    png, page = write_report([tmp_path / "r"], tmp_path / "o")
+    text = page.read_text()
+    assert "<b>Other probes</b> (F)" in text
+    assert ">somebody_elses_metric</th>" in text and "13.000" in text
+    assert "not a registered metric here" in text
+    assert ">two_side</th>" in text and "two: side" in text  # in the table and the glossary
+    w, h = _png_size(png)
+    assert h > w * 0.8  # a third row of panels
