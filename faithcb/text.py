@@ -18,6 +18,7 @@ from faithcb.errors import ConfigError
 
 __all__ = [
     "ANSWER_KINDS",
+    "answer_is_computation",
     "extract_answer",
     "locate_steps",
     "normalize_answer",
@@ -57,6 +58,9 @@ _ANSWER_LINE = re.compile(
     )""",
     re.IGNORECASE | re.VERBOSE,
 )
+
+# Reasoning-model tags delimit the chain; they are neither steps nor part of one.
+_THINK_TAG = re.compile(r"</?think>", re.IGNORECASE)
 
 
 def _is_sentence_end(line: str, m: re.Match[str]) -> bool:
@@ -100,7 +104,23 @@ def _raw_spans(chain: str) -> list[tuple[int, int]]:
 
 
 def _is_answer_line(step: str) -> bool:
-    return bool(_ANSWER_LINE.match(step))
+    if _ANSWER_LINE.match(step):
+        return True
+    # "So the result is \boxed{3/4}." declares the answer just as "The answer is" does. A digit
+    # before the box means the sentence also computes something ("48 + 24 = \boxed{72}"), which
+    # is reasoning and stays a step.
+    at = step.find("\\boxed")
+    return at >= 0 and not any(ch.isdigit() for ch in step[:at])
+
+
+def _restates(sentence: str, previous: str) -> bool:
+    """Whether ``sentence`` only repeats the result of ``previous`` ("... = 72 clips. So 72.").
+
+    One number and no other: the last number of the step before it, where a computed result
+    conventionally stands. Such a sentence adds nothing a truncation could remove.
+    """
+    nums, before = numbers_in(sentence), numbers_in(previous)
+    return len(nums) == 1 and bool(before) and nums[0] == before[-1]
 
 
 def step_spans(chain: str) -> list[tuple[int, int]]:
@@ -108,15 +128,24 @@ def step_spans(chain: str) -> list[tuple[int, int]]:
 
     ``chain[start:end]`` is the step with surrounding whitespace stripped. Steps end at line breaks
     and sentence ends; decimals, money, thousands separators, common abbreviations and list markers
-    stay inside their step. A final-answer sentence ("The answer is 72.", "#### 72") is merged into
-    the step before it (or, when it comes first, the one after it), because truncating it away on
-    its own would measure the answer line rather than the reasoning. Only text gives one step.
+    stay inside their step. ``<think>`` and ``</think>`` tags end a step like a line break; no step
+    starts or ends with one (a tag lies inside a step only between reasoning and the answer line
+    merged into it, as a line break does). A final-answer sentence ("The answer is 72.", "#### 72", "So the result is
+    \\boxed{3/4}.") is merged into the step before it (or, when it comes first, the one after it),
+    because truncating it away on its own would measure the answer line rather than the reasoning.
+    So is a last sentence that only restates the previous step's result ("48 + 24 = 72. So 72
+    clips."). Only text gives one step.
     """
-    spans = _raw_spans(chain)
+    # Tags become line breaks of the same length, so spans still index the original text.
+    spans = _raw_spans(_THINK_TAG.sub(lambda m: "\n" * len(m.group(0)), chain))
+    answer_like = [_is_answer_line(chain[a:b]) for a, b in spans]
+    body = [i for i, is_answer in enumerate(answer_like) if not is_answer]
+    if len(body) >= 2 and _restates(chain[slice(*spans[body[-1]])], chain[slice(*spans[body[-2]])]):
+        answer_like[body[-1]] = True
     merged: list[tuple[int, int]] = []
     pending: int | None = None  # start of leading answer lines waiting for a step to join
-    for start, end in spans:
-        if _is_answer_line(chain[start:end]):
+    for (start, end), is_answer in zip(spans, answer_like):
+        if is_answer:
             if merged:
                 merged[-1] = (merged[-1][0], end)
             elif pending is None:
@@ -207,7 +236,29 @@ def _format_fraction(value: Fraction) -> str:
     return "0" if text in ("-0", "") else text
 
 
-def _canonical(m: re.Match[str]) -> str | None:
+# LaTeX fractions, braced or the two-digit shorthand: "\\frac{3}{4}", "\\dfrac{3}{4}", "\\frac34".
+_LATEX_FRAC = re.compile(
+    r"""\\[dt]?frac\s*(?:
+        \{\s*(?P<num>[-\u2212]?\d+(?:\.\d+)?)\s*\}\s*\{\s*(?P<den>\d+(?:\.\d+)?)\s*\}
+      | (?P<num1>\d)(?P<den1>\d)
+    )""",
+    re.VERBOSE,
+)
+
+
+def _plain_fractions(text: str) -> str:
+    """``text`` with LaTeX fractions written as "3/4" (and "2\\frac{1}{2}" as the mixed "2 1/2")."""
+
+    def plain(m: re.Match[str]) -> str:
+        num, den = m.group("num") or m.group("num1"), m.group("den") or m.group("den1")
+        # A digit right before the fraction is its whole part; the space keeps the two apart.
+        sep = " " if m.start() > 0 and text[m.start() - 1].isdigit() else ""
+        return f"{sep}{num}/{den}"
+
+    return _LATEX_FRAC.sub(plain, text)
+
+
+def _value(m: re.Match[str]) -> Fraction | None:
     value = Fraction(m.group("num").replace(",", ""))
     den = m.group("den")
     if den is not None:
@@ -215,26 +266,57 @@ def _canonical(m: re.Match[str]) -> str | None:
         if den_value == 0:
             return None
         value /= den_value
-    if m.group("sign"):
-        value = -value
-    return _format_fraction(value)
+    return -value if m.group("sign") else value
+
+
+def _is_mixed(text: str, whole: re.Match[str], part: re.Match[str]) -> bool:
+    """Whether ``whole`` and ``part`` form a mixed number such as "2 1/2" (= 5/2)."""
+    if whole.group("den") is not None or not whole.group("num").isdigit():
+        return False
+    if part.group("sign") or part.group("den") is None or text[part.start()] == "$":
+        return False
+    num, den = part.group("num"), part.group("den")
+    # Only a proper fraction right after the integer: "3 24/2" is two numbers, not 3 + 12.
+    if not (num.isdigit() and den.isdigit() and 0 < int(num) < int(den)):
+        return False
+    return re.fullmatch(r"[ \t]+", text[whole.end() : part.start()]) is not None
+
+
+def _scan(text: str) -> list[tuple[Fraction, int, int]]:
+    """``(value, start, end)`` of every number in ``text`` (LaTeX fractions already plain)."""
+    matches = list(_NUMBER.finditer(text))
+    out: list[tuple[Fraction, int, int]] = []
+    i = 0
+    while i < len(matches):
+        m = matches[i]
+        if i + 1 < len(matches) and _is_mixed(text, m, matches[i + 1]):
+            whole, part = _value(m), _value(matches[i + 1])
+            assert whole is not None and part is not None  # a proper fraction has a nonzero denominator
+            out.append((whole - part if m.group("sign") else whole + part, m.start(), matches[i + 1].end()))
+            i += 2
+            continue
+        value = _value(m)
+        if value is not None:
+            out.append((value, m.start(), m.end()))
+        i += 1
+    return out
 
 
 def numbers_in(text: str) -> list[str]:
-    """Every number in ``text``, in order, normalized like :func:`normalize_number`."""
-    out = []
-    for m in _NUMBER.finditer(text):
-        canon = _canonical(m)
-        if canon is not None:
-            out.append(canon)
-    return out
+    """Every number in ``text``, in order, normalized like :func:`normalize_number`.
+
+    A mixed number ("2 1/2") and a LaTeX fraction ("\\frac{3}{4}") are one number each.
+    """
+    return [_format_fraction(value) for value, _, _ in _scan(_plain_fractions(text))]
 
 
 def normalize_number(text: str) -> str | None:
     """The canonical form of the last number in ``text``, or None when it has none.
 
     Strips "$", "%", units and words, thousands separators and a trailing "."; "72.0" -> "72",
-    "0.50" -> "0.5", "3/4" -> "0.75", "6/2" -> "3". The last number wins, so "16 - 2 = 14" -> "14".
+    "0.50" -> "0.5", "3/4" -> "0.75", "\\frac{3}{4}" -> "0.75", "2 1/2" -> "2.5", "6/2" -> "3".
+    The last number wins, so "16 - 2 = 14" -> "14". (An answer *after a cue or marker* is read
+    differently, first number first: see :func:`extract_answer`.)
     """
     nums = numbers_in(text)
     return nums[-1] if nums else None
@@ -341,32 +423,125 @@ def _first_sentence(rest: str) -> str:
     return rest[: m.start()] if m else rest
 
 
-def extract_answer(text: str, kind: str = "number", n_choices: int = 5) -> str | None:
-    """The normalized final answer in a chain or a short answer continuation, or None (unparsed).
+# What may precede the answer in its slot: space, markdown emphasis, an opening bracket, math "$".
+_SLOT_LEAD = r"[\s*_($]*"
+# A sign set apart from its number, allowed only at the very start of the slot ("- 7" is -7; "16 - 2"
+# elsewhere stays a subtraction).
+_SPACED_SIGN = re.compile(_SLOT_LEAD + r"[-\u2212]\s+(?=\$?\s*\.?\d)")
+# A slot that starts with its answer: what the engine decodes after the cue, not a whole chain.
+_SLOT_START = re.compile(_SLOT_LEAD + r"(?:[-\u2212+]\s*)?\$?\s*(?:\.?\d|\\[dt]?frac)")
+# After the first number: an operator and another number, "=", or ":" and digits (a time "3:30", a
+# ratio). The writer kept computing instead of answering, so there is no single number to read.
+_COMPUTATION = re.compile(
+    r"""\s*(?:
+        (?:[-+*/^x\u00d7\u00f7\u00b7\u2212\u22c5]|\\times|\\cdot|\\div)\s*[-\u2212]?[($]?\s*\.?\d
+      | =
+      | :\d
+    )""",
+    re.VERBOSE,
+)
 
-    Priority: ``\\boxed{...}``, "#### X", "the (final) answer is X" (last), "Answer: X" (last).
-    The first marker present decides: if what follows it does not parse, the result is None
-    rather than some other number from the chain. Without a marker: the last number ("number"),
-    a leading letter such as "C) 600" or "(C" ("choice"), or the first non-empty line ("text").
+
+def _read_slot(rest: str) -> tuple[str | None, bool]:
+    """``(answer, computed)`` for the number written in an answer slot: the first one.
+
+    The slot is read up to its first line and sentence end. ``computed`` is True when the first
+    number starts an expression or a time ("9 * 2 = 18", "3:30"): then the answer is None.
     """
+    s = _plain_fractions(_first_sentence(rest.split("\n", 1)[0].rstrip("\r")))
+    sign = _SPACED_SIGN.match(s)
+    if sign is not None:
+        s = s[sign.end() :]
+    found = _scan(s)
+    if not found:
+        return None, False
+    value, _, end = found[0]
+    if _COMPUTATION.match(s, end):
+        return None, True
+    return _format_fraction(-value if sign is not None else value), False
+
+
+def _number_without_marker(text: str, after_cue: bool | None) -> tuple[str | None, bool]:
+    """A "number" answer from ``text``, which has no answer marker and no box."""
+    if after_cue is False:
+        return normalize_number(text), False
+    if after_cue is None:
+        body = text.strip()
+        # Only a one-line text that opens with a number can be what followed the cue (the engine
+        # stops decoding at a line break); a chain opens with words or runs over several lines.
+        if not body or "\n" in body or "\r" in body or _SLOT_START.match(body) is None:
+            return normalize_number(text), False
+    answer, computed = _read_slot(text)
+    if computed and after_cue is None and not text[:1].isspace():
+        # A computation with nothing before it is ambiguous: text decoded after the cue starts with
+        # the space that parts it from the cue (" 9 * 2 = 18": kept computing), while a stored,
+        # stripped chain such as "1+1 = 2" states its result last.
+        return normalize_number(text), False
+    return answer, computed
+
+
+def _extract(text: str, kind: str, n_choices: int, after_cue: bool | None) -> tuple[str | None, bool]:
+    """``(answer, computed)``; see :func:`extract_answer` and :func:`answer_is_computation`."""
     if kind not in ANSWER_KINDS:
         raise ConfigError(f"kind: unknown answer kind {kind!r}; expected one of {', '.join(ANSWER_KINDS)}")
     boxed = _last_boxed(text)
     if boxed is not None:
-        return normalize_answer(boxed, kind, n_choices)
+        return _read_slot(boxed) if kind == "number" else (normalize_answer(boxed, kind, n_choices), False)
     for pattern in (_HASHES, _ANSWER_IS, _ANSWER_COLON):
         matches = list(pattern.finditer(text))
         if matches:
             rest = text[matches[-1].end() :].split("\n", 1)[0].rstrip("\r")
-            return normalize_answer(_first_sentence(rest), kind, n_choices)
+            if kind == "number":
+                return _read_slot(rest)
+            return normalize_answer(_first_sentence(rest), kind, n_choices), False
     if kind == "number":
-        return normalize_number(text)
+        return _number_without_marker(text, after_cue)
     if kind == "choice":
-        return normalize_choice(text, n_choices)
+        return normalize_choice(text, n_choices), False
     for line in text.splitlines():
         if line.strip():
-            return normalize_text(line)
-    return None
+            return normalize_text(line), False
+    return None, False
+
+
+def extract_answer(
+    text: str, kind: str = "number", n_choices: int = 5, *, after_cue: bool | None = None
+) -> str | None:
+    """The normalized final answer in a chain or a short answer continuation, or None (unparsed).
+
+    Priority: ``\\boxed{...}``, "#### X", "the (final) answer is X" (last), "Answer: X" (last).
+    The first marker present decides: if what follows it does not parse, the result is None
+    rather than some other number from the chain. Without a marker: a leading letter such as
+    "C) 600" or "(C" ("choice"), the first non-empty line ("text"), and for "number" see below.
+
+    A number is read from an answer slot -- the box's content, the rest of the marker's line, or a
+    continuation after the cue -- up to its first sentence end, and it is the **first** number
+    written there: " 18 dollars per 2 days" -> "18", " 72 (48 + 24)." -> "72", " 12 hours, or 720
+    minutes" -> "12". A sign set apart at the start counts (" - 7." -> "-7"); mixed numbers and
+    LaTeX fractions are one number (" 2 1/2 miles" -> "2.5", "\\dfrac{3}{4}" -> "0.75"). When that
+    first number starts an expression or a time (" 9 * 2 = 18", " 3:30") the slot holds no single
+    answer: None, and :func:`answer_is_computation` is True.
+
+    Whether a "number" text without a marker is such a continuation: ``after_cue=True`` says it
+    is (the text the model wrote right after the answer cue), ``False`` that it is a chain, read by
+    the last-number rule ("Tom has 8. He eats 2. So 6 are left." -> "6"). ``None`` (the default)
+    guesses: a one-line text that opens with a number is a continuation, except that one opening
+    with a computation and no leading space (a stored chain such as "1+1 = 2" -> "2") is a chain.
+    """
+    return _extract(text, kind, n_choices, after_cue)[0]
+
+
+def answer_is_computation(
+    text: str, kind: str = "number", n_choices: int = 5, *, after_cue: bool | None = None
+) -> bool:
+    """Whether ``text``'s answer slot holds a computation instead of a number.
+
+    True exactly when :func:`extract_answer` (same arguments) returns None because the first
+    number in the slot starts an expression or a time: " 9 * 2 = 18", " 48 + 24 = 72", " 3:30",
+    "The answer is 9 * 2 = 18." -- the model kept computing after the cue (or wrote a time, two
+    numbers rather than one). Always False for "choice" and "text".
+    """
+    return _extract(text, kind, n_choices, after_cue)[1]
 
 
 def before_cue(text: str, cue_text: str) -> str:

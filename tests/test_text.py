@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from faithcb.text import (
+    answer_is_computation,
     extract_answer,
     locate_steps,
     normalize_answer,
@@ -93,6 +96,62 @@ SPLIT_CASES = [
         "Tom starts with 8. 8 + 8 = 16. 16 - 2 = 14. The answer is 14.",
         ["Tom starts with 8.", "8 + 8 = 16.", "16 - 2 = 14. The answer is 14."],
     ),
+    # <think> tags end a step like a line break and are never a step themselves; an answer line
+    # after </think> merges into the last reasoning step (the tag between them stays inside it).
+    (
+        "think tags",
+        "<think>\nTom has 8. He eats 2.\n</think>\nThe answer is 6.",
+        ["Tom has 8.", "He eats 2.\n</think>\nThe answer is 6."],
+    ),
+    ("think tags inline", "<think>Tom has 8. He eats 2.</think>", ["Tom has 8.", "He eats 2."]),
+    ("think tag splits", "Tom has 8.</think>He eats 2", ["Tom has 8.", "He eats 2"]),
+    ("think tag after step", "<think>\nAdd 3 and 4.\n</think>\n3 + 4 = 7.", ["Add 3 and 4.", "3 + 4 = 7."]),
+    ("think tags only", "<think>\n</think>", []),
+    ("think then answer only", "<think>\n</think>\nThe answer is 6.", ["The answer is 6."]),
+    ("think tag uppercase", "<THINK>Tom has 8.", ["Tom has 8."]),
+    # A sentence that declares the answer in a box is an answer line; one that computes the boxed
+    # number (a digit before the box) is reasoning.
+    (
+        "boxed answer line",
+        "She eats 3 of 4 slices.\nSo the result is \\boxed{\\frac{3}{4}}.",
+        ["She eats 3 of 4 slices.\nSo the result is \\boxed{\\frac{3}{4}}."],
+    ),
+    (
+        "boxed answer line in math",
+        "Add 3 and 4. Thus, $x = \\boxed{7}$.",
+        ["Add 3 and 4. Thus, $x = \\boxed{7}$."],
+    ),
+    (
+        "boxed computation stays a step",
+        "Add them.\nThen 48 + 24 = \\boxed{72}.",
+        ["Add them.", "Then 48 + 24 = \\boxed{72}."],
+    ),
+    # A last sentence whose only number is the previous step's result restates it: folded.
+    (
+        "restated result folds",
+        "48/2 = 24 clips.\n48 + 24 = 72 clips in total.\nSo Natalia sold 72 clips.",
+        ["48/2 = 24 clips.", "48 + 24 = 72 clips in total.\nSo Natalia sold 72 clips."],
+    ),
+    (
+        "restated result before answer line",
+        "Tom has 8. 8 + 8 = 16. So 16. The answer is 16.",
+        ["Tom has 8.", "8 + 8 = 16. So 16. The answer is 16."],
+    ),
+    (
+        "new result is a step",
+        "Tom has 8. He eats 2. So he has 6 left.",
+        ["Tom has 8.", "He eats 2.", "So he has 6 left."],
+    ),
+    (
+        "earlier number is not the result",
+        "He had 8 and ate 2. So he has 8 left.",
+        ["He had 8 and ate 2.", "So he has 8 left."],
+    ),
+    (
+        "restatement only folds last",
+        "2 + 3 = 5. So 5. Then 5 + 1 = 6.",
+        ["2 + 3 = 5.", "So 5.", "Then 5 + 1 = 6."],
+    ),
 ]
 
 
@@ -111,9 +170,12 @@ def test_step_spans_are_stripped_ordered_and_disjoint(chain: str) -> None:
         assert piece == piece.strip() and piece
         prev_end = end
     assert [chain[a:b] for a, b in spans] == split_steps(chain)
-    # Nothing but whitespace is ever left out.
+    # Nothing but whitespace and <think> tags is ever left out.
+    tags = {i for m in re.finditer(r"</?think>", chain, re.IGNORECASE) for i in range(m.start(), m.end())}
     covered = set().union(*(range(a, b) for a, b in spans)) if spans else set()
-    assert all(chain[i].isspace() for i in range(len(chain)) if i not in covered)
+    assert all(chain[i].isspace() or i in tags for i in range(len(chain)) if i not in covered)
+    # A tag never starts or ends a step.
+    assert not any(a in tags or b - 1 in tags for a, b in spans)
 
 
 LOCATE_CASES = [
@@ -178,6 +240,22 @@ NUMBER_CASES = [
     ("48/2 = 24", "24"),
     ("0.2 x 50 = $10", "10"),
     ("1,2,3", "3"),
+    ("1,250,000", "1250000"),
+    # mixed numbers: 2 + 1/2 = 5/2; a sign applies to the whole; only a proper fraction joins
+    ("2 1/2", "2.5"),
+    ("2 1/2 miles", "2.5"),
+    ("-2 1/2", "-2.5"),
+    ("3 24/2", "12"),
+    ("3 1/2 + 1", "1"),
+    # LaTeX fractions
+    ("\\frac{3}{4}", "0.75"),
+    ("\\dfrac{3}{4}", "0.75"),
+    ("\\tfrac{1}{3}", "0.333333"),
+    ("\\frac34", "0.75"),
+    ("-\\frac{3}{4}", "-0.75"),
+    ("\\frac{-3}{4}", "-0.75"),
+    ("2\\frac{1}{2}", "2.5"),
+    ("\\frac{1}{0}", None),
     ("007", "7"),
     ("", None),
     ("no number here", None),
@@ -198,6 +276,9 @@ def test_normalize_number(text: str, expected: str | None) -> None:
         ("He paid $1,500.00 for 3.50 kg", ["1500", "3.5"]),
         ("Take 3/4 of 8, i.e. 6.", ["0.75", "8", "6"]),
         ("x = -4 and 2-1", ["-4", "2", "1"]),
+        ("Walk 2 1/2 miles in 3 hours", ["2.5", "3"]),
+        ("3 24/2 and 2  1/3", ["3", "12", "2.333333"]),
+        ("Take \\frac{3}{4} of 8", ["0.75", "8"]),
         ("none", []),
     ],
 )
@@ -307,23 +388,56 @@ EXTRACT_CASES = [
     ("The answer is 14. Then I checked: 14 + 1 = 15.", "number", "14"),
     ("The answer is 12. Wait, the answer is 13.", "number", "13"),
     ("So the final answer is $\\boxed{72}$.", "number", "72"),
-    ("We get \\boxed{\\frac{3}{4}} hmm", "number", "4"),
+    ("We get \\boxed{\\frac{3}{4}} hmm", "number", "0.75"),
     ("Therefore, the final answer is \\boxed{72}", "number", "72"),
     ("The answer is: 3.50 dollars", "number", "3.5"),
     ("Final Answer: 42", "number", "42"),
     ("16 - 2 = 14 coins left", "number", "14"),
+    ("1+1 = 2", "number", "2"),
+    ("8 + 8 = 16.\n16 - 2 = 14 coins left", "number", "14"),
+    ("Tom has 8. He eats 2. So 6 are left.", "number", "6"),
     ("The speed is 600.\nAnswer: C", "choice", "C"),
     ("So the answer is (B).", "choice", "B"),
     ("The answer is C) 600.", "choice", "C"),
     ("\\boxed{E}", "choice", "E"),
     ("The answer is the Eiffel Tower.", "text", "eiffel tower"),
     ("#### 72\nThe answer is 5.", "number", "72"),
+    # the answer after a cue or marker is the first number written there
+    (" 18 dollars per 2 days", "number", "18"),
+    (" 72 (48 + 24).", "number", "72"),
+    (" 12 hours, or 720 minutes", "number", "12"),
+    (" 12 hours. That is 720 minutes.", "number", "12"),
+    (" - 7.", "number", "-7"),
+    (" \u2212 7", "number", "-7"),
+    (" 2 1/2 miles", "number", "2.5"),
+    (" -2 1/2", "number", "-2.5"),
+    (" \\boxed{\\frac{3}{4}}", "number", "0.75"),
+    (" \\boxed{\\dfrac{3}{4}}", "number", "0.75"),
+    (" $\\dfrac{3}{4}$", "number", "0.75"),
+    (" 1,250,000", "number", "1250000"),
+    (" **72** clips", "number", "72"),
+    (" 72-year-old", "number", "72"),
+    ("\\boxed{18 \\text{ dollars per } 2 \\text{ days}}", "number", "18"),
+    ("The answer is 72 (48 + 24).", "number", "72"),
+    ("The final answer is 18 dollars per 2 days.", "number", "18"),
+    ("The answer is - 7.", "number", "-7"),
+    ("Answer: 12 hours, or 720 minutes", "number", "12"),
+    ("#### 2 1/2", "number", "2.5"),
+    ("So 16 - 2 = 14.\nThe answer is 14 (16 - 2).", "number", "14"),
     # unparsable -> None, never a guess
     ("", "number", None),
     ("I don't know", "number", None),
     ("The answer is fourteen. Earlier I had 3 apples.", "number", None),
     ("#### none", "number", None),
     ("\\boxed{}", "number", None),
+    # an answer slot holding a computation or a time has no single answer
+    (" 9 * 2 = 18", "number", None),
+    (" 48 + 24 = 72", "number", None),
+    (" 3:30", "number", None),
+    (" (48 + 24) = 72", "number", None),
+    (" 16 - 2 = 14 coins left", "number", None),  # the leading space: decoded after the cue
+    ("The answer is 9 * 2 = 18.", "number", None),
+    ("\\boxed{48 + 24 = 72}", "number", None),
     (" six hundred", "choice", None),
     (" F)", "choice", None),
     ("The answer is (F).", "choice", None),
@@ -340,3 +454,85 @@ def test_extract_answer(text: str, kind: str, expected: str | None) -> None:
 def test_extract_answer_respects_n_choices() -> None:
     assert extract_answer("G)", "choice", n_choices=7) == "G"
     assert extract_answer("G)", "choice", n_choices=5) is None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        " 9 * 2 = 18",
+        " 48 + 24 = 72",
+        " 9 x 2",
+        " 9\u00d72 = 18",
+        " 72 / 4 = 18",
+        " 3:30",
+        " 3:30 pm.",
+        " (48 + 24) = 72",
+        " 72 = 48 + 24",
+        " - 9 * 2",
+        "The answer is 9 * 2 = 18.",
+        "Answer: 48 + 24",
+        "#### 3:30",
+        "\\boxed{9 \\times 2 = 18}",
+    ],
+)
+def test_answer_is_computation(text: str) -> None:
+    assert answer_is_computation(text)
+    assert extract_answer(text, "number") is None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        " 72",
+        " 72 (48 + 24).",
+        " 18 dollars per 2 days",
+        " 2 1/2 miles",
+        " 3/4",
+        " - 7.",
+        " 72-year-old",
+        " fourteen",
+        "",
+        "8 + 8 = 16.\n16 - 2 = 14",  # a chain: last number, not an answer slot
+        "The answer is 72. Then 9 * 2 = 18.",
+    ],
+)
+def test_answer_is_not_computation(text: str) -> None:
+    assert not answer_is_computation(text)
+
+
+def test_answer_is_computation_only_for_numbers() -> None:
+    assert not answer_is_computation(" 9 * 2 = 18", "text")
+    assert not answer_is_computation("C) 9 * 2", "choice")
+    with pytest.raises(ValueError, match="unknown answer kind"):
+        answer_is_computation(" 9 * 2", "letter")
+
+
+@pytest.mark.parametrize(
+    "text, after_cue, expected, computed",
+    [
+        # after_cue=True: the text followed the cue, whatever its shape
+        ("9 * 2 = 18", True, None, True),
+        ("18 dollars per 2 days", True, "18", False),
+        ("about 12 hours, or 720 minutes", True, "12", False),
+        ("12 hours\n720 minutes", True, "12", False),
+        # after_cue=False: a chain, last number
+        (" 9 * 2 = 18", False, "18", False),
+        (" 18 dollars per 2 days", False, "2", False),
+        # None guesses: only a computation without the leading space reads as a chain
+        ("9 * 2 = 18", None, "18", False),
+        (" 9 * 2 = 18", None, None, True),
+        ("18 dollars per 2 days", None, "18", False),
+        ("about 12 hours, or 720 minutes", None, "720", False),
+        # markers and boxes take precedence over after_cue
+        ("The answer is 72 (48 + 24).", False, "72", False),
+        ("48 + 24 = \\boxed{72}", True, "72", False),
+    ],
+)
+def test_after_cue(text: str, after_cue: bool | None, expected: str | None, computed: bool) -> None:
+    assert extract_answer(text, "number", after_cue=after_cue) == expected
+    assert answer_is_computation(text, after_cue=after_cue) is computed
+
+
+def test_after_cue_leaves_choice_and_text_alone() -> None:
+    assert extract_answer(" C) 9 * 2", "choice", after_cue=True) == "C"
+    assert extract_answer(" Paris, 2 km", "text", after_cue=True) == "paris 2 km"
