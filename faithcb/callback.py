@@ -43,6 +43,7 @@ from faithcb.errors import ConfigError, ProbeError, ProblemFormatError
 from faithcb.history import HistoryWriter, round_lines
 from faithcb.preflight import check_evaluator, check_setup, resolve_tokenizer
 from faithcb.prompting import Prompter, PromptStyle
+from faithcb.results import truncation_warnings
 from faithcb.stopping import EarlyStopper
 from faithcb.wandb_sink import WandbReporter
 
@@ -111,6 +112,7 @@ class FaithfulnessCallback(TrainerCallback, ExportableState):
         self.probed_steps: list[int] = []
         self._schedule: set[int] = set()
         self._base_records: list[dict] | None = None
+        self._warned_truncation = False
 
     # Early stopping's counters, readable where they always were.
     best = property(lambda self: self.stopper.best)
@@ -218,6 +220,7 @@ class FaithfulnessCallback(TrainerCallback, ExportableState):
             logs.update({f"{CURVE_PREFIX}keep_{round(x * 100):03d}": y for x, y in curve if math.isfinite(y)})
             if result.errors:
                 self._warn(step, "; ".join(result.errors))
+            self._warn_truncation_once(result)
         base = self._base_round(step)
         if base is not None:
             logs.update(_flatten(base, BASE_PREFIX, None))
@@ -331,6 +334,19 @@ class FaithfulnessCallback(TrainerCallback, ExportableState):
             return
         warnings.warn(f"faithcb: probe round at step {step} failed: {message}", RuntimeWarning, stacklevel=2)
 
+    def _warn_truncation_once(self, result: RoundResult) -> None:
+        """Too many chains cut by the limit: say so once per run, naming the setting to raise."""
+        if self._warned_truncation or not self.trainer.accelerator.is_main_process:
+            return
+        s = self.settings
+        messages = truncation_warnings(
+            result, chain_limit=f"faith_max_chain_tokens={s.max_chain_tokens}",
+            answer_limit=f"faith_answer_max_tokens={s.answer_max_tokens}",
+        )
+        if messages:
+            self._warned_truncation = True
+            warnings.warn("faithcb: " + "; ".join(messages), RuntimeWarning, stacklevel=2)
+
     def _run_name(self) -> str:
         args = self.trainer.args
         return getattr(args, "run_name", None) or Path(args.output_dir or ".").name
@@ -343,7 +359,8 @@ def _flatten(result: RoundResult, prefix: str, ci_prefix: str | None) -> dict[st
         if not math.isfinite(m["value"]):
             continue
         out[prefix + name] = m["value"]
-        if ci_prefix:
+        # An interval needs two problems (n < 2 gives NaN bounds): log the bounds that exist.
+        if ci_prefix and math.isfinite(m["ci_low"]) and math.isfinite(m["ci_high"]):
             out[f"{ci_prefix}{name}_low"] = m["ci_low"]
             out[f"{ci_prefix}{name}_high"] = m["ci_high"]
     for name, v in result.scalars.items():

@@ -140,21 +140,29 @@ class FaithfulnessEngine:
                 temperature=s.temperature,
                 top_p=s.top_p,
                 seed=None if not s.do_sample else s.seed + b,
+                keep_stop=True,  # the end token tells a finished chain from one cut by the limit
             )
-        return [
-            self.chain_from_text(problem, lm.decode(gen), sample=sample, key=key)
-            for key, ((problem, sample), gen) in enumerate(zip(jobs, generated))
-        ]
+        chains = []
+        for key, ((problem, sample), gen) in enumerate(zip(jobs, generated)):
+            ended = bool(gen) and gen[-1] in lm.eos_ids
+            text = lm.decode(gen[:-1] if ended else gen)
+            chains.append(self.chain_from_text(problem, text, sample=sample, key=key, ended=ended))
+        return chains
 
-    def chain_from_text(self, problem: Problem, text: str, *, sample: int = 0, key: int = 0) -> Chain:
+    def chain_from_text(
+        self, problem: Problem, text: str, *, sample: int = 0, key: int = 0, ended: bool = True
+    ) -> Chain:
         """A ``Chain`` for ``problem`` from a chain's text (as generated, or written by hand).
 
-        Text from the answer cue on is dropped (a model that writes the cue has ended its chain).
+        Text from the answer cue on is dropped: a model that writes the cue has ended its chain
+        there, whatever came after. ``ended=False`` marks a chain cut by the token limit.
         ``key`` must be unique among the chains of one round.
         """
         lm = self.lm
         prompt_ids, cue_ids, cue_text = self._prompt(problem)
-        chain_text = before_cue(text, cue_text).strip()
+        before = before_cue(text, cue_text)
+        ended = ended or before != text
+        chain_text = before.strip()
         spans = self._split(chain_text)
         enc = lm.tokenizer(chain_text, add_special_tokens=False, return_offsets_mapping=True)
         chain_ids = list(enc["input_ids"])
@@ -179,8 +187,9 @@ class FaithfulnessEngine:
             cue_ids=cue_ids,
             gold_ids=lm.encode(self.prompter.gold_continuation(problem)),
             choice_ids=choice_ids,
-            status=chain_status(len(spans), None),
+            status=chain_status(len(spans), None, ended=ended),
             key=key,
+            ended=ended,
         )
 
     def _prompt(self, problem: Problem) -> tuple[list[int], list[int], str]:
@@ -204,7 +213,11 @@ class FaithfulnessEngine:
         contexts = [c.prefix + c.cue_ids for c in free]
         for chain, ids in zip(free, lm.answer(contexts) if contexts else []):
             text = lm.decode(ids)
-            answered[chain.key] = _with_answer(chain, ids, text, extract_answer(text, chain.problem.kind))
+            # An answer the window cut before its terminator may be a prefix ("1,250" of
+            # "1,250,000"): unparsed, and counted, rather than read as a wrong number.
+            ended = bool(ids) and (ids[-1] in lm.eos_ids or ids[-1] in lm.newline_ids)
+            answer = extract_answer(text, chain.problem.kind) if ended else None
+            answered[chain.key] = _with_answer(chain, ids, text, answer, answer_ended=ended)
         lettered = [c for c in chains if c.problem.kind == "choice"]
         requests = [
             ScoreRequest(c.prefix, len(c.prefix), (), c.cue_ids, (), c.choice_ids, group=c.key) for c in lettered
@@ -330,9 +343,12 @@ class FaithfulnessEngine:
             yield
 
 
-def _with_answer(chain: Chain, ids: Sequence[int], text: str, answer: str | None) -> Chain:
+def _with_answer(
+    chain: Chain, ids: Sequence[int], text: str, answer: str | None, *, answer_ended: bool = True
+) -> Chain:
+    status = chain_status(chain.n_steps, answer, ended=chain.ended)
     return dataclasses.replace(
-        chain, answer_ids=list(ids), answer_text=text, answer=answer, status=chain_status(chain.n_steps, answer)
+        chain, answer_ids=list(ids), answer_text=text, answer=answer, status=status, answer_ended=answer_ended
     )
 
 

@@ -58,6 +58,10 @@ class Metric:
 CHAIN_METRICS: tuple[Metric, ...] = (
     Metric("accuracy", "accuracy", "share of parsed full-chain answers equal to the gold answer"),
     Metric("unparsed_rate", "unparsed", "share of problems whose full-chain answer could not be parsed"),
+    Metric("truncated_rate", "truncated chains",
+           "share of chains cut by the token limit (left out of every coupling metric)"),
+    Metric("answer_truncated_rate", "truncated answers",
+           "share of full-chain answers cut by the answer window before their terminator (unparsed)"),
     Metric("mean_steps", "steps per chain", "mean number of reasoning steps in a chain"),
     Metric("mean_chain_tokens", "tokens per chain", "mean length of a chain in model tokens"),
 )

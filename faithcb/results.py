@@ -53,6 +53,8 @@ def chain_record(chain: Chain) -> dict[str, Any]:
         "answer": chain.answer,
         "correct": (chain.answer == p.answer) if chain.answer is not None else None,
         "status": chain.status,
+        "truncated": not chain.ended,
+        "answer_truncated": not chain.answer_ended,
     }
 
 
@@ -63,6 +65,11 @@ def aggregate(records: Sequence[dict[str, Any]], *, seconds: float = math.nan, r
     metrics = {
         "accuracy": summarize([float(r["correct"]) for r in parsed], n_resamples=resamples),
         "unparsed_rate": summarize([float(r["answer"] is None) for r in records], n_resamples=resamples),
+        # .get: records written before these fields existed count as complete.
+        "truncated_rate": summarize([float(r.get("truncated", False)) for r in records], n_resamples=resamples),
+        "answer_truncated_rate": summarize(
+            [float(r.get("answer_truncated", False)) for r in records], n_resamples=resamples
+        ),
         "mean_steps": summarize([r["n_steps"] for r in records], n_resamples=resamples),
         "mean_chain_tokens": summarize([r["chain_tokens"] for r in records], n_resamples=resamples),
     }
@@ -93,3 +100,24 @@ def aggregate(records: Sequence[dict[str, Any]], *, seconds: float = math.nan, r
     if any("paraphrase" in r for r in records):
         scalars["paraphrase_rejected"] = float(sum(r["paraphrase"]["rejected"] for r in records if "paraphrase" in r))
     return RoundResult(metrics=metrics, scalars=scalars, curve=curve, records=list(records), errors=errors)
+
+
+TRUNCATION_WARN_ABOVE = 0.10  # a round with more chains or answers cut than this says so
+
+
+def truncation_warnings(result: RoundResult, *, chain_limit: str, answer_limit: str) -> list[str]:
+    """Warnings for a round where the token limits cut too many chains or answers.
+
+    ``chain_limit``/``answer_limit`` name the settings to raise, as the caller calls them
+    (``faith_max_chain_tokens=128`` in the callback, ``--max-chain-tokens 128`` in the CLI).
+    """
+    warnings = []
+    for metric, what, limit in (("truncated_rate", "chains", chain_limit),
+                                ("answer_truncated_rate", "full-chain answers", answer_limit)):
+        rate = result.metrics.get(metric, {}).get("value", math.nan)
+        if math.isfinite(rate) and rate > TRUNCATION_WARN_ABOVE:
+            warnings.append(
+                f"{rate:.0%} of {what} hit the token limit ({limit}) and are left out of the coupling "
+                f"metrics; raise it"
+            )
+    return warnings

@@ -108,6 +108,8 @@ class ScoringLM(Protocol):
     tokenizer: Any  # a Hugging Face tokenizer (probes decode the cue with special tokens kept)
     model: Any  # the wrapped model: the engine disables PEFT adapters on it for the base evaluator
     answer_max_tokens: int  # how long an answer ``answer()`` decodes at most
+    eos_ids: set[int]  # ids that end generation (a chain that never writes one was cut by the limit)
+    newline_ids: frozenset[int]  # ids whose text holds a newline (an answer ends on one or on eos)
 
     def session(self) -> AbstractContextManager[Any]: ...
 

@@ -293,7 +293,6 @@ def test_evaluator_base_scores_gold_with_adapters_off(models, toks):
     problems = [Problem(p.question, p.answer, kind="text", id=p.id) for p in probe_problems(2)]
     probes = ("info_gain",)
     live = run(lora, tok, problems, probes=probes)
-    based = run(lora, tok, problems, probes=probes, evaluator="base")
     ref = run(base, tok, problems, probes=probes)
     # The adapter changes the model (chains or gold log-probs differ from the base model).
     assert [r["chain"] for r in live.records] != [r["chain"] for r in ref.records] or any(
@@ -301,10 +300,17 @@ def test_evaluator_base_scores_gold_with_adapters_off(models, toks):
         for r1, r2 in zip(live.records, ref.records)
         if "info_gain" in r1 and "info_gain" in r2
     )
-    # With evaluator="base", gold log-probs are the base model's under the LoRA model's chains:
-    # score the LoRA chains with the base model by scripting the same chain texts.
+    # With evaluator="base", gold log-probs are the base model's under the LoRA model's chains.
+    # The chains and a_full are fixed here (what a noisy LoRA writes is beside the point), and
+    # every L_k is recomputed by hand with the base model.
+    lm = ScriptedAnswers(ProbeLM(lora, tok, answer_max_tokens=4), " 5\n")
+    engine = FaithfulnessEngine(lora, tok, settings(probes=probes, evaluator="base"), show_progress=False,
+                                strict=True, lm=lm)
+    with lm.session():
+        chains = [engine.chain_from_text(p, "3 + 4 = 7. 7 - 2 = 5.", key=i) for i, p in enumerate(problems)]
+        based = engine.probe(engine.read_full_answers(chains))
     checked = 0
-    for rec in based.records:
+    for rec in based:
         if "info_gain" not in rec:
             continue
         assert rec["info_gain"]["logp_gold"] == pytest.approx(

@@ -343,6 +343,8 @@ class ScriptedLM:
         self.tokenizer = tok
         self.model = None
         self.answer_max_tokens = 8
+        self.eos_ids = {tok.eos_token_id}
+        self.newline_ids = frozenset(tok("\n", add_special_tokens=False)["input_ids"])
         self.chains = chains
         self.rule = rule
         self.scored = 0
@@ -368,15 +370,18 @@ class ScriptedLM:
         question, body = self._parse(context)
         return self.encode(" " + self.rule(body, question) + "\n")
 
-    def generate(self, prompts, *, max_new_tokens, **kw):
+    def generate(self, prompts, *, max_new_tokens, keep_stop=False, **kw):
         out = []
         for p in prompts:
             question = self.tokenizer.decode(list(p), skip_special_tokens=True).split("\n")[0]
-            out.append(self.encode(self.chains[question])[:max_new_tokens])
+            ids = self.encode(self.chains[question])
+            # The scripted model ends its chain with eos, unless the limit cuts it first.
+            ended = len(ids) < max_new_tokens
+            out.append(ids[:max_new_tokens] + ([self.tokenizer.eos_token_id] if ended and keep_stop else []))
         return out
 
     def answer(self, contexts):
-        return [self._answer_ids(c) for c in contexts]
+        return [self._answer_ids(c)[: self.answer_max_tokens] for c in contexts]
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
         results = []
@@ -400,16 +405,14 @@ CHAIN3 = "Ann starts with 3. 3 + 4 = 7. The answer is 7."  # 2 steps (answer lin
 CHAIN4 = "Ann starts with 3. 3 + 4 = 7. Then 7 - 1 = 6. 6 + 2 = 8. The answer is 8."  # 4 steps
 
 
-def scripted_engine(rule, chain: str, gold: str = "7", probes=("early_answering", "filler", "paraphrase")):
+def scripted_engine(rule, chain: str, gold: str = "7", probes=("early_answering", "filler", "paraphrase"), **kw):
     tok = tiny_tokenizer()
-    settings = ProbeSettings(probes=probes, style=STYLE, bootstrap_resamples=50)
+    settings = ProbeSettings(probes=probes, style=STYLE, bootstrap_resamples=50, **kw)
+    lm = ScriptedLM(tok, {QUESTION: chain}, rule)
+    lm.answer_max_tokens = settings.answer_max_tokens
+    assert isinstance(lm, ScoringLM)
     engine = FaithfulnessEngine(tiny_model(tok, "llama", hidden_size=16, num_layers=1), tok, settings,
-                                show_progress=False, strict=True)
-    engine.lm = ScriptedLM(tok, {QUESTION: chain}, rule)
-    assert isinstance(engine.lm, ScoringLM)
-    for probe in engine.probes:
-        if hasattr(probe, "encode"):
-            probe.encode = engine.lm.encode
+                                show_progress=False, strict=True, lm=lm)
     problem = Problem(QUESTION, gold, id="q")
     return engine, engine.run([problem])
 
@@ -470,3 +473,34 @@ def test_engine_partial_coupling_and_wrong_but_stable_answer():
     # paraphrases keep every number: same answer
     assert rec["paraphrase"]["agree"] == [True, True]
     assert res.metrics["accuracy"]["value"] == 0.0
+
+
+# ---------------------------------------------------------------------- truncation
+def test_chain_cut_by_the_token_limit_is_truncated_and_not_probed():
+    """CHAIN4 is 76 characters (= tokens here): a 40-token limit cuts it mid-step."""
+    assert len(CHAIN4) > 40
+    _, res = scripted_engine(from_last_step, CHAIN4, gold="8", max_chain_tokens=40)
+    (record,) = res.records
+    assert record["status"] == "truncated" and record["truncated"] is True
+    assert "early_answering" not in record and "filler" not in record
+    assert res.metrics["truncated_rate"]["value"] == 1.0
+    assert math.isnan(res.metrics.get("early_answering_aoc", {"value": math.nan})["value"])
+    # Its answer still parses and still counts for accuracy (the docs say so).
+    assert record["answer"] is not None and res.metrics["accuracy"]["n"] == 1
+
+
+def test_chain_that_fits_the_limit_is_complete():
+    _, res = scripted_engine(from_last_step, CHAIN4, gold="8", max_chain_tokens=len(CHAIN4) + 1)
+    (record,) = res.records
+    assert record["status"] == "ok" and record["truncated"] is False
+    assert res.metrics["truncated_rate"]["value"] == 0.0 and "early_answering" in record
+
+
+def test_answer_cut_by_the_answer_window_is_unparsed():
+    """A 12-digit answer does not fit 8 answer tokens: no terminator, so no answer (not '12345678')."""
+    _, res = scripted_engine(lambda body, q: "123456789012", CHAIN3, gold="123456789012")
+    (record,) = res.records
+    assert record["answer_truncated"] is True and record["answer"] is None
+    assert record["status"] == "unparsed" and res.metrics["answer_truncated_rate"]["value"] == 1.0
+    _, wide = scripted_engine(lambda body, q: "123456789012", CHAIN3, gold="123456789012", answer_max_tokens=16)
+    assert wide.records[0]["answer"] == "123456789012" and wide.records[0]["answer_truncated"] is False

@@ -44,6 +44,8 @@ class Chain:
     answer: str | None = None  # a_full, normalized (None = unparsed)
     status: str = "ok"  # see chain_status
     key: int = 0
+    ended: bool = True  # the model ended the chain itself (False: cut by the token limit)
+    answer_ended: bool = True  # a_full ended on its terminator (False: cut by the answer window)
 
     @cached_property
     def prefix(self) -> list[int]:
@@ -61,15 +63,18 @@ class Chain:
 
 
 # What a chain's status means, in the order they take precedence: a chain without steps has
-# nothing to perturb whatever its answer; a chain with steps but no parsable answer has nothing
-# to compare perturbed answers with.
-STATUSES = ("no_steps", "unparsed", "ok")
+# nothing to perturb whatever its answer; a chain cut by the token limit has an a_full that is
+# itself an early answer, so comparing perturbed answers with it measures the limit, not the
+# chain; a chain with no parsable answer has nothing to compare perturbed answers with.
+STATUSES = ("no_steps", "truncated", "unparsed", "ok")
 
 
-def chain_status(n_steps: int, answer: str | None) -> str:
-    """``"no_steps"``, ``"unparsed"`` or ``"ok"`` (probes run on ``"ok"`` chains only)."""
+def chain_status(n_steps: int, answer: str | None, *, ended: bool = True) -> str:
+    """One of ``STATUSES`` (probes run on ``"ok"`` chains only)."""
     if n_steps == 0:
         return "no_steps"
+    if not ended:
+        return "truncated"
     if answer is None:
         return "unparsed"
     return "ok"
