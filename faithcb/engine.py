@@ -27,7 +27,7 @@ from faithcb.prompting import LETTERS, Prompter
 from faithcb.results import RoundResult, aggregate, chain_record
 from faithcb.scoring import ScoreRequest, ScoreResult, ScoringLM
 from faithcb.settings import ProbeSettings
-from faithcb.text import before_cue, extract_answer, locate_steps, step_spans
+from faithcb.text import answer_is_computation, before_cue, extract_answer, locate_steps, step_spans
 
 __all__ = ["FaithfulnessEngine", "ProbeSettings", "RoundResult", "aggregate"]
 
@@ -216,8 +216,10 @@ class FaithfulnessEngine:
             # An answer the window cut before its terminator may be a prefix ("1,250" of
             # "1,250,000"): unparsed, and counted, rather than read as a wrong number.
             ended = bool(ids) and (ids[-1] in lm.eos_ids or ids[-1] in lm.newline_ids)
-            answer = extract_answer(text, chain.problem.kind) if ended else None
-            answered[chain.key] = _with_answer(chain, ids, text, answer, answer_ended=ended)
+            kind = chain.problem.kind
+            answer = extract_answer(text, kind, after_cue=True) if ended else None
+            computed = ended and answer_is_computation(text, kind, after_cue=True)
+            answered[chain.key] = _with_answer(chain, ids, text, answer, answer_ended=ended, answer_computed=computed)
         lettered = [c for c in chains if c.problem.kind == "choice"]
         requests = [
             ScoreRequest(c.prefix, len(c.prefix), (), c.cue_ids, (), c.choice_ids, group=c.key) for c in lettered
@@ -323,7 +325,7 @@ class FaithfulnessEngine:
         # Free-form answers whose exact check failed: compare their decoded, normalized answers.
         for ctx in contexts.values():
             if ctx.result.decoded is not None:
-                ctx.decoded = extract_answer(lm.decode(ctx.result.decoded), ctx.chain.problem.kind)
+                ctx.decoded = extract_answer(lm.decode(ctx.result.decoded), ctx.chain.problem.kind, after_cue=True)
 
         outcomes: dict[tuple[int, Variant], Outcome] = {}
         for planned in plan:
@@ -344,11 +346,13 @@ class FaithfulnessEngine:
 
 
 def _with_answer(
-    chain: Chain, ids: Sequence[int], text: str, answer: str | None, *, answer_ended: bool = True
+    chain: Chain, ids: Sequence[int], text: str, answer: str | None, *,
+    answer_ended: bool = True, answer_computed: bool = False,
 ) -> Chain:
     status = chain_status(chain.n_steps, answer, ended=chain.ended)
     return dataclasses.replace(
-        chain, answer_ids=list(ids), answer_text=text, answer=answer, status=status, answer_ended=answer_ended
+        chain, answer_ids=list(ids), answer_text=text, answer=answer, status=status,
+        answer_ended=answer_ended, answer_computed=answer_computed,
     )
 
 

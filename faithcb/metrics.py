@@ -57,11 +57,15 @@ class Metric:
 # Chain-level metrics: measured on every problem before any probe runs.
 CHAIN_METRICS: tuple[Metric, ...] = (
     Metric("accuracy", "accuracy", "share of parsed full-chain answers equal to the gold answer"),
+    Metric("accuracy_strict", "accuracy (unparsed = wrong)",
+           "share of all full-chain answers equal to the gold answer; an unparsed answer counts as wrong"),
     Metric("unparsed_rate", "unparsed", "share of problems whose full-chain answer could not be parsed"),
     Metric("truncated_rate", "truncated chains",
            "share of chains cut by the token limit (left out of every coupling metric)"),
     Metric("answer_truncated_rate", "truncated answers",
            "share of full-chain answers cut by the answer window before their terminator (unparsed)"),
+    Metric("answer_computed_rate", "computed answers",
+           "share of full-chain answers that kept computing after the cue ('9 * 2 = 18'; unparsed)"),
     Metric("mean_steps", "steps per chain", "mean number of reasoning steps in a chain"),
     Metric("mean_chain_tokens", "tokens per chain", "mean length of a chain in model tokens"),
 )

@@ -8,13 +8,14 @@ in each record. No torch here.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from faithcb.probes import probe_metrics, probe_names
+from faithcb.metrics import CHAIN_METRICS
+from faithcb.probes import find_metric, probe_metrics, probe_names
 from faithcb.probes.base import CURVE_GRID, Chain
-from faithcb.stats import summarize
+from faithcb.stats import paired_difference, summarize
 
 
 @dataclass
@@ -55,51 +56,113 @@ def chain_record(chain: Chain) -> dict[str, Any]:
         "status": chain.status,
         "truncated": not chain.ended,
         "answer_truncated": not chain.answer_ended,
+        "answer_computed": chain.answer_computed,
     }
+
+
+# How each chain-level metric (faithcb.metrics.CHAIN_METRICS) reads one record; None = the record
+# does not count for it. Accuracy is over parsed answers (truncated chains included when their
+# answer parses); accuracy_strict counts an unparsed answer as wrong.
+CHAIN_VALUES: dict[str, Callable[[dict], float | None]] = {
+    "accuracy": lambda r: float(r["correct"]) if r["answer"] is not None else None,
+    "accuracy_strict": lambda r: float(bool(r["correct"])),
+    "unparsed_rate": lambda r: float(r["answer"] is None),
+    # .get: records written before these fields existed count as complete.
+    "truncated_rate": lambda r: float(r.get("truncated", False)),
+    "answer_truncated_rate": lambda r: float(r.get("answer_truncated", False)),
+    "answer_computed_rate": lambda r: float(r.get("answer_computed", False)),
+    "mean_steps": lambda r: float(r["n_steps"]),
+    "mean_chain_tokens": lambda r: float(r["chain_tokens"]),
+}
+
+
+def problem_key(record: dict, index: int) -> str:
+    """The unit of every interval: the problem (several samples of one problem are one unit)."""
+    return str(record.get("id") or f"#{index}")
+
+
+def metric_values(records: Sequence[dict], name: str) -> dict[str, float]:
+    """Metric ``name`` per problem (samples averaged), for the problems that have a finite value."""
+    read = _reader(name)
+    sums: dict[str, list[float]] = {}
+    for i, r in enumerate(records):
+        value = read(r)
+        if value is not None and math.isfinite(value):
+            sums.setdefault(problem_key(r, i), []).append(float(value))
+    return {key: sum(vs) / len(vs) for key, vs in sums.items()}
+
+
+def _reader(name: str) -> Callable[[dict], float | None]:
+    if name in CHAIN_VALUES:
+        return CHAIN_VALUES[name]
+    metric = find_metric(name)
+    return lambda r: _number(r.get(metric.probe, {}).get(metric.key)) if metric.probe in r else None
+
+
+def _number(value) -> float | None:
+    return float(value) if isinstance(value, (int, float)) else None  # bools count as 0/1
+
+
+def _summary(records: Sequence[dict], name: str, resamples: int) -> dict[str, float]:
+    read = _reader(name)
+    values, groups = [], []
+    for i, r in enumerate(records):
+        value = read(r)
+        if value is not None:
+            values.append(value)
+            groups.append(problem_key(r, i))
+    return summarize(values, groups=groups, n_resamples=resamples)
 
 
 def aggregate(records: Sequence[dict[str, Any]], *, seconds: float = math.nan, resamples: int = 1000) -> RoundResult:
-    """Round metrics from per-problem records, each with a 95% bootstrap interval over problems."""
-    nan = math.nan
-    parsed = [r for r in records if r["answer"] is not None]
-    metrics = {
-        "accuracy": summarize([float(r["correct"]) for r in parsed], n_resamples=resamples),
-        "unparsed_rate": summarize([float(r["answer"] is None) for r in records], n_resamples=resamples),
-        # .get: records written before these fields existed count as complete.
-        "truncated_rate": summarize([float(r.get("truncated", False)) for r in records], n_resamples=resamples),
-        "answer_truncated_rate": summarize(
-            [float(r.get("answer_truncated", False)) for r in records], n_resamples=resamples
-        ),
-        "mean_steps": summarize([r["n_steps"] for r in records], n_resamples=resamples),
-        "mean_chain_tokens": summarize([r["chain_tokens"] for r in records], n_resamples=resamples),
-    }
+    """Round metrics from per-problem records, each with a 95% interval over problems.
+
+    Every chain-level metric, and every registered probe metric that some record carries, gets
+    ``{"value", "ci_low", "ci_high", "n"}``: the mean over problems (samples of a problem averaged
+    first), a Wilson interval for 0/1 metrics and a t interval otherwise (faithcb.stats), and the
+    number of problems it is over (NaN bounds below two).
+    """
+    metrics = {m.name: _summary(records, m.name, resamples) for m in CHAIN_METRICS}
     for probe in probe_names():
-        rows = [r[probe] for r in records if probe in r]
-        if not rows:
-            continue
-        for metric in probe_metrics(probe):
-            metrics[metric.name] = summarize([row.get(metric.key, nan) for row in rows], n_resamples=resamples)
+        if any(probe in r for r in records):
+            for metric in probe_metrics(probe):
+                metrics[metric.name] = _summary(records, metric.name, resamples)
 
     curve: dict[str, list[float]] = {}
-    curves = [r["early_answering"]["curve"] for r in records if "early_answering" in r]
+    curves = [(problem_key(r, i), r["early_answering"]["curve"]) for i, r in enumerate(records) if "early_answering" in r]
     if curves:
         curve = {"x": list(CURVE_GRID), "mean": [], "ci_low": [], "ci_high": []}
         for i in range(len(CURVE_GRID)):
-            s = summarize([c[i] for c in curves], n_resamples=resamples)
+            s = summarize([c[i] for _, c in curves], groups=[key for key, _ in curves], n_resamples=resamples)
             curve["mean"].append(s["value"])
             curve["ci_low"].append(s["ci_low"])
             curve["ci_high"].append(s["ci_high"])
 
     errors = sorted({f"{name}: {msg}" for r in records for name, msg in r.get("errors", {}).items()})
     scalars = {
-        "problems_scored": float(len(records)),
+        "problems_total": float(len(records)),
+        "problems_scored": float(sum(r["status"] == "ok" for r in records)),
         "problems_unscored": float(sum(r["status"] != "ok" for r in records)),
         "seconds": float(seconds),
-        "probe_errors": float(len(errors)),
+        # One per (problem, probe) that failed; the distinct messages are in ``errors``.
+        "probe_errors": float(sum(len(r.get("errors", {})) for r in records)),
     }
+    for probe in probe_names():
+        rows = [r[probe] for r in records if probe in r and "answers" in r[probe]]
+        if rows:  # variant answers that were decoded and could not be parsed (count as disagreement)
+            scalars[f"{probe}_variant_unparsed"] = float(sum(a is None for row in rows for a in row["answers"]))
     if any("paraphrase" in r for r in records):
         scalars["paraphrase_rejected"] = float(sum(r["paraphrase"]["rejected"] for r in records if "paraphrase" in r))
     return RoundResult(metrics=metrics, scalars=scalars, curve=curve, records=list(records), errors=errors)
+
+
+def paired_changes(baseline: Sequence[dict], records: Sequence[dict], names: Sequence[str]) -> dict[str, dict]:
+    """Each metric's change from ``baseline`` with a paired interval over the problems in both.
+
+    Every round probes the same problems, so pairing them removes the between-problem spread
+    that two unpaired intervals both carry.
+    """
+    return {name: paired_difference(metric_values(baseline, name), metric_values(records, name)) for name in names}
 
 
 TRUNCATION_WARN_ABOVE = 0.10  # a round with more chains or answers cut than this says so

@@ -151,8 +151,9 @@ def test_format_table_on_an_aggregate_follows_the_registry():
     assert lines[0] == "T" and lines[1].split()[:2] == ["metric", "value"]
     labels = [line.split("  ")[0] for line in lines[3:]]
     # Registry order: chain metrics, then the probes' metrics; labels and readings from the registry.
-    assert labels[:8] == ["accuracy", "unparsed", "truncated chains", "truncated answers", "steps per chain",
-                          "tokens per chain", "filler invariance", "filler, whole chain"]
+    assert labels[:10] == ["accuracy", "accuracy (unparsed = wrong)", "unparsed", "truncated chains",
+                           "truncated answers", "computed answers", "steps per chain", "tokens per chain",
+                           "filler invariance", "filler, whole chain"]
     filler = next(line for line in lines if line.startswith("filler invariance"))
     assert "0.250" in filler and filler.endswith("lower = more coupled")
     assert "problems scored: 4" in table

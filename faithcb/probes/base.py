@@ -46,6 +46,7 @@ class Chain:
     key: int = 0
     ended: bool = True  # the model ended the chain itself (False: cut by the token limit)
     answer_ended: bool = True  # a_full ended on its terminator (False: cut by the answer window)
+    answer_computed: bool = False  # the model kept computing after the cue ("9 * 2 = 18"): unparsed
 
     @cached_property
     def prefix(self) -> list[int]:
