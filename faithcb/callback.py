@@ -43,7 +43,8 @@ from faithcb.errors import ConfigError, ProbeError, ProblemFormatError
 from faithcb.history import HistoryWriter, round_lines
 from faithcb.preflight import check_evaluator, check_setup, resolve_tokenizer
 from faithcb.prompting import Prompter, PromptStyle
-from faithcb.results import truncation_warnings
+from faithcb.results import metric_values, truncation_warnings
+from faithcb.stats import paired_difference
 from faithcb.stopping import EarlyStopper
 from faithcb.wandb_sink import WandbReporter
 
@@ -51,6 +52,9 @@ logger = logging.getLogger(__name__)
 
 PREFIX = "faith/"  # metric values: one W&B/TensorBoard section
 CI_PREFIX = "faith_ci/"  # their 95% intervals, kept out of the main section
+N_PREFIX = "faith_n/"  # how many problems each value is over
+DELTA_PREFIX = "faith_delta/"  # change from the baseline round, paired over the same problems
+DELTA_CI_PREFIX = "faith_delta_ci/"  # its paired 95% interval
 BASE_PREFIX = "faith_base/"  # the PEFT base model (adapters disabled), same names
 CURVE_PREFIX = "faith_curve/"  # early-answering curve on the fixed grid
 
@@ -113,6 +117,7 @@ class FaithfulnessCallback(TrainerCallback, ExportableState):
         self._schedule: set[int] = set()
         self._base_records: list[dict] | None = None
         self._warned_truncation = False
+        self._baseline_values: dict[str, dict[str, float]] | None = None
 
     # Early stopping's counters, readable where they always were.
     best = property(lambda self: self.stopper.best)
@@ -142,6 +147,7 @@ class FaithfulnessCallback(TrainerCallback, ExportableState):
             "attributes": {
                 "history": self.history,
                 **self.stopper.state(),
+                "baseline_values": self._baseline_values,
                 "stopped_at": self.stopped_at,
                 "probed_steps": self.probed_steps,
             },
@@ -158,6 +164,7 @@ class FaithfulnessCallback(TrainerCallback, ExportableState):
         self.history = attributes.get("history", [])
         self.stopped_at = attributes.get("stopped_at")
         self.probed_steps = attributes.get("probed_steps", [])
+        self._baseline_values = attributes.get("baseline_values")
 
     # ------------------------------------------------------------------ schedule
     def _make_schedule(self, max_steps: int) -> set[int]:
@@ -210,12 +217,21 @@ class FaithfulnessCallback(TrainerCallback, ExportableState):
         result, error = self._measure(base=False)
         seconds = time.perf_counter() - start
         logs: dict[str, float] = {}
+        changes: dict[str, dict[str, float]] = {}
         if result is None:
             logs[PREFIX + "probe_failed"] = 1.0
             self._warn(step, error)
         else:
             result.scalars["seconds"] = seconds
             logs.update(_flatten(result, PREFIX, CI_PREFIX))
+            logs.update({N_PREFIX + name: float(m["n"]) for name, m in result.metrics.items()})
+            changes = self._paired_changes(result)
+            for name, change in changes.items():
+                if math.isfinite(change["value"]):
+                    logs[DELTA_PREFIX + name] = change["value"]
+                if math.isfinite(change["ci_low"]) and math.isfinite(change["ci_high"]):
+                    logs[f"{DELTA_CI_PREFIX}{name}_low"] = change["ci_low"]
+                    logs[f"{DELTA_CI_PREFIX}{name}_high"] = change["ci_high"]
             curve = zip(result.curve.get("x", []), result.curve.get("mean", []))
             logs.update({f"{CURVE_PREFIX}keep_{round(x * 100):03d}": y for x, y in curve if math.isfinite(y)})
             if result.errors:
@@ -225,7 +241,7 @@ class FaithfulnessCallback(TrainerCallback, ExportableState):
         if base is not None:
             logs.update(_flatten(base, BASE_PREFIX, None))
 
-        stop_reason = self._early_stopping(result) if result is not None else None
+        stop_reason = self._early_stopping(result, changes) if result is not None else None
         if stop_reason:
             logs[PREFIX + "early_stop"] = 1.0
             control.should_training_stop = True
@@ -321,11 +337,26 @@ class FaithfulnessCallback(TrainerCallback, ExportableState):
             return result
         return aggregate(self._base_records, resamples=self.config.faith_bootstrap_resamples)
 
-    def _early_stopping(self, result: RoundResult) -> str | None:
-        metric = result.metrics.get(self.stopper.metric)
-        if metric is None:
-            return None
-        return self.stopper.update(metric["value"], (metric["ci_low"], metric["ci_high"]))
+    def _paired_changes(self, result: RoundResult) -> dict[str, dict[str, float]]:
+        """Every metric's change from the baseline (first) round, paired over the same problems.
+
+        The first round's per-problem values are kept (and exported with the state), not its
+        records, so a resumed run still compares with the same baseline.
+        """
+        names = list(result.metrics)
+        if self._baseline_values is None:
+            self._baseline_values = {name: metric_values(result.records, name) for name in names}
+            return {}
+        return {
+            name: paired_difference(self._baseline_values.get(name, {}), metric_values(result.records, name))
+            for name in names
+        }
+
+    def _early_stopping(self, result: RoundResult, changes: dict[str, dict[str, float]]) -> str | None:
+        metric = result.metrics.get(self.stopper.metric, {"value": math.nan, "ci_low": math.nan, "ci_high": math.nan})
+        return self.stopper.update(
+            metric["value"], (metric["ci_low"], metric["ci_high"]), change=changes.get(self.stopper.metric)
+        )
 
     # ------------------------------------------------------------------ outputs
     def _warn(self, step: int, message: str | None) -> None:

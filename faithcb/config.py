@@ -15,6 +15,7 @@ from faithcb.probes import DEFAULT_PROBES, check_probe_names, find_metric, probe
 from faithcb.probes.registry import did_you_mean
 from faithcb.prompting import PromptStyle
 from faithcb.settings import EVALUATORS, PARAPHRASERS, ProbeSettings
+from faithcb.stopping import REFERENCES
 
 STOP_MODES = ("auto", "max", "min")
 
@@ -79,10 +80,17 @@ class FaithConfig:
     faith_stop_patience: int = field(default=2, metadata={"help": "Consecutive bad rounds before stopping."})
     faith_stop_min_delta: float = field(default=0.05, metadata={"help": "A round is bad when worse than the reference by more than this."})
     faith_stop_reference: str = field(
-        default="best", metadata={"help": "'best' value so far, or 'baseline' (the first round, step 0)."}
+        default="best",
+        metadata={"help": "'best' value so far, 'baseline' (the first round, step 0), or 'paired' (the round's "
+                  "paired change from the baseline round over the same problems)."},
     )
     faith_stop_require_ci: bool = field(
-        default=False, metadata={"help": "Also require the reference to lie outside the round's 95% interval."}
+        default=False,
+        metadata={"help": "Also require the reference to lie outside the round's 95% interval ('paired': the "
+                  "paired interval of the change to exclude zero)."},
+    )
+    faith_stop_on_nan: bool = field(
+        default=False, metadata={"help": "Count a round whose watched metric could not be measured (NaN) as bad."}
     )
     # --- output
     faith_history_file: str = field(default="faith_history.jsonl", metadata={"help": "JSONL history in output_dir."})
@@ -97,7 +105,7 @@ class FaithConfig:
         _choice("faith_paraphraser", self.faith_paraphraser, PARAPHRASERS)
         _choice("faith_evaluator", self.faith_evaluator, EVALUATORS)
         _choice("faith_stop_mode", self.faith_stop_mode, STOP_MODES)
-        _choice("faith_stop_reference", self.faith_stop_reference, ("best", "baseline"))
+        _choice("faith_stop_reference", self.faith_stop_reference, REFERENCES)
         for name in ("faith_num_problems", "faith_max_chain_tokens", "faith_answer_max_tokens",
                      "faith_num_samples", "faith_batch_size", "faith_stop_patience", "faith_bootstrap_resamples"):
             if getattr(self, name) < 1:

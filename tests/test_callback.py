@@ -29,7 +29,7 @@ from faithcb.engine import FaithfulnessEngine
 from faithcb.probes.base import CURVE_GRID
 
 # Reported on every round, whatever the model writes (unparsed answers included).
-ALWAYS = ("faith/problems_scored", "faith/unparsed_rate", "faith/mean_steps", "faith/mean_chain_tokens")
+ALWAYS = ("faith/problems_total", "faith/problems_scored", "faith/unparsed_rate", "faith/mean_steps", "faith/mean_chain_tokens")
 # Reported once answers parse (the pre-trained tiny model's do).
 PROBED = ("faith/accuracy", "faith/early_answering_aoc", "faith/filler_invariance")
 
@@ -73,7 +73,7 @@ def test_rounds_logged_at_cadence(kind, tok, tmp_path, monkeypatch):
     for step, logs in rounds.items():
         missing = [k for k in ALWAYS + PROBED if k not in logs]
         assert not missing, f"step {step}: {missing} not logged"
-        assert logs["faith/problems_scored"] == 4
+        assert logs["faith/problems_total"] == 4 and 1 <= logs["faith/problems_scored"] <= 4
         assert logs["faith/unparsed_rate"] < 1
         assert 0 <= logs["faith/early_answering_aoc"] <= 1
         assert "faith/early_stop" not in logs and "faith/probe_failed" not in logs
@@ -423,3 +423,30 @@ def test_nan_metric_does_not_count_for_early_stopping(tok, tmp_path, monkeypatch
     attach(trainer, cfg)
     trainer.train()
     assert trainer.state.global_step == 3
+
+
+# ---------------------------------------------------------------------- paired changes and n
+def _records_per_problem(values: list[float]) -> list[dict]:
+    """One record per problem, problem i with early-answering AOC values[i]."""
+    return [{**r, "early_answering": {**r["early_answering"], "aoc": v}}
+            for r, v in zip(_records(0.0, len(values)), values)]
+
+
+def test_rounds_log_n_and_the_paired_change_from_the_baseline(tok, tmp_path, monkeypatch):
+    base = [0.2, 0.4, 0.6, 0.8]
+    rounds = [base, [v - 0.2 for v in base], [v - 0.2 + (0.01 if i % 2 else -0.01) for i, v in enumerate(base)]]
+    queue = list(rounds)
+    monkeypatch.setattr(FaithfulnessEngine, "records", lambda self, problems: _records_per_problem(queue.pop(0)))
+    trainer = make_trainer("trainer", tmp_path, tok=tok, max_steps=4)
+    attach(trainer, faith_config(faith_every_n_steps=2))
+    trainer.train()
+    logs = faith_logs(trainer, prefix="faith")
+    assert logs[0]["faith_n/early_answering_aoc"] == 4.0
+    assert "faith_delta/early_answering_aoc" not in logs[0]  # the baseline round itself
+    for step in (2, 4):
+        delta = logs[step]["faith_delta/early_answering_aoc"]
+        low, high = logs[step]["faith_delta_ci/early_answering_aoc_low"], logs[step]["faith_delta_ci/early_answering_aoc_high"]
+        assert delta == pytest.approx(-0.2) and low <= -0.2 <= high and high < 0
+    # The unpaired round intervals of step 0 and step 4 overlap; the paired one excludes zero.
+    ci = faith_logs(trainer, "faith_ci/")
+    assert ci[0]["faith_ci/early_answering_aoc_low"] < ci[4]["faith_ci/early_answering_aoc_high"]

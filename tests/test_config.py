@@ -49,7 +49,7 @@ NEVER = {
         ({"faith_stop_mode": "up"}, r"faith_stop_mode: 'up' is not one of \['auto', 'max', 'min'\]"),
         (
             {"faith_stop_reference": "first"},
-            r"faith_stop_reference: 'first' is not one of \['best', 'baseline'\]",
+            r"faith_stop_reference: 'first' is not one of \['best', 'baseline', 'paired'\]",
         ),
         # A cadence that never fires names every setting that could make it fire.
         (

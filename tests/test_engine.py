@@ -103,10 +103,13 @@ def test_round_result_shape_and_json(llama_round):
     ]:
         m = res.metrics[name]
         assert set(m) == {"value", "ci_low", "ci_high", "n"}
-        if m["n"]:
+        if m["n"] >= 2:
             assert m["ci_low"] <= m["value"] <= m["ci_high"], name
+        elif m["n"] == 1:  # one problem: a value, but no interval
+            assert math.isnan(m["ci_low"]) and math.isnan(m["ci_high"]), name
     assert len(res.curve["x"]) == len(res.curve["mean"]) == len(res.curve["ci_low"]) == 5
-    assert res.scalars["problems_scored"] == 3.0 and res.scalars["probe_errors"] == 0.0
+    assert res.scalars["problems_total"] == 3.0 and res.scalars["probe_errors"] == 0.0
+    assert res.scalars["problems_scored"] == sum(r["status"] == "ok" for r in res.records)
     assert res.scalars["paraphrase_rejected"] == 0.0
     for r in res.records:
         if r["status"] != "ok":

@@ -254,7 +254,7 @@ def test_wandb_offline_run_holds_scalars_tables_and_chart(tmp_path, weights):
     scalar_rows = {r["train/global_step"]: r for r in rows if "train/faith/problems_scored" in r}
     assert sorted(scalar_rows) == [0, 2, 4]
     for step, row in scalar_rows.items():
-        assert row["train/faith/problems_scored"] == 3
+        assert row["train/faith/problems_total"] == 3
         assert row["train/faith/unparsed_rate"] == pytest.approx(logged[step]["faith/unparsed_rate"])
         assert "train/faith_ci/accuracy_low" in row and "train/faith/early_answering_aoc" in row
         for key, value in logged[step].items():
@@ -336,7 +336,7 @@ def test_tensorboard_event_files_hold_every_round(tmp_path, monkeypatch):
     assert sorted(logged) == [0, 2, 4]
     events = EventAccumulator(str(logdir), size_guidance={"scalars": 0}).Reload()  # 0: keep every event
     tags = set(events.Tags()["scalars"])
-    scored = events.Scalars("train/faith/problems_scored")
+    scored = events.Scalars("train/faith/problems_total")
     assert [e.step for e in scored] == [0, 2, 4]
     assert [e.value for e in scored] == [3.0, 3.0, 3.0]
     for key in {k for keys in logged.values() for k in keys}:
@@ -381,7 +381,7 @@ def test_ddp_two_processes_match_one(tmp_path, weights):
     # Metrics logged at step 0 agree with the single process.
     m1 = _faith_by_step(_rank(one, 0)["log_history"])[0]
     m2 = _faith_by_step(_rank(two, 0)["log_history"])[0]
-    assert m2["faith/problems_scored"] == 5
+    assert m2["faith/problems_total"] == 5
     for name in EXACT_METRICS:
         assert m2[f"faith/{name}"] == pytest.approx(m1[f"faith/{name}"], abs=1e-6), name
     for name in LOGPROB_METRICS:

@@ -89,3 +89,32 @@ def test_bad_mode_and_reference_are_config_errors():
         EarlyStopper("m", mode="up")
     with pytest.raises(ConfigError):
         EarlyStopper("m", reference="first")
+
+
+def change(value: float, low: float, high: float) -> dict[str, float]:
+    return {"value": value, "ci_low": low, "ci_high": high, "n": 16}
+
+
+def test_paired_reference_stops_on_a_drop_whose_paired_interval_excludes_zero():
+    stopper = EarlyStopper("m", reference="paired", require_ci=True, patience=2)
+    assert stopper.update(0.8) is None  # the baseline round: nothing to pair with
+    assert stopper.update(0.6, change=change(-0.2, -0.3, 0.05)) is None  # interval holds 0: noise
+    assert stopper.bad_rounds == 0
+    assert stopper.update(0.6, change=change(-0.2, -0.3, -0.1)) is None  # a real drop: 1
+    reason = stopper.update(0.55, change=change(-0.25, -0.35, -0.15))
+    assert reason and "paired" in reason and "-0.250" in reason
+
+
+def test_paired_reference_for_a_lower_is_coupled_metric():
+    stopper = EarlyStopper("filler_invariance", mode="min", reference="paired", require_ci=True, patience=1)
+    stopper.update(0.2)
+    assert stopper.update(0.1, change=change(-0.1, -0.2, -0.05)) is None  # falling invariance is fine
+    assert stopper.update(0.4, change=change(0.2, 0.1, 0.3)) is not None  # rising: a faithfulness drop
+
+
+def test_nan_rounds_count_as_bad_only_when_asked():
+    assert first_stop(EarlyStopper("m", patience=2), [0.8, NAN, NAN, NAN]) is None
+    assert first_stop(EarlyStopper("m", patience=2, nan_is_bad=True), [0.8, NAN, NAN]) == 2
+    cfg = FaithConfig(faith_early_stopping=True, faith_stop_on_nan=True, faith_stop_reference="paired")
+    stopper = EarlyStopper.from_config(cfg)
+    assert stopper.nan_is_bad and stopper.reference == "paired"
