@@ -43,7 +43,7 @@ from faithcb.errors import ConfigError, ProbeError, ProblemFormatError
 from faithcb.history import HistoryWriter, round_lines
 from faithcb.preflight import check_evaluator, check_setup, resolve_tokenizer
 from faithcb.prompting import Prompter, PromptStyle
-from faithcb.results import metric_values, truncation_warnings
+from faithcb.results import metric_values, round_warnings
 from faithcb.stats import paired_difference
 from faithcb.stopping import EarlyStopper
 from faithcb.wandb_sink import WandbReporter
@@ -116,7 +116,7 @@ class FaithfulnessCallback(TrainerCallback, ExportableState):
         self.probed_steps: list[int] = []
         self._schedule: set[int] = set()
         self._base_records: list[dict] | None = None
-        self._warned_truncation = False
+        self._warned_health = False
         self._baseline_values: dict[str, dict[str, float]] | None = None
 
     # Early stopping's counters, readable where they always were.
@@ -236,7 +236,7 @@ class FaithfulnessCallback(TrainerCallback, ExportableState):
             logs.update({f"{CURVE_PREFIX}keep_{round(x * 100):03d}": y for x, y in curve if math.isfinite(y)})
             if result.errors:
                 self._warn(step, "; ".join(result.errors))
-            self._warn_truncation_once(result)
+            self._warn_health_once(result)
         base = self._base_round(step)
         if base is not None:
             logs.update(_flatten(base, BASE_PREFIX, None))
@@ -365,17 +365,17 @@ class FaithfulnessCallback(TrainerCallback, ExportableState):
             return
         warnings.warn(f"faithcb: probe round at step {step} failed: {message}", RuntimeWarning, stacklevel=2)
 
-    def _warn_truncation_once(self, result: RoundResult) -> None:
+    def _warn_health_once(self, result: RoundResult) -> None:
         """Too many chains cut by the limit: say so once per run, naming the setting to raise."""
-        if self._warned_truncation or not self.trainer.accelerator.is_main_process:
+        if self._warned_health or not self.trainer.accelerator.is_main_process:
             return
         s = self.settings
-        messages = truncation_warnings(
+        messages = round_warnings(
             result, chain_limit=f"faith_max_chain_tokens={s.max_chain_tokens}",
             answer_limit=f"faith_answer_max_tokens={s.answer_max_tokens}",
         )
         if messages:
-            self._warned_truncation = True
+            self._warned_health = True
             warnings.warn("faithcb: " + "; ".join(messages), RuntimeWarning, stacklevel=2)
 
     def _run_name(self) -> str:

@@ -28,7 +28,7 @@ from faithcb import demo, report
 from faithcb.config import FaithConfig
 from faithcb.errors import FaithcbError
 from faithcb.probes.registry import did_you_mean, probe_names, round_metrics
-from faithcb.results import RoundResult, truncation_warnings
+from faithcb.results import RoundResult, round_warnings
 from faithcb.settings import EVALUATORS, PARAPHRASERS, ProbeSettings
 
 EMBEDDED = "embedded"
@@ -172,7 +172,7 @@ def _eval(args) -> int:
     problems = _problems(args)
     result = _run(args.model, args.adapter, problems, settings, args)
     print(format_table(result, title=f"faithcb eval: {args.model} on {args.problems} ({len(problems)} problems)"))
-    _warn_truncation(result, settings)
+    _warn_health(result, settings)
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -185,8 +185,8 @@ def _eval(args) -> int:
     return 0
 
 
-def _warn_truncation(result: RoundResult, settings: ProbeSettings) -> None:
-    for message in truncation_warnings(
+def _warn_health(result: RoundResult, settings: ProbeSettings) -> None:
+    for message in round_warnings(
         result, chain_limit=f"--max-chain-tokens {settings.max_chain_tokens}",
         answer_limit=f"answer window {settings.answer_max_tokens} tokens",
     ):
@@ -200,7 +200,7 @@ def _compare(args) -> int:
     b = _run(args.model_b, args.adapter_b, problems, settings, args)
     print(format_comparison(a, b, args.model_a, args.model_b, len(problems)))
     for result in (a, b):
-        _warn_truncation(result, settings)
+        _warn_health(result, settings)
     if args.out:
         Path(args.out).write_text(json.dumps({"a": a.to_dict(), "b": b.to_dict()}, indent=2))
         print(f"written: {args.out}")

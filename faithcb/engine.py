@@ -18,6 +18,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from faithcb.errors import ConfigError
 from faithcb.lm import ProbeLM
 from faithcb.preflight import check_setup
 from faithcb.probes import ProbeContext, build_probes
@@ -97,6 +98,7 @@ class FaithfulnessEngine:
         )
         self.show_progress = show_progress
         self.strict = strict
+        self._letter_cache: dict[tuple[str, int], tuple[int, ...]] = {}
         paraphraser = s.paraphraser
         if paraphraser == "model":
             from faithcb.probes.paraphrase import ModelParaphraser
@@ -173,8 +175,10 @@ class FaithfulnessEngine:
         if spans:
             cuts[-1] = len(chain_ids)
         choice_ids: tuple[int, ...] = ()
+        gold_ids = lm.encode(self.prompter.gold_continuation(problem))
         if problem.kind == "choice":
-            choice_ids = tuple(lm.encode(LETTERS[i])[0] for i in range(len(problem.choices)))
+            choice_ids = self._letter_ids(cue_text, len(problem.choices))
+            gold_ids = [choice_ids[LETTERS.index(problem.answer)]]
         return Chain(
             problem=problem,
             sample=sample,
@@ -185,12 +189,29 @@ class FaithfulnessEngine:
             step_spans=spans,
             cuts=cuts,
             cue_ids=cue_ids,
-            gold_ids=lm.encode(self.prompter.gold_continuation(problem)),
+            gold_ids=gold_ids,
             choice_ids=choice_ids,
             status=chain_status(len(spans), None, ended=ended),
             key=key,
             ended=ended,
         )
+
+    def _letter_ids(self, cue_text: str, n: int) -> tuple[int, ...]:
+        """The token of each choice letter as it follows the cue's "(" (not the bare letter's token)."""
+        key = (cue_text, n)
+        if key not in self._letter_cache:
+            cue = self.lm.encode(cue_text)
+            ids = []
+            for letter in LETTERS[:n]:
+                both = self.lm.encode(cue_text + letter)
+                if both[: len(cue)] != cue or len(both) != len(cue) + 1:
+                    raise ConfigError(
+                        f"multiple choice: the letter {letter!r} after the answer cue is not one token of this "
+                        "tokenizer; change PromptStyle.choice_answer_prefix"
+                    )
+                ids.append(both[-1])
+            self._letter_cache[key] = tuple(ids)
+        return self._letter_cache[key]
 
     def _prompt(self, problem: Problem) -> tuple[list[int], list[int], str]:
         """``(chain prompt ids, cue ids, cue text)`` in this engine's layout."""
@@ -350,9 +371,14 @@ def _with_answer(
     answer_ended: bool = True, answer_computed: bool = False,
 ) -> Chain:
     status = chain_status(chain.n_steps, answer, ended=chain.ended)
+    gold_ids = list(chain.gold_ids)
+    if answer_ended and ids and not chain.choice_ids:
+        # The gold answer is scored with the terminator a_full ended on, so that log p(" 72")
+        # does not also credit " 720" (a letter needs none: it is one token after "(").
+        gold_ids.append(ids[-1])
     return dataclasses.replace(
         chain, answer_ids=list(ids), answer_text=text, answer=answer, status=status,
-        answer_ended=answer_ended, answer_computed=answer_computed,
+        answer_ended=answer_ended, answer_computed=answer_computed, gold_ids=gold_ids,
     )
 
 

@@ -345,7 +345,8 @@ def base_logp_gold(model, tok, rec) -> list[float]:
         ctx = tok(prompt, add_special_tokens=True)["input_ids"] + tok(chain[:end], add_special_tokens=False)[
             "input_ids"
         ] + tok(cue, add_special_tokens=False)["input_ids"]
-        gold_ids = tok(gold, add_special_tokens=False)["input_ids"]
+        # Scored with a_full's terminator (the scripted a_full " 5\n" ends on a newline).
+        gold_ids = tok(gold + "\n", add_special_tokens=False)["input_ids"]
         ids = torch.tensor([ctx + gold_ids])
         with torch.no_grad():
             lp = torch.log_softmax(model(input_ids=ids).logits[0].float(), -1)

@@ -22,6 +22,8 @@ class EarlyAnswering:
     metrics = (
         Metric("aoc", "early-answering AOC", "1 - area under m(k): how much of the chain the answer needs",
                "higher", headline=True),
+        Metric("aoc_normalized", "early-answering AOC / its ceiling",
+               "AOC / (1 - 1/(2n)): AOC on a scale whose top does not move with the number of steps", "higher"),
     )
 
     @classmethod
@@ -37,8 +39,15 @@ class EarlyAnswering:
     def record(self, chain: Chain, outcomes: Sequence[Outcome]) -> dict[str, Any]:
         fields = agreement_record(outcomes)
         agree = fields["agree"]
+        aoc = area_over_curve(agree)
+        n = chain.n_steps
         return {
             **fields,
-            "aoc": area_over_curve(agree),
+            "aoc": aoc,
+            # AOC's ceiling is 1 - 1/(2n) (m(n) = 1 always, so the last trapezoid keeps half a
+            # step): a model whose chains get shorter would lose AOC for no other reason.
+            "aoc_normalized": aoc / (1.0 - 1.0 / (2 * n)) if n >= 1 else float("nan"),
+            # m(n) = 1 by construction when the exact check is right; counted to show it.
+            "full_agrees": bool(agree[-1]) if agree else None,
             "curve": curve_on_grid(agree),
         }

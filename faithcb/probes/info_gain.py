@@ -28,8 +28,12 @@ class InformationGain:
         Metric("per_step", "information gain per step", "nats of log p(gold answer) each step adds", "higher"),
         Metric("positive_fraction", "steps with positive gain", "share of steps that make the gold answer likelier",
                "higher"),
-        Metric("delta_ppl", "information gain (ΔPPL)", "Wu's perplexity form: drop in answer perplexity per step",
-               "higher"),
+        Metric("delta_ppl", "information gain (ΔPPL)",
+               "Wu's perplexity form: drop in answer perplexity per step (per token: tokenizer-dependent)", "higher"),
+        Metric("per_step_correct", "information gain per step, correct answers",
+               "per_step over the problems whose full-chain answer is right", "higher"),
+        Metric("per_step_incorrect", "information gain per step, wrong answers",
+               "per_step over the problems whose full-chain answer is wrong", "higher"),
     )
 
     @classmethod
@@ -48,12 +52,17 @@ class InformationGain:
         n_tokens = max(1, len(chain.gold_ids))
         ppl = [math.exp(-lp / n_tokens) for lp in logp]
         gains = [logp[k] - logp[k - 1] for k in range(1, n + 1)]
+        per_step = (logp[n] - logp[0]) / n if n >= 1 else math.nan
+        correct = chain.answer is not None and chain.answer == chain.problem.answer
         return {
             "logp_gold": logp,
             "gain": gains,
             "ppl": ppl,
             "total": logp[n] - logp[0] if n >= 1 else math.nan,
-            "per_step": (logp[n] - logp[0]) / n if n >= 1 else math.nan,
+            "per_step": per_step,
             "positive_fraction": sum(g > 0 for g in gains) / n if n >= 1 else math.nan,
             "delta_ppl": (ppl[0] - ppl[n]) / n if n >= 1 else math.nan,
+            # Split by correctness: a step can raise log p(gold) on the way to a wrong answer.
+            "per_step_correct": per_step if correct else math.nan,
+            "per_step_incorrect": per_step if not correct else math.nan,
         }

@@ -1,0 +1,114 @@
+"""Aggregation on hand-written records: every number here is computed by hand."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from faithcb.probes.base import CURVE_GRID
+from faithcb.probes.early_answering import EarlyAnswering
+from faithcb.probes.info_gain import InformationGain
+from faithcb.results import aggregate, metric_values, paired_changes, round_warnings
+from faithcb.stats import summarize
+
+
+def record(i: int, *, answer="1", gold="1", n_steps=2, status="ok", kind="number", sample=0, **extra) -> dict:
+    return {"id": f"p{i}", "sample": sample, "question": "q", "gold": gold, "kind": kind, "chain": "c",
+            "steps": ["s"] * n_steps, "n_steps": n_steps, "chain_tokens": 10 * n_steps, "answer_text": answer,
+            "answer": answer, "correct": None if answer is None else answer == gold, "status": status, **extra}
+
+
+def early(aoc: float, *, full_agrees=True) -> dict:
+    return {"agree": [], "aoc": aoc, "aoc_normalized": aoc, "full_agrees": full_agrees,
+            "curve": [0.0] * (len(CURVE_GRID) - 1) + [1.0]}
+
+
+def test_samples_of_one_problem_are_one_unit():
+    """Five identical samples per problem: the same value, interval and n as one sample each."""
+    one = [record(i, answer=str(i % 2), gold="1") for i in range(6)]
+    five = [{**r, "sample": s} for r in one for s in range(5)]
+    assert aggregate(five, resamples=10).metrics["accuracy"] == aggregate(one, resamples=10).metrics["accuracy"]
+    assert aggregate(five, resamples=10).metrics["accuracy"]["n"] == 6
+
+
+def test_accuracy_and_its_strict_form():
+    records = [record(0), record(1, answer="2"), record(2, answer=None, status="unparsed"), record(3)]
+    m = aggregate(records, resamples=10).metrics
+    assert m["accuracy"]["value"] == pytest.approx(2 / 3) and m["accuracy"]["n"] == 3
+    assert m["accuracy_strict"]["value"] == pytest.approx(2 / 4) and m["accuracy_strict"]["n"] == 4
+    assert m["accuracy"]["ci_low"] > 0 and m["accuracy"]["ci_high"] < 1  # Wilson, not [0, 1] or a point
+
+
+def test_proportions_get_a_wilson_interval_even_when_all_equal():
+    m = aggregate([record(i, answer="2") for i in range(8)], resamples=10).metrics["accuracy"]
+    assert m["value"] == 0.0 and m["ci_low"] == 0.0 and m["ci_high"] == pytest.approx(0.3244, abs=1e-4)
+
+
+def test_bookkeeping_counts():
+    records = [record(0, early_answering=early(0.5)), record(1, status="truncated", truncated=True),
+               record(2, n_steps=0, status="no_steps"), record(3, errors={"filler": "x", "paraphrase": "y"})]
+    s = aggregate(records, resamples=10).scalars
+    assert s["problems_total"] == 4 and s["problems_scored"] == 2 and s["problems_unscored"] == 2
+    assert s["probe_errors"] == 2  # one per failed (problem, probe)
+    assert s["steps_0_rate"] == 0.25 and s["steps_1_rate"] == 0.0
+    assert aggregate(records, resamples=10).metrics["truncated_rate"]["value"] == 0.25
+
+
+def test_aoc_by_step_count_and_full_chain_disagreements():
+    records = [record(0, n_steps=1, early_answering=early(0.5)), record(1, n_steps=3, early_answering=early(0.2)),
+               record(2, n_steps=2, early_answering=early(0.4, full_agrees=False)),
+               record(3, n_steps=6, early_answering=early(0.9))]
+    s = aggregate(records, resamples=10).scalars
+    assert s["early_answering_aoc_steps_1"] == 0.5
+    assert s["early_answering_aoc_steps_2_3"] == pytest.approx(0.3)
+    assert s["early_answering_aoc_steps_4plus"] == 0.9
+    assert s["early_answering_full_disagrees"] == 1.0
+
+
+def test_length_normalized_aoc():
+    from test_probes import make_chain, outcomes  # a real Chain with 3 steps
+
+    chain = make_chain()
+    rec = EarlyAnswering().record(chain, outcomes([False, False, True, True]))
+    n = chain.n_steps
+    assert n == 3
+    # m = 0, 0, 1, 1 on x = 0, 1/3, 2/3, 1: area = (0 + 1/6 + 1/3) = 1/2, AOC = 1/2; ceiling 1 - 1/6.
+    assert rec["aoc"] == pytest.approx(0.5)
+    assert rec["aoc_normalized"] == pytest.approx(0.5 / (5 / 6))
+    assert rec["full_agrees"] is True
+
+
+def test_information_gain_split_by_correctness():
+    from test_probes import make_chain, outcomes
+
+    chain = make_chain()  # a_full "14" == gold "14"
+    rec = InformationGain().record(chain, outcomes([True] * 4, gold=[-4.0, -3.0, -2.0, -1.0]))
+    assert rec["per_step"] == pytest.approx(1.0) and rec["per_step_correct"] == pytest.approx(1.0)
+    assert math.isnan(rec["per_step_incorrect"])
+
+
+def test_letter_bias_diagnostics_and_warning():
+    letters = ["D"] * 7 + ["C"]
+    records = [record(i, answer=a, gold="ABCD"[i % 4], kind="choice") for i, a in enumerate(letters)]
+    result = aggregate(records, resamples=10)
+    p = [7 / 8, 1 / 8]
+    assert result.scalars["letter_top_share"] == pytest.approx(7 / 8)
+    assert result.scalars["letter_chance_agreement"] == pytest.approx(sum(x * x for x in p))
+    assert result.scalars["letter_entropy_bits"] == pytest.approx(-sum(x * math.log2(x) for x in p))
+    (warning,) = round_warnings(result, chain_limit="c", answer_limit="a")
+    assert "88% of the multiple-choice answers" in warning
+    balanced = aggregate([record(i, answer="ABCD"[i % 4], kind="choice") for i in range(8)], resamples=10)
+    assert balanced.scalars["letter_entropy_bits"] == pytest.approx(2.0)
+    assert round_warnings(balanced, chain_limit="c", answer_limit="a") == []
+
+
+def test_paired_change_from_a_baseline():
+    base = [record(i, early_answering=early(0.1 * i)) for i in range(8)]
+    later = [record(i, early_answering=early(0.1 * i - 0.2 + (0.01 if i % 2 else -0.01))) for i in range(8)]
+    change = paired_changes(base, later, ["early_answering_aoc"])["early_answering_aoc"]
+    assert change["value"] == pytest.approx(-0.2) and change["n"] == 8
+    assert change["ci_low"] < -0.2 < change["ci_high"] < 0
+    unpaired_before = summarize(list(metric_values(base, "early_answering_aoc").values()))
+    unpaired_after = summarize(list(metric_values(later, "early_answering_aoc").values()))
+    assert unpaired_after["ci_high"] > unpaired_before["ci_low"]  # the round intervals overlap
