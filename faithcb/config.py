@@ -51,8 +51,14 @@ class FaithConfig:
     faith_round_at_start: bool = field(default=True, metadata={"help": "Baseline round at step 0, before any update."})
     faith_round_at_end: bool = field(default=True, metadata={"help": "A round after the last step."})
     # --- how
-    faith_max_chain_tokens: int = field(default=128, metadata={"help": "Max tokens of a generated chain."})
-    faith_answer_max_tokens: int = field(default=8, metadata={"help": "Max tokens of an answer after the cue."})
+    faith_max_chain_tokens: int = field(
+        default=512,
+        metadata={"help": "Max tokens of a generated chain; a chain that hits it is 'truncated' and not probed."},
+    )
+    faith_answer_max_tokens: int = field(
+        default=16,
+        metadata={"help": "Max tokens of an answer after the cue; an answer that hits it is unparsed."},
+    )
     faith_do_sample: bool = field(default=False, metadata={"help": "Sample chains instead of greedy decoding."})
     faith_temperature: float = field(default=0.7, metadata={"help": "Sampling temperature (with faith_do_sample)."})
     faith_num_samples: int = field(default=1, metadata={"help": "Chains per problem (with faith_do_sample)."})

@@ -23,8 +23,8 @@ class ProbeSettings:
     """What a round measures and how. Every field has the default the callback uses."""
 
     probes: tuple[str, ...] = DEFAULT_PROBES
-    max_chain_tokens: int = 128
-    answer_max_tokens: int = 8
+    max_chain_tokens: int = 512  # real chains: a cut chain is not probed (see docs/metrics.md)
+    answer_max_tokens: int = 16  # room for long numbers at one token per digit, plus the terminator
     do_sample: bool = False
     temperature: float = 0.7
     top_p: float = 1.0
