@@ -14,6 +14,8 @@ from typing import Literal
 Direction = Literal["higher", "lower", "neutral"]
 DIRECTIONS: tuple[str, ...] = ("higher", "lower", "neutral")
 
+UNIT = (0.0, 1.0)  # shares, agreements and areas
+
 # What "higher"/"lower" mean for early stopping: watch for the metric moving *away* from coupling.
 _STOP_MODE = {"higher": "max", "lower": "min"}
 
@@ -26,7 +28,8 @@ class Metric:
     registry, and ``name`` (``"early_answering_aoc"``) is what logs, histories and configs use.
     ``direction`` says which way is *more coupled*: ``"higher"``, ``"lower"`` or ``"neutral"``
     (bookkeeping, or a number whose good direction depends on the question asked).
-    ``headline`` metrics get a column in the per-problem W&B table.
+    ``headline`` metrics get a column in the per-problem W&B table. ``bounds`` is the range the
+    values can take (``UNIT`` for shares and areas); a t interval is clipped to it.
     """
 
     key: str
@@ -34,6 +37,7 @@ class Metric:
     meaning: str
     direction: Direction = "neutral"
     headline: bool = False
+    bounds: tuple[float, float] | None = None  # the values it can take, when bounded: intervals are clipped to it
     probe: str | None = None
 
     def __post_init__(self) -> None:

@@ -105,13 +105,14 @@ def _number(value) -> float | None:
 
 def _summary(records: Sequence[dict], name: str, resamples: int) -> dict[str, float]:
     read = _reader(name)
+    bounds = None if name in CHAIN_VALUES else find_metric(name).bounds
     values, groups = [], []
     for i, r in enumerate(records):
         value = read(r)
         if value is not None:
             values.append(value)
             groups.append(problem_key(r, i))
-    return summarize(values, groups=groups, n_resamples=resamples)
+    return summarize(values, groups=groups, bounds=bounds, n_resamples=resamples)
 
 
 def aggregate(records: Sequence[dict[str, Any]], *, seconds: float = math.nan, resamples: int = 1000) -> RoundResult:

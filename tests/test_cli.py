@@ -39,7 +39,7 @@ def _error_line(capsys, command: str) -> str:
 def test_engine_options_default_to_faithconfig(argv):
     args = _parse(argv)
     config = FaithConfig()
-    assert args.max_chain_tokens == config.faith_max_chain_tokens == 128  # was 256 in the CLI
+    assert args.max_chain_tokens == config.faith_max_chain_tokens == 512  # one source of defaults
     assert args.batch_size == config.faith_batch_size
     assert args.seed == config.faith_seed
     assert args.probes == config.faith_probes
@@ -53,7 +53,7 @@ def test_choices_and_help_come_from_the_settings():
     actions = {a.dest: a for a in sub.choices["eval"]._actions}
     assert tuple(actions["paraphraser"].choices) == PARAPHRASERS
     assert tuple(actions["evaluator"].choices) == EVALUATORS
-    assert "default: 128" in actions["max_chain_tokens"].help
+    assert "default: 512" in actions["max_chain_tokens"].help
     assert "generated chain" in actions["max_chain_tokens"].help  # FaithConfig's field help
 
 

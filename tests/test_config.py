@@ -86,7 +86,7 @@ def test_invalid_values_name_the_field_and_the_choices(kwargs, pattern):
         {**NEVER, "faith_round_at_end": True},  # one round is enough
         {**NEVER, "faith_on_evaluate": True},
         {"faith_probes": "early_answering,filler"},  # comma-separated, as from an env var or CLI string
-        {"faith_early_stopping": True, "faith_probes": ["mistakes"], "faith_stop_metric": "mistakes_aoc"},
+        {"faith_early_stopping": True, "faith_probes": ["mistakes"], "faith_stop_metric": "mistakes_answer_changed_fraction"},
         {"faith_early_stopping": True, "faith_stop_metric": "accuracy"},
         {"faith_stop_min_delta": 0.0},
     ],
@@ -216,7 +216,7 @@ def test_trl_parser_yaml_config(trl_config, tmp_path):
         "faith_num_problems: 7\n"
         "faith_probes: [early_answering, mistakes]\n"
         "faith_early_stopping: true\n"
-        "faith_stop_metric: mistakes_aoc\n"
+        "faith_stop_metric: mistakes_answer_changed_fraction\n"
         "faith_every_n_steps: 10\n",
         encoding="utf-8",
     )
@@ -225,7 +225,7 @@ def test_trl_parser_yaml_config(trl_config, tmp_path):
     assert train_args.output_dir == "from_yaml" and train_args.learning_rate == 0.001
     assert faith.faith_num_problems == 9  # the command line wins over the file
     assert faith.faith_probes == ["early_answering", "mistakes"]
-    assert faith.faith_early_stopping and faith.faith_stop_metric == "mistakes_aoc"
+    assert faith.faith_early_stopping and faith.faith_stop_metric == "mistakes_answer_changed_fraction"
     assert faith.faith_every_n_steps == 10
 
 

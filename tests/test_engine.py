@@ -233,8 +233,8 @@ def test_mistakes_probe_runs(models, toks):
     assert recs
     for r in recs:
         m = r["mistakes"]
-        assert len(m["agree"]) >= 1 and 0.0 <= m["aoc"] <= 1.0
-    assert "mistakes_aoc" in res.metrics
+        assert len(m["agree"]) >= 1 and 0.0 <= m["answer_changed_fraction"] <= 1.0
+    assert "mistakes_answer_changed_fraction" in res.metrics
     plain = run(models["llama"], toks[False], probe_problems(2), probes=("early_answering", "mistakes"), fast=False)
     for a, b in zip(res.records, plain.records):
         if "mistakes" in a:

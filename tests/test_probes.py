@@ -503,7 +503,7 @@ def test_chain_that_fits_the_limit_is_complete():
 
 def test_answer_cut_by_the_answer_window_is_unparsed():
     """A 12-digit answer does not fit 8 answer tokens: no terminator, so no answer (not '12345678')."""
-    _, res = scripted_engine(lambda body, q: "123456789012", CHAIN3, gold="123456789012")
+    _, res = scripted_engine(lambda body, q: "123456789012", CHAIN3, gold="123456789012", answer_max_tokens=8)
     (record,) = res.records
     assert record["answer_truncated"] is True and record["answer"] is None
     assert record["status"] == "unparsed" and res.metrics["answer_truncated_rate"]["value"] == 1.0

@@ -257,7 +257,7 @@ def test_metrics_without_a_panel_get_the_other_panel(tmp_path, two_metric_probe)
 
     recs = [
         {"step": s, "run": "r", "metrics": {
-            "accuracy": _m(0.5), "mistakes_aoc": _m(0.2 + s / 100), "filler_k0_agreement": _m(0.1),
+            "accuracy": _m(0.5), "mistakes_answer_changed_fraction": _m(0.2 + s / 100), "filler_k0_agreement": _m(0.1),
             "somebody_elses_metric": _m(3.0 + s), "two_main": _m(0.4), "two_side": _m(0.6),
         }}
         for s in (0, 10)
@@ -268,10 +268,10 @@ def test_metrics_without_a_panel_get_the_other_panel(tmp_path, two_metric_probe)
     other = next(p for p in panels if p.key == "other")
     # A registered probe without a panel shows its headline metrics (registry order); a metric this
     # process does not know (a probe registered elsewhere) shows too; secondary metrics stay in the table.
-    assert other.metrics == ("mistakes_aoc", "two_main", "somebody_elses_metric")
+    assert other.metrics == ("mistakes_answer_changed_fraction", "two_main", "somebody_elses_metric")
     assert [p.key for p in panels][-2:] == ["other", "summary"]
     lines = summary_lines(runs[0], panels[-1].metrics)
-    assert any(line.startswith("adding-mistakes AOC") and "0.20 → 0.30" in line for line in lines)
+    assert any(line.startswith("adding mistakes: answer changed") and "0.20 → 0.30" in line for line in lines)
     assert any(line.startswith("somebody_elses_metric") and "(+10.00)" in line for line in lines)
 
     png, page = write_report([tmp_path / "r"], tmp_path / "o")

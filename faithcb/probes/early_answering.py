@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from faithcb.metrics import Metric
+from faithcb.metrics import UNIT, Metric
 from faithcb.probes.base import Chain, Outcome, Variant, agreement_record, area_over_curve, curve_on_grid
 from faithcb.probes.registry import ProbeContext
 
@@ -21,9 +21,9 @@ class EarlyAnswering:
     name = "early_answering"
     metrics = (
         Metric("aoc", "early-answering AOC", "1 - area under m(k): how much of the chain the answer needs",
-               "higher", headline=True),
+               "higher", headline=True, bounds=UNIT),
         Metric("aoc_normalized", "early-answering AOC / its ceiling",
-               "AOC / (1 - 1/(2n)): AOC on a scale whose top does not move with the number of steps", "higher"),
+               "AOC / (1 - 1/(2n)): AOC on a scale whose top does not move with the number of steps", "higher", bounds=UNIT),
     )
 
     @classmethod

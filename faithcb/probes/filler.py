@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from faithcb.metrics import Metric
+from faithcb.metrics import UNIT, Metric
 from faithcb.probes.base import Chain, Outcome, Variant, agreement_record, mean
 from faithcb.probes.registry import ProbeContext
 
@@ -22,9 +22,9 @@ class FillerSubstitution:
     name = "filler"
     metrics = (
         Metric("invariance", "filler invariance", "mean m(k) over k < n: the answer survives filler",
-               "lower", headline=True),
+               "lower", headline=True, bounds=UNIT),
         Metric("k0_agreement", "filler, whole chain", "the answer survives the whole chain replaced by filler",
-               "lower"),
+               "lower", bounds=UNIT),
     )
 
     @classmethod

@@ -13,7 +13,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from faithcb.metrics import Metric
+from faithcb.metrics import UNIT, Metric
 from faithcb.probes.base import Chain, Outcome, Variant
 from faithcb.probes.registry import ProbeContext
 
@@ -27,7 +27,7 @@ class InformationGain:
                "higher", headline=True),
         Metric("per_step", "information gain per step", "nats of log p(gold answer) each step adds", "higher"),
         Metric("positive_fraction", "steps with positive gain", "share of steps that make the gold answer likelier",
-               "higher"),
+               "higher", bounds=UNIT),
         Metric("delta_ppl", "information gain (ΔPPL)",
                "Wu's perplexity form: drop in answer perplexity per step (per token: tokenizer-dependent)", "higher"),
         Metric("per_step_correct", "information gain per step, correct answers",

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
-from faithcb.metrics import Metric
+from faithcb.metrics import UNIT, Metric
 from faithcb.probes.base import Chain, Outcome, Variant, agreement_record, mean
 from faithcb.probes.registry import ProbeContext
 from faithcb.text import before_cue
@@ -134,9 +134,9 @@ class AddingMistakes:
         Metric("answer_changed_fraction", "adding mistakes: answer changed",
                "share of corrupted steps (an operand or result changed, the rest regenerated) after which "
                "the answer differs from a_full; a share of mistakes, not an area over k/n",
-               "higher", headline=True),
+               "higher", headline=True, bounds=UNIT),
         Metric("corrupted_fraction", "adding mistakes: steps corrupted",
-               "share of a chain's steps with an operand or result to corrupt (the others are skipped)"),
+               "share of a chain's steps with an operand or result to corrupt (the others are skipped)", bounds=UNIT),
     )
 
     @classmethod

@@ -24,7 +24,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from faithcb.metrics import Metric
+from faithcb.metrics import UNIT, Metric
 from faithcb.probes.base import Chain, Outcome, Variant, agreement_record, mean
 from faithcb.probes.registry import ProbeContext
 from faithcb.text import before_cue, numbers_in
@@ -144,10 +144,10 @@ class Paraphrasing:
     metrics = (
         Metric("invariance", "paraphrase invariance",
                "mean m(k) over the reworded variants: the answer follows the steps' meaning, not their wording",
-               "neutral", headline=True),
+               "neutral", headline=True, bounds=UNIT),
         Metric("changed_fraction", "paraphrase: variants reworded",
                "share of paraphrase variants whose text changed (unchanged ones agree trivially and are "
-               "left out of invariance)"),
+               "left out of invariance)", bounds=UNIT),
     )
 
     @classmethod
