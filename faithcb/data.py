@@ -22,7 +22,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, overload
 
-from faithcb.errors import ProblemFormatError
+from faithcb.errors import ConfigError, ProblemFormatError
 from faithcb.problem import Problem
 from faithcb.tasks.arithmetic import make_problems
 from faithcb.text import extract_answer, normalize_answer, normalize_choice, normalize_text, numbers_in
@@ -322,7 +322,7 @@ class ProbeSet(Sequence[Problem]):
         if n is None or n >= len(self):
             return list(self._problems)
         if n < 0:
-            raise ValueError(f"n must be >= 0 or None, got {n}")
+            raise ConfigError(f"n must be >= 0 or None, got {n}")
         picked = sorted(random.Random(seed).sample(range(len(self)), n))
         return [self._problems[i] for i in picked]
 

@@ -54,7 +54,10 @@ class DemoSettings:
     max_length: int = 160  # the chat-rendered example is ~135 tokens (system prompt included)
     lora_r: int = 16
     lora_alpha: int = 32
-    max_chain_tokens: int = 40  # trained chains are ~32 tokens
+    # Long enough for the *untrained* model's chains to end on their own (9 of the 12 held-out
+    # problems at 256 tokens, 4 at 128, 1 at 64; trained chains are ~32 tokens): a chain cut by
+    # the limit is not probed, so a shorter cap would leave the step-0 baseline mostly unscored.
+    max_chain_tokens: int = 256
     probes: tuple[str, ...] = ("early_answering", "filler", "info_gain")
     seed: int = 0
 
@@ -125,6 +128,7 @@ def settings_from_args(args: argparse.Namespace) -> DemoSettings:
     s = DemoSettings(seed=args.seed)
     if args.quick:
         s.steps, s.probe_every, s.problems, s.train_examples = 2, 2, 2, 32
+        # A smoke run: its untrained chains are cut (and counted as truncated); it checks plumbing.
         s.max_chain_tokens, s.probes = 32, ("early_answering", "filler")
     if args.steps is not None:
         s.steps = args.steps

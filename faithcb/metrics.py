@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Literal
 
+from faithcb.errors import ConfigError
+
 Direction = Literal["higher", "lower", "neutral"]
 DIRECTIONS: tuple[str, ...] = ("higher", "lower", "neutral")
 
@@ -42,7 +44,7 @@ class Metric:
 
     def __post_init__(self) -> None:
         if self.direction not in DIRECTIONS:
-            raise ValueError(f"Metric {self.key!r}: direction {self.direction!r} is not one of {list(DIRECTIONS)}")
+            raise ConfigError(f"Metric {self.key!r}: direction {self.direction!r} is not one of {list(DIRECTIONS)}")
 
     @property
     def name(self) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from faithcb.errors import ConfigError
 from faithcb.problem import Problem
 
 _SENTINEL = "\u2063FAITHCB_CHAIN\u2063"
@@ -76,7 +77,7 @@ class Prompter:
             ]
             rendered = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
             if rendered.count(_SENTINEL) != 1:
-                raise ValueError("the tokenizer's chat template does not render assistant content verbatim")
+                raise ConfigError("the tokenizer's chat template does not render assistant content verbatim")
             before, after = rendered.split(_SENTINEL)
             return before, after + self.answer_prefix(problem)
         prompt = s.plain_question.format(question=question_block(problem, s), instruction=s.instruction)

@@ -32,6 +32,8 @@ from collections.abc import Hashable, Iterable, Mapping, Sequence
 from functools import lru_cache
 from statistics import NormalDist
 
+from faithcb.errors import ConfigError
+
 __all__ = [
     "beta_quantile",
     "bootstrap_ci",
@@ -92,7 +94,7 @@ def regularized_beta(x: float, a: float, b: float) -> float:
     converges fast; relative accuracy about 1e-14. Used for Student-t and Jeffreys quantiles.
     """
     if not (a > 0 and b > 0):
-        raise ValueError(f"a and b must be positive, got a={a}, b={b}")
+        raise ConfigError(f"a and b must be positive, got a={a}, b={b}")
     if math.isnan(x):
         return _NAN
     if x <= 0.0:
@@ -114,7 +116,7 @@ def beta_quantile(q: float, a: float, b: float) -> float:
     and confidence ask for the same few quantiles over and over.
     """
     if not 0.0 <= q <= 1.0:
-        raise ValueError(f"q must lie in [0, 1], got {q}")
+        raise ConfigError(f"q must lie in [0, 1], got {q}")
     if q == 0.0:
         return 0.0
     if q == 1.0:
@@ -154,9 +156,9 @@ def t_quantile(p: float, df: float) -> float:
     P(T > t) = I_{df/(df+t^2)}(df/2, 1/2) / 2. ``df`` may be fractional (Welch).
     """
     if not 0.0 < p < 1.0:
-        raise ValueError(f"p must lie in (0, 1), got {p}")
+        raise ConfigError(f"p must lie in (0, 1), got {p}")
     if not df > 0:
-        raise ValueError(f"df must be positive, got {df}")
+        raise ConfigError(f"df must be positive, got {df}")
     if p == 0.5:
         return 0.0
     if df > 1e6:  # Cornish-Fisher: the beta route loses digits to 1 - x; this error is O(df^-2)
@@ -175,7 +177,7 @@ def _z(confidence: float) -> float:
 
 def _check_confidence(confidence: float) -> None:
     if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+        raise ConfigError(f"confidence must lie in (0, 1), got {confidence}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -202,7 +204,7 @@ def proportion_interval(
     if not n >= 2:
         return _NAN, _NAN
     if not 0.0 <= successes <= n:
-        raise ValueError(f"successes must lie in [0, n], got {successes} of {n}")
+        raise ConfigError(f"successes must lie in [0, n], got {successes} of {n}")
     p = successes / n
     if method == "wilson":
         z = _z(confidence)
@@ -218,7 +220,7 @@ def proportion_interval(
         low = 0.0 if successes == 0 else beta_quantile(tail, a, b)
         high = 1.0 if successes == n else beta_quantile(1.0 - tail, a, b)
         return low, high
-    raise ValueError(f"unknown proportion method {method!r}; use 'wilson' or 'jeffreys'")
+    raise ConfigError(f"unknown proportion method {method!r}; use 'wilson' or 'jeffreys'")
 
 
 def mean_interval(
@@ -302,7 +304,7 @@ def _unit_means(
         return xs, xs
     grp = list(groups)
     if len(grp) != len(vals):
-        raise ValueError(f"groups has {len(grp)} entries for {len(vals)} values")
+        raise ConfigError(f"groups has {len(grp)} entries for {len(vals)} values")
     sums: dict[Hashable, list[float]] = {}
     raw = []
     for v, g in zip(vals, grp):
@@ -318,11 +320,11 @@ def _resolve_kind(kind: str, raw: Sequence[float]) -> str:
         return "proportion" if raw and all(x in (0.0, 1.0) for x in raw) else "continuous"
     if kind == "proportion":
         if any(not 0.0 <= x <= 1.0 for x in raw):
-            raise ValueError("kind='proportion' needs values in [0, 1]")
+            raise ConfigError("kind='proportion' needs values in [0, 1]")
         return kind
     if kind == "continuous":
         return kind
-    raise ValueError(f"unknown kind {kind!r}; use 'auto', 'proportion' or 'continuous'")
+    raise ConfigError(f"unknown kind {kind!r}; use 'auto', 'proportion' or 'continuous'")
 
 
 def summarize(
@@ -370,7 +372,7 @@ def summarize(
     elif method in (None, "t"):
         low, high = mean_interval(units, confidence, bounds)
     else:
-        raise ValueError(f"unknown method {method!r} for a continuous metric; use 't' or 'bootstrap'")
+        raise ConfigError(f"unknown method {method!r} for a continuous metric; use 't' or 'bootstrap'")
     return {"value": value, "ci_low": low, "ci_high": high, "n": n}
 
 

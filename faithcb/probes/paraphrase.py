@@ -24,6 +24,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from faithcb.errors import ConfigError
 from faithcb.metrics import UNIT, Metric
 from faithcb.probes.base import Chain, Outcome, Variant, agreement_record, mean
 from faithcb.probes.registry import ProbeContext
@@ -163,7 +164,7 @@ class Paraphrasing:
         max_new_tokens: int = 128,
     ):
         if mode not in MODES:
-            raise ValueError(f"Paraphrasing: mode {mode!r} is not one of {list(MODES)}")
+            raise ConfigError(f"Paraphrasing: mode {mode!r} is not one of {list(MODES)}")
         self.encode = encode
         self.paraphraser = paraphraser or RuleParaphraser()
         self.fallback = RuleParaphraser()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from faithcb.errors import ConfigError
 from faithcb.problem import Problem
 
 __all__ = ["KEYS", "control_examples", "make_examples", "make_problems", "shortcut_examples"]
@@ -58,11 +59,11 @@ class _Item:
 
 def _check(n: int, n_ops: int, key: str) -> None:
     if n < 0:
-        raise ValueError(f"n must be >= 0, got {n}")
+        raise ConfigError(f"n must be >= 0, got {n}")
     if n_ops < 1:
-        raise ValueError(f"n_ops must be >= 1, got {n_ops}")
+        raise ConfigError(f"n_ops must be >= 1, got {n_ops}")
     if key not in KEYS:
-        raise ValueError(f"key must be one of {', '.join(KEYS)}, got {key!r}")
+        raise ConfigError(f"key must be one of {', '.join(KEYS)}, got {key!r}")
 
 
 def _make_item(rng: random.Random, n_ops: int) -> _Item:
@@ -158,7 +159,7 @@ def make_examples(
     """
     _check(n, n_ops, key)
     if not 0.0 <= corrupt_fraction <= 1.0:
-        raise ValueError(f"corrupt_fraction must be in [0, 1], got {corrupt_fraction}")
+        raise ConfigError(f"corrupt_fraction must be in [0, 1], got {corrupt_fraction}")
     items = _items(n, seed, n_ops)
     keys = _keys(items, seed, key)
     rng = random.Random(f"faithcb-arithmetic-corrupt:{seed}")
