@@ -42,6 +42,7 @@ from faithcb.engine import FaithfulnessEngine, RoundResult, aggregate
 from faithcb.errors import ConfigError, ProbeError, ProblemFormatError
 from faithcb.history import HistoryWriter, round_lines
 from faithcb.preflight import check_evaluator, check_setup, resolve_tokenizer
+from faithcb.probes import probe_metrics
 from faithcb.prompting import Prompter, PromptStyle
 from faithcb.results import metric_values, round_warnings
 from faithcb.stats import paired_difference
@@ -55,6 +56,7 @@ CI_PREFIX = "faith_ci/"  # their 95% intervals, kept out of the main section
 N_PREFIX = "faith_n/"  # how many problems each value is over
 DELTA_PREFIX = "faith_delta/"  # change from the baseline round, paired over the same problems
 DELTA_CI_PREFIX = "faith_delta_ci/"  # its paired 95% interval
+MISSING_PREFIX = "faith_missing/"  # 1 for a headline metric the round could not measure (NaN)
 BASE_PREFIX = "faith_base/"  # the PEFT base model (adapters disabled), same names
 CURVE_PREFIX = "faith_curve/"  # early-answering curve on the fixed grid
 
@@ -110,6 +112,7 @@ class FaithfulnessCallback(TrainerCallback, ExportableState):
             trainer.args.output_dir or ".", cfg.faith_history_file, log_records=cfg.faith_log_records
         )
         self.wandb = WandbReporter(cfg.faith_probes, log_records=cfg.faith_log_records)
+        self._headline_metrics = [m.name for p in cfg.faith_probes for m in probe_metrics(p) if m.headline]
         # Round state (exported into checkpoints, see state()).
         self.history: list[dict[str, Any]] = []
         self.stopped_at: int | None = None
@@ -225,6 +228,10 @@ class FaithfulnessCallback(TrainerCallback, ExportableState):
             result.scalars["seconds"] = seconds
             logs.update(_flatten(result, PREFIX, CI_PREFIX))
             logs.update({N_PREFIX + name: float(m["n"]) for name, m in result.metrics.items()})
+            # A NaN value is left out of faith/ (charts cannot draw it); say so instead of going quiet.
+            for name in self._headline_metrics:
+                if not math.isfinite(result.metrics.get(name, {}).get("value", math.nan)):
+                    logs[MISSING_PREFIX + name] = 1.0
             changes = self._paired_changes(result)
             for name, change in changes.items():
                 if math.isfinite(change["value"]):

@@ -450,3 +450,16 @@ def test_rounds_log_n_and_the_paired_change_from_the_baseline(tok, tmp_path, mon
     # The unpaired round intervals of step 0 and step 4 overlap; the paired one excludes zero.
     ci = faith_logs(trainer, "faith_ci/")
     assert ci[0]["faith_ci/early_answering_aoc_low"] < ci[4]["faith_ci/early_answering_aoc_high"]
+
+
+def test_a_headline_metric_that_cannot_be_measured_is_flagged(tok, tmp_path, monkeypatch):
+    """Records without early answering (e.g. every chain truncated): faith_missing/ says so."""
+    no_probe = [{k: v for k, v in r.items() if k != "early_answering"} for r in _records(0.5)]
+    monkeypatch.setattr(FaithfulnessEngine, "records", lambda self, problems: [dict(r) for r in no_probe])
+    trainer = make_trainer("trainer", tmp_path, tok=tok, max_steps=2)
+    attach(trainer, faith_config(faith_every_n_steps=2))
+    trainer.train()
+    logs = faith_logs(trainer, prefix="faith")
+    assert all(step_logs.get("faith_missing/early_answering_aoc") == 1.0 for step_logs in logs.values())
+    assert all("faith/early_answering_aoc" not in step_logs for step_logs in logs.values())
+    assert all("faith_missing/filler_invariance" not in step_logs for step_logs in logs.values())
