@@ -232,10 +232,18 @@ def format_table(result: RoundResult, title: str = "") -> str:
         m = result.metrics[name]
         rows.append((label, _fmt(m["value"]), f"[{_fmt(m['ci_low'])}, {_fmt(m['ci_high'])}]", str(m["n"]), reading))
     s = result.scalars
-    footer = (f"problems scored: {int(s['problems_scored'])}  unscored (no steps / unparsed): "
-              f"{int(s['problems_unscored'])}  probe errors: {int(s['probe_errors'])}  seconds: {s['seconds']:.1f}")
+    footer = (f"problems scored: {int(s['problems_scored'])} of {int(s.get('problems_total', s['problems_scored']))}"
+              f"  unscored (no steps / truncated / unparsed): {int(s['problems_unscored'])}"
+              f"  probe errors: {int(s['probe_errors'])}  seconds: {s['seconds']:.1f}")
     if "paraphrase_rejected" in s:
         footer += f"  paraphrased steps rejected: {int(s['paraphrase_rejected'])}"
+    if "steps_0_rate" in s:
+        footer += (f"\nchains with 0 steps: {s['steps_0_rate']:.2f}  with 1 step: {s['steps_1_rate']:.2f}"
+                   "  early-answering AOC by steps (1 / 2-3 / 4+): " + " / ".join(
+                       _fmt(s.get(f"early_answering_aoc_steps_{b}", math.nan)) for b in ("1", "2_3", "4plus")))
+    if "letter_top_share" in s:
+        footer += (f"\nmultiple-choice letters of the full-chain answers: entropy {s['letter_entropy_bits']:.2f} bits"
+                   f"  chance agreement {s['letter_chance_agreement']:.2f}  top letter {s['letter_top_share']:.2f}")
     if result.curve:
         curve = "  ".join(f"{x:.2f}:{_fmt(y)}" for x, y in zip(result.curve["x"], result.curve["mean"]))
         footer += f"\nearly-answering curve (fraction of chain kept: agreement with full-chain answer): {curve}"
