@@ -226,21 +226,8 @@ class FaithfulnessCallback(TrainerCallback, ExportableState):
             self._warn(step, error)
         else:
             result.scalars["seconds"] = seconds
-            logs.update(_flatten(result, PREFIX, CI_PREFIX))
-            logs.update({N_PREFIX + name: float(m["n"]) for name, m in result.metrics.items()})
-            # A NaN value is left out of faith/ (charts cannot draw it); say so instead of going quiet.
-            for name in self._headline_metrics:
-                if not math.isfinite(result.metrics.get(name, {}).get("value", math.nan)):
-                    logs[MISSING_PREFIX + name] = 1.0
             changes = self._paired_changes(result)
-            for name, change in changes.items():
-                if math.isfinite(change["value"]):
-                    logs[DELTA_PREFIX + name] = change["value"]
-                if math.isfinite(change["ci_low"]) and math.isfinite(change["ci_high"]):
-                    logs[f"{DELTA_CI_PREFIX}{name}_low"] = change["ci_low"]
-                    logs[f"{DELTA_CI_PREFIX}{name}_high"] = change["ci_high"]
-            curve = zip(result.curve.get("x", []), result.curve.get("mean", []))
-            logs.update({f"{CURVE_PREFIX}keep_{round(x * 100):03d}": y for x, y in curve if math.isfinite(y)})
+            logs.update(_round_logs(result, changes, self._headline_metrics))
             if result.errors:
                 self._warn(step, "; ".join(result.errors))
             self._warn_health_once(result)
@@ -391,6 +378,25 @@ class FaithfulnessCallback(TrainerCallback, ExportableState):
 
 
 # ---------------------------------------------------------------------- helpers
+def _round_logs(result: RoundResult, changes: dict[str, dict[str, float]], headline: list[str]) -> dict[str, float]:
+    """Everything a measured round logs: values, intervals, n, paired changes, flags, the curve."""
+    logs = _flatten(result, PREFIX, CI_PREFIX)
+    logs.update({N_PREFIX + name: float(m["n"]) for name, m in result.metrics.items()})
+    # A NaN value is left out of faith/ (charts cannot draw it); say so instead of going quiet.
+    for name in headline:
+        if not math.isfinite(result.metrics.get(name, {}).get("value", math.nan)):
+            logs[MISSING_PREFIX + name] = 1.0
+    for name, change in changes.items():
+        if math.isfinite(change["value"]):
+            logs[DELTA_PREFIX + name] = change["value"]
+        if math.isfinite(change["ci_low"]) and math.isfinite(change["ci_high"]):
+            logs[f"{DELTA_CI_PREFIX}{name}_low"] = change["ci_low"]
+            logs[f"{DELTA_CI_PREFIX}{name}_high"] = change["ci_high"]
+    curve = zip(result.curve.get("x", []), result.curve.get("mean", []))
+    logs.update({f"{CURVE_PREFIX}keep_{round(x * 100):03d}": y for x, y in curve if math.isfinite(y)})
+    return logs
+
+
 def _flatten(result: RoundResult, prefix: str, ci_prefix: str | None) -> dict[str, float]:
     out: dict[str, float] = {}
     for name, m in result.metrics.items():
