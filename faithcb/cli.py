@@ -27,7 +27,12 @@ from typing import Any
 from faithcb import demo, report
 from faithcb.config import FaithConfig
 from faithcb.errors import FaithcbError
-from faithcb.probes.registry import did_you_mean, probe_names, round_metrics
+from faithcb.probes.registry import (
+    did_you_mean,
+    in_registry_order,
+    metric_or_none,
+    probe_names,
+)
 from faithcb.results import RoundResult, round_warnings
 from faithcb.settings import EVALUATORS, PARAPHRASERS, ProbeSettings
 
@@ -215,10 +220,10 @@ _READING = {"higher": "higher = more coupled", "lower": "lower = more coupled", 
 def metric_rows(names) -> list[tuple[str, str, str]]:
     """(name, label, reading) of each metric in ``names``: registered ones in registry order,
     then any other, sorted (a metric this process has no probe for keeps its name as label)."""
-    names = set(names)
-    registered = [m for m in round_metrics() if m.name in names]
-    rows = [(m.name, m.label, _READING[m.direction]) for m in registered]
-    rows += [(n, n, "") for n in sorted(names - {m.name for m in registered})]
+    rows = []
+    for name in in_registry_order(names):
+        metric = metric_or_none(name)
+        rows.append((name, metric.label, _READING[metric.direction]) if metric else (name, name, ""))
     return rows
 
 

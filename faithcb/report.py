@@ -32,7 +32,7 @@ from typing import Any
 from faithcb.errors import ConfigError, FaithcbError
 from faithcb.history import HISTORY_NAME, HistoryFormatError, find_history, measured_rounds, read_history
 from faithcb.metrics import Metric
-from faithcb.probes.registry import round_metrics
+from faithcb.probes.registry import in_registry_order, round_metrics
 
 # Okabe-Ito colour-blind-safe palette; run i always gets colour i in every panel.
 _PALETTE = ["#D55E00", "#0072B2", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442"]
@@ -77,9 +77,7 @@ def _registry() -> dict[str, Metric]:
 
 def ordered_metrics(names: Iterable[str]) -> list[str]:
     """``names`` in registry order, then any metric the registry does not know, sorted."""
-    names = set(names)
-    known = [n for n in _registry() if n in names]
-    return known + sorted(names - set(known))
+    return in_registry_order(names)
 
 
 def _label(name: str) -> str:

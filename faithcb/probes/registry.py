@@ -98,6 +98,17 @@ def find_metric(name: str, probes: Sequence[str] | None = None) -> Metric:
     return known[name]
 
 
+def in_registry_order(names: Iterable[str]) -> list[str]:
+    """``names`` in the registry's order, then any name the registry does not know, sorted.
+
+    The one ordering of metrics for every table (CLI, report, HTML): a metric logged by a probe
+    this process has not registered still shows, last.
+    """
+    names = set(names)
+    known = [m.name for m in round_metrics() if m.name in names]
+    return known + sorted(names - set(known))
+
+
 def metric_or_none(name: str) -> Metric | None:
     """The registered metric called ``name``, or None (for readers of histories with unknown names)."""
     return {m.name: m for m in round_metrics()}.get(name)
