@@ -274,7 +274,7 @@ class FaithfulnessCallback(TrainerCallback, ExportableState):
         error: str | None = None
         start = time.perf_counter()
         settings = self.settings
-        if base and settings.evaluator == "base":
+        if base and settings.evaluator != "live":
             settings = dataclasses.replace(settings, evaluator="live")  # the model already *is* the base
         try:
             with self._unwrapped_model() as model, accelerator.split_between_processes(self.problems) as mine:

@@ -93,7 +93,7 @@ def _engine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--paraphraser", default=config_default("faith_paraphraser"), choices=PARAPHRASERS,
                    help=_help("faith_paraphraser"))
     p.add_argument("--evaluator", default=config_default("faith_evaluator"), choices=EVALUATORS,
-                   help=_help("faith_evaluator", "information-gain evaluator (base = PEFT adapters disabled)"))
+                   help=_help("faith_evaluator", "information-gain evaluator (base = PEFT adapters disabled; auto = base with an adapter)"))
     p.add_argument("--plain", action="store_true", help="score every variant independently (no prefix sharing)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 

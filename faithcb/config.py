@@ -65,7 +65,9 @@ class FaithConfig:
     faith_seed: int = field(default=0, metadata={"help": "Seed for problem sampling and chain sampling."})
     faith_paraphraser: str = field(default="rule", metadata={"help": "'rule' (built-in) or 'model' (the live model)."})
     faith_evaluator: str = field(
-        default="live", metadata={"help": f"Information-gain evaluator, one of {list(EVALUATORS)}."}
+        default="auto",
+        metadata={"help": f"Information-gain evaluator, one of {list(EVALUATORS)}: 'auto' scores with the PEFT base "
+                  "model (adapters disabled) when the model has adapters, else with the live model."},
     )
     faith_base_reference: bool = field(
         default=True, metadata={"help": "With a PEFT model, also score the base model (adapters disabled)."}
@@ -76,6 +78,12 @@ class FaithConfig:
     )
     faith_fast: bool = field(default=True, metadata={"help": "Shared-prefix scoring (False = plain reference path)."})
     faith_bootstrap_resamples: int = field(default=1000, metadata={"help": "Bootstrap resamples for 95% intervals."})
+    faith_choice_permutations: bool = field(
+        default=False,
+        metadata={"help": "Also evaluate each multiple-choice problem under every cyclic rotation of its choices and "
+                  "report the share whose chosen option changes with the order (choice_unstable_rate); multiplies "
+                  "the cost of multiple-choice problems by their number of choices."},
+    )
     # --- early stopping on a faithfulness drop
     faith_early_stopping: bool = field(default=False, metadata={"help": "Stop training when the metric drops."})
     faith_stop_metric: str = field(default="early_answering_aoc", metadata={"help": "Metric to watch."})
@@ -183,6 +191,7 @@ class FaithConfig:
             batch_size=self.faith_batch_size,
             fast=self.faith_fast,
             bootstrap_resamples=self.faith_bootstrap_resamples,
+            choice_permutations=self.faith_choice_permutations,
             **({"style": style} if style is not None else {}),
         )
 

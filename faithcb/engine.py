@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from faithcb.errors import ConfigError
 from faithcb.lm import ProbeLM
-from faithcb.preflight import check_setup
+from faithcb.preflight import check_setup, resolve_evaluator
 from faithcb.probes import ProbeContext, build_probes
 from faithcb.probes.base import Chain, Outcome, Variant, chain_status
 from faithcb.problem import Problem
@@ -93,6 +93,10 @@ class FaithfulnessEngine:
         s = self.settings
         self.prompter = Prompter.for_tokenizer(tokenizer, s.style)
         check_setup(model, tokenizer, self.prompter, s.evaluator, None)
+        # A model trained on the cue-then-gold layout is calibrated on the answer slot, so the
+        # live model's log p(gold) mixes that calibration into information gain; with PEFT the
+        # frozen base model is the cleaner evaluator, and "auto" takes it.
+        self.evaluator = resolve_evaluator(s.evaluator, model)
         self.lm: ScoringLM = lm or ProbeLM(
             model, tokenizer, fast=s.fast, max_batch_size=s.batch_size, answer_max_tokens=s.answer_max_tokens
         )
@@ -304,7 +308,7 @@ class FaithfulnessEngine:
         Identical contexts (same chain, cut and insert) from different probes are scored once.
         """
         lm = self.lm
-        base_gold = self.settings.evaluator == "base"
+        base_gold = self.evaluator == "base"
         contexts: dict[tuple[int, int, tuple[int, ...]], _Context] = {}
         for planned in plan:
             for v in planned.variants:

@@ -52,6 +52,13 @@ def check_evaluator(evaluator: str, model, *, field: str = "evaluator") -> None:
         raise ConfigError(f"{field}: 'base' needs a PEFT model (one with disable_adapter())")
 
 
+def resolve_evaluator(evaluator: str, model) -> str:
+    """``"live"`` or ``"base"``: ``"auto"`` is the base model when ``model`` has PEFT adapters."""
+    if evaluator == "auto":
+        return "base" if hasattr(model, "disable_adapter") else "live"
+    return evaluator
+
+
 def check_setup(model, tokenizer, prompter: Prompter, evaluator: str, problem: Problem | None, *,
                 field_prefix: str = "") -> None:
     """Every check above, in the order a user would fix them."""

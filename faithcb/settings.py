@@ -14,7 +14,9 @@ from faithcb.errors import ConfigError
 from faithcb.probes import DEFAULT_PROBES, check_probe_names
 from faithcb.prompting import PromptStyle
 
-EVALUATORS = ("live", "base")  # information gain: the live model, or the PEFT base (adapters off)
+# Information gain's evaluator: the PEFT base model (adapters off) when there is one ("auto"), the
+# live model, or the base model (PEFT only).
+EVALUATORS = ("auto", "live", "base")
 PARAPHRASERS = ("rule", "model")
 
 
@@ -31,10 +33,13 @@ class ProbeSettings:
     num_samples: int = 1
     seed: int = 0
     paraphraser: str | Callable[[str], str] = "rule"  # "rule" | "model" | a callable
-    evaluator: str = "live"
+    evaluator: str = "auto"
     batch_size: int = 16
     fast: bool = True
     bootstrap_resamples: int = 1000
+    # Multiple choice: also evaluate every cyclic rotation of each problem's choices (n times the
+    # cost); answers that follow the order, not the option, are counted (``choice_unstable_rate``).
+    choice_permutations: bool = False
     style: PromptStyle = field(default_factory=PromptStyle)
     splitter: Callable[[str], list[str]] | None = None
 

@@ -45,7 +45,7 @@ NEVER = {
         ({"faith_temperature": 0.0}, r"faith_temperature: must be > 0"),
         ({"faith_stop_min_delta": -0.1}, r"faith_stop_min_delta: must be >= 0, got -0.1"),
         ({"faith_paraphraser": "llm"}, r"faith_paraphraser: 'llm' is not one of \['rule', 'model'\]"),
-        ({"faith_evaluator": "frozen"}, r"faith_evaluator: 'frozen' is not one of \['live', 'base'\]"),
+        ({"faith_evaluator": "frozen"}, r"faith_evaluator: 'frozen' is not one of \['auto', 'live', 'base'\]"),
         ({"faith_stop_mode": "up"}, r"faith_stop_mode: 'up' is not one of \['auto', 'max', 'min'\]"),
         (
             {"faith_stop_reference": "first"},

@@ -14,6 +14,7 @@ from faithcb.data import Problem
 from faithcb.engine import FaithfulnessEngine, ProbeSettings, aggregate
 from faithcb.errors import ConfigError
 from faithcb.lm import ProbeLM
+from faithcb.preflight import resolve_evaluator
 from faithcb.probes import probe_metrics
 from faithcb.probes.base import chain_status
 from faithcb.results import chain_record
@@ -297,7 +298,7 @@ def test_evaluator_base_scores_gold_with_adapters_off(models, toks):
     # free-text answers always parse, so every record has information gain to compare
     problems = [Problem(p.question, p.answer, kind="text", id=p.id) for p in probe_problems(2)]
     probes = ("info_gain",)
-    live = run(lora, tok, problems, probes=probes)
+    live = run(lora, tok, problems, probes=probes, evaluator="live")
     ref = run(base, tok, problems, probes=probes)
     # The adapter changes the model (chains or gold log-probs differ from the base model).
     assert [r["chain"] for r in live.records] != [r["chain"] for r in ref.records] or any(
@@ -390,3 +391,13 @@ def test_greedy_check_equals_unbatched_generate_on_engine_variants(models, toks)
                 eos_token_id=sorted(lm.eos_ids),
             )
             assert (out[0, len(ctx) :].tolist() == answer) == flag
+
+
+def test_auto_evaluator_is_the_base_model_with_peft_and_the_live_model_without(models, toks):
+    peft = pytest.importorskip("peft")
+    tok, base = toks[False], models["llama"]
+    lora = peft.get_peft_model(copy.deepcopy(base), peft.LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    assert resolve_evaluator("auto", lora) == "base" and resolve_evaluator("auto", base) == "live"
+    assert resolve_evaluator("live", lora) == "live"
+    assert FaithfulnessEngine(lora, tok, settings(), show_progress=False).evaluator == "base"
+    assert FaithfulnessEngine(base, tok, settings(), show_progress=False).evaluator == "live"
