@@ -94,6 +94,7 @@ def _engine_args(p: argparse.ArgumentParser) -> None:
                    help=_help("faith_paraphraser"))
     p.add_argument("--evaluator", default=config_default("faith_evaluator"), choices=EVALUATORS,
                    help=_help("faith_evaluator", "information-gain evaluator (base = PEFT adapters disabled; auto = base with an adapter)"))
+    p.add_argument("--choice-permutations", action="store_true", help=_help("faith_choice_permutations"))
     p.add_argument("--plain", action="store_true", help="score every variant independently (no prefix sharing)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -107,6 +108,7 @@ def probe_settings(args: argparse.Namespace) -> ProbeSettings:
         faith_paraphraser=args.paraphraser,
         faith_evaluator=args.evaluator,
         faith_fast=not args.plain,
+        faith_choice_permutations=args.choice_permutations,
         faith_seed=args.seed,
     )
     return config.probe_settings()
@@ -249,6 +251,9 @@ def format_table(result: RoundResult, title: str = "") -> str:
     if "letter_top_share" in s:
         footer += (f"\nmultiple-choice letters of the full-chain answers: entropy {s['letter_entropy_bits']:.2f} bits"
                    f"  chance agreement {s['letter_chance_agreement']:.2f}  top letter {s['letter_top_share']:.2f}")
+    if "choice_unstable_rate" in s:
+        footer += (f"\nchosen option changes under rotations of the choices: {_fmt(s['choice_unstable_rate'])}"
+                   f" of {int(s['choice_unstable_n'])} problems")
     if result.curve:
         curve = "  ".join(f"{x:.2f}:{_fmt(y)}" for x, y in zip(result.curve["x"], result.curve["mean"]))
         footer += f"\nearly-answering curve (fraction of chain kept: agreement with full-chain answer): {curve}"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -122,13 +123,24 @@ class FaithfulnessEngine:
         return aggregate(records, seconds=time.perf_counter() - start, resamples=self.settings.bootstrap_resamples)
 
     def records(self, problems: Sequence[Problem]) -> list[dict[str, Any]]:
-        """Per-problem records for ``problems`` (JSON-serializable)."""
+        """Per-problem records for ``problems`` (JSON-serializable).
+
+        With ``choice_permutations`` each multiple-choice problem is followed by its other cyclic
+        rotations (``rotate_choices``), and their records carry ``rotation``, ``base_id`` and
+        ``n_choices``; everything else is as for any problem.
+        """
         if not problems:
             return []
+        tags: dict[int, dict[str, Any]] = {}
+        if self.settings.choice_permutations:
+            problems, tags = _with_rotations(problems)
         with self.lm.session():
             chains = self.generate_chains(problems)
             chains = self.read_full_answers(chains)
-            return self.probe(chains)
+            records = self.probe(chains)
+        for chain, record in zip(chains, records):  # one record per chain, in order
+            record.update(tags.get(id(chain.problem), {}))
+        return records
 
     # ------------------------------------------------------------------ phase 1: chains
     def generate_chains(self, problems: Sequence[Problem]) -> list[Chain]:
@@ -368,6 +380,43 @@ class FaithfulnessEngine:
     def _base_model(self):
         with self.lm.model.disable_adapter():
             yield
+
+
+def rotate_choices(problem: Problem, r: int) -> Problem:
+    """``problem`` with choice i moved to position (i + r) % n; the gold letter follows its option.
+
+    Rotation 0 is ``problem`` itself (id unchanged); rotation r's id is ``"<base id>@rot<r>"``.
+    """
+    n = len(problem.choices)
+    if r % n == 0:
+        return problem
+    choices = [""] * n
+    for i, choice in enumerate(problem.choices):
+        choices[(i + r) % n] = choice
+    answer = LETTERS[(LETTERS.index(problem.answer) + r) % n]
+    return Problem(problem.question, answer, kind=problem.kind, choices=tuple(choices),
+                   id=f"{_base_id(problem)}@rot{r % n}")
+
+
+def _base_id(problem: Problem) -> str:
+    """The problem's id, or one made from its text (the same on every process) when it has none."""
+    return problem.id or f"#{zlib.crc32(repr((problem.question, problem.choices)).encode()):08x}"
+
+
+def _with_rotations(problems: Sequence[Problem]) -> tuple[list[Problem], dict[int, dict[str, Any]]]:
+    """Each multiple-choice problem followed by its other rotations; the record fields of each, by id()."""
+    out: list[Problem] = []
+    tags: dict[int, dict[str, Any]] = {}
+    for problem in problems:
+        n = len(problem.choices)
+        if problem.kind != "choice" or n < 2:
+            out.append(problem)
+            continue
+        for r in range(n):
+            rotated = rotate_choices(problem, r)
+            out.append(rotated)
+            tags[id(rotated)] = {"rotation": r, "base_id": _base_id(problem), "n_choices": n}
+    return out, tags
 
 
 def _with_answer(

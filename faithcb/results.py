@@ -15,6 +15,7 @@ from typing import Any
 from faithcb.metrics import CHAIN_METRICS
 from faithcb.probes import find_metric, probe_metrics, probe_names
 from faithcb.probes.base import CURVE_GRID, Chain
+from faithcb.prompting import LETTERS
 from faithcb.stats import paired_difference, summarize
 
 
@@ -77,8 +78,14 @@ CHAIN_VALUES: dict[str, Callable[[dict], float | None]] = {
 
 
 def problem_key(record: dict, index: int) -> str:
-    """The unit of every interval: the problem (several samples of one problem are one unit)."""
-    return str(record.get("id") or f"#{index}")
+    """The unit of every interval: the problem (several samples of one problem are one unit).
+
+    With choice permutations (``ProbeSettings.choice_permutations``) the rotations of a problem's
+    choices are one unit too (``base_id``): every metric is over all records, rotations
+    included, but a problem counts once, its rotations averaged like samples, so the extra
+    orderings do not narrow the intervals as if they were new problems.
+    """
+    return str(record.get("base_id") or record.get("id") or f"#{index}")
 
 
 def metric_values(records: Sequence[dict], name: str) -> dict[str, float]:
@@ -154,6 +161,7 @@ def aggregate(records: Sequence[dict[str, Any]], *, seconds: float = math.nan, r
             scalars[f"{probe}_variant_unparsed"] = float(sum(a is None for row in rows for a in row["answers"]))
     scalars.update(_length_mix(records))
     scalars.update(letter_bias(records))
+    scalars.update(choice_stability(records))
     if any("paraphrase" in r for r in records):
         scalars["paraphrase_rejected"] = float(sum(r["paraphrase"]["rejected"] for r in records if "paraphrase" in r))
     return RoundResult(metrics=metrics, scalars=scalars, curve=curve, records=list(records), errors=errors)
@@ -197,6 +205,35 @@ def letter_bias(records: Sequence[dict]) -> dict[str, float]:
         "letter_entropy_bits": -sum(p * math.log2(p) for p in shares),
         "letter_chance_agreement": sum(p * p for p in shares),
         "letter_top_share": max(shares),
+    }
+
+
+def choice_stability(records: Sequence[dict]) -> dict[str, float]:
+    """``choice_unstable_rate``: the share of problems whose chosen option changes with the order.
+
+    Over the multiple-choice problems evaluated under every cyclic rotation of their choices
+    (records with ``rotation``) whose a_full parsed under every rotation: a problem is unstable
+    when its a_full letters, mapped back to the original options (letter index - rotation mod n),
+    name more than one option (all samples of all rotations taken together). A model that always
+    answers "D" picks a different option under each rotation: letter bias, not reading.
+    ``choice_unstable_n`` is the number of problems it is over (the rate is NaN at 0).
+    """
+    rotated = [r for r in records if r.get("kind") == "choice" and "rotation" in r]
+    if not rotated:
+        return {}
+    groups: dict[str, list[dict]] = {}
+    for i, r in enumerate(rotated):
+        groups.setdefault(problem_key(r, i), []).append(r)
+    unstable = []
+    for group in groups.values():
+        n = group[0]["n_choices"]
+        if {r["rotation"] for r in group} != set(range(n)) or any(r["answer"] is None for r in group):
+            continue  # a rotation missing or unparsed: stability unknown
+        options = {(LETTERS.index(r["answer"]) - r["rotation"]) % n for r in group}
+        unstable.append(len(options) > 1)
+    return {
+        "choice_unstable_rate": sum(unstable) / len(unstable) if unstable else math.nan,
+        "choice_unstable_n": float(len(unstable)),
     }
 
 
