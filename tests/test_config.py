@@ -233,3 +233,16 @@ def test_trl_parser_reports_invalid_values():
     parser = TrlParser((SFTConfig, FaithConfig))
     with pytest.raises(ConfigError, match=r"faith_probes: .*'nope'"):
         parser.parse_args_and_config(["--output_dir", "x", *CPU, "--faith_probes", "nope"])
+
+
+def test_docs_table_lists_every_field_with_its_default():
+    """docs/callback.md's settings table: one row per FaithConfig field, default as in the code."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "callback.md").read_text(encoding="utf-8")
+    rows = dict(re.findall(r"^\| `(faith_\w+)` \| ([^|]+) \|", text, re.MULTILINE))
+    for f in dataclasses.fields(FaithConfig):
+        assert f.name in rows, f"docs/callback.md has no row for {f.name}"
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+        shown = " ".join(default) if isinstance(default, list) else str(default)
+        assert rows[f.name].strip() == shown, (f.name, rows[f.name], shown)
