@@ -1,6 +1,6 @@
 """``faithcb demo``: two LoRA fine-tunes of the embedded model, one that learns a shortcut, one that cannot.
 
-    faithcb demo --output-dir faithcb-demo            # ~6-9 min on a 2-core CPU
+    faithcb demo --output-dir faithcb-demo            # ~13 min on a 2-core CPU
     faithcb demo --no-wandb --steps 30 --problems 16  # longer, more probe problems
     faithcb demo --quick --no-wandb                   # a smoke run (a minute or two)
 
@@ -82,7 +82,7 @@ def _at_least_one(text: str) -> int:
 def make_parser(subparsers) -> argparse.ArgumentParser:
     """Add ``faithcb demo`` to ``subparsers`` (of ``faithcb.cli``); its handler is :func:`run`."""
     p = subparsers.add_parser(
-        "demo", help="two-arm LoRA demo on the embedded model (CPU, ~10 min)", description=_DESCRIPTION
+        "demo", help="two-arm LoRA demo on the embedded model (CPU, ~13 min)", description=_DESCRIPTION
     )
     _add_arguments(p)
     p.set_defaults(handler=run)

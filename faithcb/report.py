@@ -42,7 +42,7 @@ _STYLES = (("o", "-"), ("s", ":"), ("^", "--"), ("D", "-."))
 
 # Panel keys in braces become the panel's letter (the table below decides the letters).
 _HOW_TO_READ = (
-    "Each marker is one probe round during fine-tuning; shaded bands are 95% bootstrap intervals "
+    "Each marker is one probe round during fine-tuning; shaded bands are 95% intervals "
     "over the probed problems, and dashed lines with hollow markers are the frozen base model "
     "(adapters disabled) where it was probed. <b>Accuracy</b> ({accuracy}) is the share of problems whose "
     "answer under the model's own chain of thought matches the gold answer. <b>Early-answering "
@@ -493,7 +493,7 @@ def _draw_figure(runs, title: str, png_path: Path, panels: Sequence[Panel]) -> N
             handles.append(
                 Line2D([], [], color="0.3", marker="o", mfc="white", ls="--", lw=1.3, label="base model (adapters off)")
             )
-        handles.append(matplotlib.patches.Patch(color="0.5", alpha=0.25, label="95% bootstrap CI"))
+        handles.append(matplotlib.patches.Patch(color="0.5", alpha=0.25, label="95% interval (Wilson / t)"))
         fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), frameon=False, fontsize=10.5)
         fig.suptitle(title, fontsize=15, fontweight="bold")
         fig.savefig(png_path, dpi=150, facecolor="white")
