@@ -36,6 +36,7 @@ _EXPORTS = {
     "ProblemFormatError": "faithcb.errors",
     "ModelLoadError": "faithcb.errors",
     "ProbeError": "faithcb.errors",
+    "HistoryFormatError": "faithcb.errors",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -19,5 +19,9 @@ class ModelLoadError(FaithcbError, RuntimeError):
     """A model or tokenizer could not be loaded (says how to fix it)."""
 
 
+class HistoryFormatError(FaithcbError, ValueError):
+    """A faithcb history file is malformed (names the file and line)."""
+
+
 class ProbeError(FaithcbError, RuntimeError):
     """A probe failed on a model; inside training this is reported, not raised (unless strict)."""

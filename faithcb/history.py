@@ -22,15 +22,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from faithcb.errors import FaithcbError
+from faithcb.errors import HistoryFormatError
+
+__all__ = ["HISTORY_NAME", "HistoryFormatError", "HistoryWriter", "find_history", "measured_rounds",
+           "metric_value", "read_history", "round_lines"]
 
 HISTORY_NAME = "faith_history.jsonl"
 RECORDS_DIR = "faith_records"
 ROLES = ("model", "base")
-
-
-class HistoryFormatError(FaithcbError, ValueError):
-    """A history file is malformed (names the file and line)."""
 
 
 def round_lines(
