@@ -77,6 +77,9 @@ CHAIN_VALUES: dict[str, Callable[[dict], float | None]] = {
 }
 
 
+COUNT_METRICS = ("mean_steps", "mean_chain_tokens")
+
+
 def problem_key(record: dict, index: int) -> str:
     """The unit of every interval: the problem (several samples of one problem are one unit).
 
@@ -119,7 +122,9 @@ def _summary(records: Sequence[dict], name: str, resamples: int) -> dict[str, fl
         if value is not None:
             values.append(value)
             groups.append(problem_key(r, i))
-    return summarize(values, groups=groups, bounds=bounds, n_resamples=resamples)
+    # Counts are means, never proportions, even when every chain happens to have one step.
+    kind = "continuous" if name in COUNT_METRICS else "auto"
+    return summarize(values, kind=kind, groups=groups, bounds=bounds, n_resamples=resamples)
 
 
 def aggregate(records: Sequence[dict[str, Any]], *, seconds: float = math.nan, resamples: int = 1000) -> RoundResult:

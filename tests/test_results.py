@@ -112,3 +112,9 @@ def test_paired_change_from_a_baseline():
     unpaired_before = summarize(list(metric_values(base, "early_answering_aoc").values()))
     unpaired_after = summarize(list(metric_values(later, "early_answering_aoc").values()))
     assert unpaired_after["ci_high"] > unpaired_before["ci_low"]  # the round intervals overlap
+
+
+def test_counts_are_never_read_as_proportions():
+    """Every chain with exactly one step: mean_steps is 1 with no spread, not a Wilson share."""
+    m = aggregate([record(i, n_steps=1) for i in range(8)], resamples=10).metrics["mean_steps"]
+    assert (m["value"], m["ci_low"], m["ci_high"]) == (1.0, 1.0, 1.0)
