@@ -47,6 +47,7 @@ from faithcb.prompting import Prompter, PromptStyle
 from faithcb.results import metric_values, round_warnings
 from faithcb.stats import paired_difference
 from faithcb.stopping import EarlyStopper
+from faithcb.tensorboard_layout import write_for_trainer
 from faithcb.wandb_sink import WandbReporter
 
 logger = logging.getLogger(__name__)
@@ -186,6 +187,9 @@ class FaithfulnessCallback(TrainerCallback, ExportableState):
             if state.is_world_process_zero:
                 self.history_writer.rewind(state.global_step)
         self._schedule = self._make_schedule(state.max_steps)
+        if state.is_world_process_zero:  # dashboards: TensorBoard's custom-scalars layout, W&B's metric axes
+            write_for_trainer(self.trainer, self.config.faith_probes)
+            self.wandb.define_metrics()
         if state.global_step == 0 and self.config.faith_round_at_start:
             self._probe(state, control, reason="start")
         return control

@@ -1,4 +1,5 @@
-"""What faithcb sends to W&B beyond the scalars: a per-problem table per round and a closing chart.
+"""What faithcb sends to W&B beyond the scalars: metric definitions, a per-problem table per round
+and a closing chart.
 
 Scalars reach W&B through ``Trainer.log`` like every other integration; this module only adds
 W&B-specific objects, and only to a run the Trainer's integration already started (it never
@@ -15,6 +16,10 @@ from collections.abc import Sequence
 from faithcb.probes import DEFAULT_PROBES, probe_metrics, probe_names
 
 RECORD_COLUMNS = ("step", "id", "question", "chain", "answer", "gold", "correct", "n_steps")
+STEP_METRIC = "train/global_step"  # the Trainer's W&B integration logs this with every row
+FAITH_KEYS = "train/faith*"  # every faith key as the Trainer's integration names it (train/ + faith.../)
+# A headline metric's run summary: its last value and its best one in the direction of coupling.
+_BEST = {"higher": "last,max", "lower": "last,min", "neutral": "last"}
 SUMMARY_SERIES = {"accuracy": "accuracy", "early_answering_aoc": "early-answering AOC (coupling)"}
 
 
@@ -34,6 +39,15 @@ def _headline_metrics(probes: Sequence[str]):
     # different probe sets line up; other probes (mistakes, registered ones) join when they run.
     shown = [p for p in probe_names() if p in DEFAULT_PROBES or p in probes]
     return [m for p in shown for m in probe_metrics(p) if m.headline]
+
+
+def metric_definitions(probes: Sequence[str]) -> list[tuple[str, dict]]:
+    """``define_metric`` calls, as (name, keyword arguments): every faith key on the trainer's step
+    axis with its last value as summary, then each headline metric also with its best value."""
+    definitions = [(FAITH_KEYS, {"step_metric": STEP_METRIC, "summary": "last"})]
+    for m in (m for p in probes for m in probe_metrics(p) if m.headline):
+        definitions.append((f"train/faith/{m.name}", {"step_metric": STEP_METRIC, "summary": _BEST[m.direction]}))
+    return definitions
 
 
 def table_columns(probes: Sequence[str]) -> list[str]:
@@ -58,6 +72,14 @@ class WandbReporter:
     def __init__(self, probes: Sequence[str], *, log_records: bool = True):
         self.probes = tuple(probes)
         self.log_records = log_records
+
+    def define_metrics(self) -> None:
+        """Declare the faith keys' step axis and summaries (once, at train begin, on rank 0)."""
+        run = active_run()
+        if run is None or not hasattr(run, "define_metric"):
+            return
+        for name, kwargs in metric_definitions(self.probes):
+            run.define_metric(name, **kwargs)
 
     def log_round_table(self, step: int, records: Sequence[dict]) -> None:
         run = active_run()

@@ -22,7 +22,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("problems and records", {"problem", "history", "stopping", "tasks", "tasks.arithmetic", "data", "prompting"}),
     ("probes", {"probes", "probes.base", "probes.registry", "probes.early_answering", "probes.filler",
                 "probes.paraphrase", "probes.info_gain", "probes.mistakes"}),
-    ("settings", {"settings", "config", "preflight", "training", "results", "wandb_sink"}),
+    ("settings", {"settings", "config", "preflight", "training", "results", "wandb_sink", "tensorboard_layout"}),
     ("model access", {"scoring", "packed", "lm", "models"}),
     ("round", {"engine"}),
     ("training loop", {"callback", "recipes", "testing"}),

@@ -1,0 +1,168 @@
+"""The live dashboards: TensorBoard's custom-scalars layout and W&B's metric definitions.
+
+The layout is read back from a real training run's event files with TensorBoard's own reader; the
+W&B definitions of a real offline run are checked in tests/test_integrations.py, here only how
+directions map to summaries.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from _trainers import attach, faith_config, faith_logs, make_trainer, one_thread
+
+from faithcb import callback as callback_module
+from faithcb import tensorboard_layout
+from faithcb.probes import DEFAULT_PROBES
+from faithcb.wandb_sink import WandbReporter, metric_definitions
+
+
+def _charts(layout) -> dict[str, dict]:
+    """{category title: {chart title: chart}}."""
+    return {c.title: {chart.title: chart for chart in c.chart} for c in layout.category}
+
+
+def _tags(chart) -> list[str]:
+    """Every tag a chart draws (multiline regexes back to the tag they anchor)."""
+    if chart.HasField("margin"):
+        return [t for s in chart.margin.series for t in (s.value, s.lower, s.upper)]
+    return [re.sub(r"\\(.)", r"\1", t.removesuffix("$")) for t in chart.multiline.tag]
+
+
+def test_layout_for_the_default_probes():
+    pytest.importorskip("tensorboard")
+    charts = _charts(tensorboard_layout.build_layout(DEFAULT_PROBES))
+    assert list(charts) == ["faithcb: faithfulness", "faithcb: health", "faithcb: cost"]
+    faithfulness = charts["faithcb: faithfulness"]
+    assert list(faithfulness) == [
+        "accuracy and early-answering AOC (95% intervals)",
+        "early-answering AOC (higher = more coupled)",
+        "filler invariance (lower = more coupled)",
+        "paraphrase invariance (neutral)",
+        "information gain (total) (higher = more coupled)",
+        "change from the first round: accuracy (paired)",
+        "change from the first round: early-answering AOC (paired)",
+        "change from the first round: filler invariance (paired)",
+        "change from the first round: paraphrase invariance (paired)",
+        "change from the first round: information gain (total) (paired)",
+    ]
+    (aoc,) = faithfulness["early-answering AOC (higher = more coupled)"].margin.series
+    assert (aoc.value, aoc.lower, aoc.upper) == (
+        "train/faith/early_answering_aoc", "train/faith_ci/early_answering_aoc_low",
+        "train/faith_ci/early_answering_aoc_high",
+    )
+    together = faithfulness["accuracy and early-answering AOC (95% intervals)"]
+    assert [s.value for s in together.margin.series] == ["train/faith/accuracy", "train/faith/early_answering_aoc"]
+    (change,) = faithfulness["change from the first round: filler invariance (paired)"].margin.series
+    assert (change.value, change.lower, change.upper) == (
+        "train/faith_delta/filler_invariance", "train/faith_delta_ci/filler_invariance_low",
+        "train/faith_delta_ci/filler_invariance_high",
+    )
+    health = [t for chart in charts["faithcb: health"].values() for t in _tags(chart)]
+    assert health == [
+        "train/faith/unparsed_rate", "train/faith/truncated_rate", "train/faith/answer_truncated_rate",
+        "train/faith/letter_chance_agreement", "train/faith/letter_top_share", "train/faith/letter_entropy_bits",
+        "train/faith/problems_scored", "train/faith/problems_total",
+    ]
+    assert [t for chart in charts["faithcb: cost"].values() for t in _tags(chart)] == [
+        "train/faith/seconds", "train/faith/overhead_fraction",
+    ]
+    # A multiline tag is a regex matched from the start: anchored, accuracy does not pull in accuracy_strict.
+    assert all(t.endswith("$") for chart in charts["faithcb: health"].values() for t in chart.multiline.tag)
+
+
+def test_layout_follows_the_probes_that_run():
+    pytest.importorskip("tensorboard")
+    (faithfulness, *_) = tensorboard_layout.build_layout(["filler"]).category
+    titles = [chart.title for chart in faithfulness.chart]
+    assert titles[0] == "accuracy (95% intervals)"  # no early answering: accuracy alone
+    assert not any("AOC" in t or "paraphrase" in t for t in titles)
+
+
+def test_layout_tags_are_the_callbacks_prefixes():
+    for ours, theirs in [
+        (tensorboard_layout.VALUE, callback_module.PREFIX), (tensorboard_layout.CI, callback_module.CI_PREFIX),
+        (tensorboard_layout.DELTA, callback_module.DELTA_PREFIX),
+        (tensorboard_layout.DELTA_CI, callback_module.DELTA_CI_PREFIX),
+    ]:
+        assert ours == "train/" + theirs
+
+
+def _read_layout(logdir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.custom_scalar import layout_pb2, metadata
+
+    events = EventAccumulator(str(logdir), size_guidance={"scalars": 0, "tensors": 0}).Reload()
+    assert metadata.CONFIG_SUMMARY_TAG in events.PluginTagToContent(metadata.PLUGIN_NAME)
+    (stored,) = events.Tensors(metadata.CONFIG_SUMMARY_TAG)
+    return events, layout_pb2.Layout.FromString(stored.tensor_proto.string_val[0])
+
+
+def test_training_run_writes_the_layout_beside_the_scalars(tmp_path, monkeypatch):
+    pytest.importorskip("tensorboard")
+    logdir = tmp_path / "tb"
+    monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", str(logdir))  # transformers 5: no logging_dir argument
+    with one_thread():
+        trainer = make_trainer("trainer", tmp_path / "run", max_steps=2, report_to=["tensorboard"])
+        attach(trainer, faith_config(faith_every_n_steps=2))
+        trainer.train()
+
+    events, layout = _read_layout(logdir)
+    assert layout == tensorboard_layout.build_layout(["early_answering", "filler"])
+    scalars = set(events.Tags()["scalars"])
+    logged = {f"train/{k}" for keys in faith_logs(trainer, prefix="faith").values() for k in keys}
+    assert logged <= scalars
+    drawn = {t for category in layout.category for chart in category.chart for t in _tags(chart)}
+    # Every chart tag of a metric the run logged is a scalar tag TensorBoard holds (two rounds, so
+    # the paired changes and their intervals are there too); the rest are keys this run never logs.
+    for tag in drawn:
+        name = re.sub(r"^train/faith(_ci|_delta|_delta_ci)?/|_(low|high)$", "", tag)
+        if f"train/faith/{name}" in logged:
+            assert tag in scalars, tag
+    assert {"train/faith/early_answering_aoc", "train/faith_ci/early_answering_aoc_low",
+            "train/faith_delta/filler_invariance", "train/faith_delta_ci/filler_invariance_high",
+            "train/faith/seconds", "train/faith/unparsed_rate"} <= drawn & scalars
+
+
+def test_no_layout_without_tensorboard_in_report_to(tmp_path):
+    trainer = make_trainer("trainer", tmp_path / "run", max_steps=2)
+    assert tensorboard_layout.write_for_trainer(trainer, DEFAULT_PROBES) is False
+
+
+def test_write_layout_to_a_directory(tmp_path):
+    pytest.importorskip("tensorboard")
+    assert tensorboard_layout.write_layout(tmp_path, ["filler"]) == tmp_path
+    _, layout = _read_layout(tmp_path)
+    assert layout == tensorboard_layout.build_layout(["filler"])
+
+
+# ---------------------------------------------------------------------- W&B
+class _FakeRun:
+    def __init__(self):
+        self.calls = []
+
+    def define_metric(self, name, **kwargs):
+        self.calls.append((name, kwargs))
+
+
+def test_wandb_definitions_follow_each_metrics_direction(monkeypatch):
+    run = _FakeRun()
+    monkeypatch.setattr("faithcb.wandb_sink.active_run", lambda: run)
+    WandbReporter(DEFAULT_PROBES).define_metrics()
+    step = "train/global_step"
+    assert run.calls == [
+        ("train/faith*", {"step_metric": step, "summary": "last"}),
+        ("train/faith/early_answering_aoc", {"step_metric": step, "summary": "last,max"}),
+        ("train/faith/filler_invariance", {"step_metric": step, "summary": "last,min"}),
+        ("train/faith/paraphrase_invariance", {"step_metric": step, "summary": "last"}),
+        ("train/faith/info_gain_total", {"step_metric": step, "summary": "last,max"}),
+    ]
+    assert metric_definitions(["mistakes"])[1] == (
+        "train/faith/mistakes_answer_changed_fraction", {"step_metric": step, "summary": "last,max"}
+    )
+
+
+def test_wandb_definitions_need_a_run(monkeypatch):
+    monkeypatch.setattr("faithcb.wandb_sink.active_run", lambda: None)
+    WandbReporter(DEFAULT_PROBES).define_metrics()  # nothing to define on, nothing raised
