@@ -36,6 +36,7 @@ from typing import Any
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_callback import ExportableState
 
+from faithcb.budget import OverheadBudget
 from faithcb.config import FaithConfig
 from faithcb.data import ProbeSet
 from faithcb.engine import FaithfulnessEngine, RoundResult, aggregate
@@ -44,7 +45,7 @@ from faithcb.history import HistoryWriter, round_lines
 from faithcb.preflight import check_evaluator, check_setup, resolve_tokenizer
 from faithcb.probes import probe_metrics
 from faithcb.prompting import Prompter, PromptStyle
-from faithcb.results import metric_values, round_warnings
+from faithcb.results import COUNT_METRICS, metric_values, round_warnings
 from faithcb.stats import paired_difference
 from faithcb.stopping import EarlyStopper
 from faithcb.tensorboard_layout import write_for_trainer
@@ -109,6 +110,7 @@ class FaithfulnessCallback(TrainerCallback, ExportableState):
             cfg.faith_evaluator, self.problems[0] if self.problems else None, field_prefix="faith_",
         )
         self.stopper = EarlyStopper.from_config(cfg)
+        self.budget = OverheadBudget(cfg.faith_max_overhead)
         self.history_writer = HistoryWriter(
             trainer.args.output_dir or ".", cfg.faith_history_file, log_records=cfg.faith_log_records
         )
@@ -154,6 +156,7 @@ class FaithfulnessCallback(TrainerCallback, ExportableState):
                 "baseline_values": self._baseline_values,
                 "stopped_at": self.stopped_at,
                 "probed_steps": self.probed_steps,
+                "budget": self.budget.state(time.perf_counter()),
             },
         }
 
@@ -169,6 +172,7 @@ class FaithfulnessCallback(TrainerCallback, ExportableState):
         self.stopped_at = attributes.get("stopped_at")
         self.probed_steps = attributes.get("probed_steps", [])
         self._baseline_values = attributes.get("baseline_values")
+        self.budget.load_state(attributes.get("budget") or {})
 
     # ------------------------------------------------------------------ schedule
     def _make_schedule(self, max_steps: int) -> set[int]:
@@ -186,6 +190,7 @@ class FaithfulnessCallback(TrainerCallback, ExportableState):
             self._restore(state)  # resuming: continue the counters, do not re-probe the baseline
             if state.is_world_process_zero:
                 self.history_writer.rewind(state.global_step)
+        self.budget.start(time.perf_counter())
         self._schedule = self._make_schedule(state.max_steps)
         if state.is_world_process_zero:  # dashboards: TensorBoard's custom-scalars layout, W&B's metric axes
             write_for_trainer(self.trainer, self.config.faith_probes)
@@ -197,9 +202,30 @@ class FaithfulnessCallback(TrainerCallback, ExportableState):
     def on_step_end(self, args, state, control, **kwargs):
         step = state.global_step
         at_end = self.config.faith_round_at_end and step >= state.max_steps
-        if step in self._schedule or at_end:
-            self._probe(state, control, reason="end" if at_end else "schedule")
+        if at_end:
+            self._probe(state, control, reason="end")  # the closing round always runs
+        elif step in self._schedule:
+            if self._budget_allows():
+                self._probe(state, control, reason="schedule")
+            else:
+                self.budget.skipped += 1
         return control
+
+    def _budget_allows(self) -> bool:
+        """Whether the next scheduled round fits ``faith_max_overhead``; the same answer on every rank.
+
+        Ranks measure slightly different times; rank 0 decides and the others follow, so every
+        process probes at the same steps (a round is collective under DDP).
+        """
+        allowed = self.budget.allows(time.perf_counter())
+        accelerator = self.trainer.accelerator
+        if accelerator.num_processes == 1 or self.budget.max_fraction <= 0:
+            return allowed
+        from accelerate.utils import broadcast_object_list
+
+        decision = [allowed]
+        broadcast_object_list(decision, from_process=0)
+        return bool(decision[0])
 
     def on_evaluate(self, args, state, control, **kwargs):
         if self.config.faith_on_evaluate:
@@ -220,7 +246,7 @@ class FaithfulnessCallback(TrainerCallback, ExportableState):
         if step in self.probed_steps:
             return
         self.probed_steps.append(step)
-        start = time.perf_counter()
+        round_start = start = time.perf_counter()
         result, error = self._measure(base=False)
         seconds = time.perf_counter() - start
         logs: dict[str, float] = {}
@@ -238,6 +264,12 @@ class FaithfulnessCallback(TrainerCallback, ExportableState):
         base = self._base_round(step)
         if base is not None:
             logs.update(_flatten(base, BASE_PREFIX, None))
+        now = time.perf_counter()
+        self.budget.add_round(now - round_start)
+        overhead = self.budget.fraction(now)
+        if step > 0 and math.isfinite(overhead):  # the step-0 round has no training to compare with
+            logs[PREFIX + "overhead_fraction"] = overhead
+        logs[PREFIX + "rounds_skipped"] = float(self.budget.skipped)
 
         stop_reason = self._early_stopping(result, changes) if result is not None else None
         if stop_reason:
@@ -345,8 +377,12 @@ class FaithfulnessCallback(TrainerCallback, ExportableState):
         if self._baseline_values is None:
             self._baseline_values = {name: metric_values(result.records, name) for name in names}
             return {}
+        now_values = {name: metric_values(result.records, name) for name in names}
         return {
-            name: paired_difference(self._baseline_values.get(name, {}), metric_values(result.records, name))
+            name: paired_difference(
+                self._baseline_values.get(name, {}), now_values[name],
+                kind="continuous" if name in COUNT_METRICS else "auto",
+            )
             for name in names
         }
 

@@ -49,6 +49,11 @@ class FaithConfig:
     )
     faith_on_evaluate: bool = field(default=False, metadata={"help": "Also probe after each evaluation."})
     faith_round_at_start: bool = field(default=True, metadata={"help": "Baseline round at step 0, before any update."})
+    faith_max_overhead: float = field(
+        default=0.0,
+        metadata={"help": "Probing time budget as a fraction of training time (e.g. 0.05); scheduled rounds that "
+                  "would exceed it are skipped (0 = no budget). The step-0 and final rounds always run."},
+    )
     faith_round_at_end: bool = field(default=True, metadata={"help": "A round after the last step."})
     # --- how
     faith_max_chain_tokens: int = field(
@@ -138,6 +143,8 @@ class FaithConfig:
             raise ConfigError(f"faith_temperature: must be > 0, got {self.faith_temperature}")
         # A negative margin would count a round that equals the reference as bad, so a flat metric
         # would stop training after faith_stop_patience rounds.
+        if not self.faith_max_overhead >= 0:
+            raise ConfigError(f"faith_max_overhead: must be >= 0 (0 = no budget), got {self.faith_max_overhead}")
         if not self.faith_stop_min_delta >= 0:
             raise ConfigError(f"faith_stop_min_delta: must be >= 0, got {self.faith_stop_min_delta}")
 

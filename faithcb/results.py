@@ -248,7 +248,13 @@ def paired_changes(baseline: Sequence[dict], records: Sequence[dict], names: Seq
     Every round probes the same problems, so pairing them removes the between-problem spread
     that two unpaired intervals both carry.
     """
-    return {name: paired_difference(metric_values(baseline, name), metric_values(records, name)) for name in names}
+    return {
+        name: paired_difference(
+            metric_values(baseline, name), metric_values(records, name),
+            kind="continuous" if name in COUNT_METRICS else "auto",
+        )
+        for name in names
+    }
 
 
 TRUNCATION_WARN_ABOVE = 0.10  # a round with more chains or answers cut than this says so

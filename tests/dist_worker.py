@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -47,6 +48,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--probes", default="early_answering,filler,info_gain")
     parser.add_argument("--report-to", default="none", help="comma-separated report_to, or 'none'")
     parser.add_argument("--toy-probe", action="store_true", help="register tests/toy_probe.py's 'toy' probe")
+    parser.add_argument("--max-overhead", type=float, default=0.0, help="faith_max_overhead")
+    parser.add_argument("--round-sleep", type=float, default=0.0,
+                        help="seconds each round sleeps per rank number + 1 (ranks then time rounds differently)")
     args = parser.parse_args(argv)
     if args.toy_probe:
         import toy_probe
@@ -64,6 +68,7 @@ def main(argv: list[str] | None = None) -> None:
 
     def records(self, problems):
         calls.append(len(problems))
+        time.sleep(args.round_sleep * (rank + 1))
         if fail_rank is not None and rank == int(fail_rank):
             raise RuntimeError(f"injected failure on rank {rank}")
         return original(self, problems)
@@ -95,6 +100,7 @@ def main(argv: list[str] | None = None) -> None:
         faith_every_n_steps=args.every,
         faith_probes=args.probes.split(","),
         faith_strict=fail_rank is None,
+        faith_max_overhead=args.max_overhead,
     )
     attach(trainer, config, problems=probe_problems(args.problems))
     trainer.train()

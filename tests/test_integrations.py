@@ -423,3 +423,19 @@ def test_ddp_probe_failure_on_one_rank_does_not_hang(tmp_path, weights):
     assert (
         output.count("faithcb: probe round at step 0 failed: RuntimeError: injected failure on rank 1") == 1
     )
+
+
+def test_ddp_ranks_keep_the_time_budget_at_the_same_steps(tmp_path, weights):
+    """With faith_max_overhead, rank 0 decides which rounds run: both ranks probe the same steps.
+
+    Rank 1's rounds sleep twice as long as rank 0's, so ranks deciding alone could disagree (and a
+    rank waiting in a gather the other never reaches would hang).
+    """
+    out = tmp_path / "budget"
+    rc, output = _torchrun(2, out, weights, "--problems", "2", "--max-steps", "6", "--every", "1",
+                           "--probes", "early_answering", "--max-overhead", "0.5", "--round-sleep", "0.2")
+    assert rc == 0, output[-4000:]
+    steps = [sorted(_faith_by_step(_rank(out, r)["log_history"])) for r in (0, 1)]
+    assert steps[0] == steps[1]
+    assert steps[0][0] == 0 and steps[0][-1] == 6 and len(steps[0]) < 7  # rounds were skipped
+    assert _rank(out, 0)["records_calls"] == [1] * len(steps[0]) == _rank(out, 1)["records_calls"]
