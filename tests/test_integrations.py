@@ -210,6 +210,15 @@ def wandb_history(path: Path) -> list[dict]:
     return rows
 
 
+def wandb_metric_definitions(path: Path) -> dict[str, object]:
+    """The run's ``define_metric`` records, by name or glob."""
+    return {
+        (r.metric.name or r.metric.glob_name): r.metric
+        for r in wandb_records(path)
+        if r.WhichOneof("record_type") == "metric"
+    }
+
+
 def _close(a: float, b: float, tol: float) -> bool:
     return (math.isnan(a) and math.isnan(b)) or abs(a - b) <= tol
 
@@ -249,6 +258,14 @@ def test_wandb_offline_run_holds_scalars_tables_and_chart(tmp_path, weights):
     (run_dir,) = (Path(p) for p in glob.glob(str(tmp_path / "wandb" / "offline-run-*")))
     (log_file,) = run_dir.glob("run-*.wandb")
     rows = wandb_history(log_file)
+
+    # Every faith key is on the trainer's step axis; headline metrics keep their best value in the
+    # direction the registry declares (AOC: higher = more coupled -> max; filler: lower -> min).
+    definitions = wandb_metric_definitions(log_file)
+    assert definitions["train/faith*"].step_metric == "train/global_step"
+    assert definitions["train/faith/early_answering_aoc"].summary.max
+    assert definitions["train/faith/filler_invariance"].summary.min
+    assert not definitions["train/faith/filler_invariance"].summary.max
 
     # Scalars: one row per round at the trainer's step, every faith value as the Trainer logged it.
     scalar_rows = {r["train/global_step"]: r for r in rows if "train/faith/problems_scored" in r}
