@@ -6,12 +6,11 @@ import json
 import re
 
 import pytest
+import toy_probe as toy
 
 from faithcb import cli, demo, report
 from faithcb.config import FaithConfig
 from faithcb.errors import ConfigError
-from faithcb.metrics import Metric
-from faithcb.probes import register_probe, unregister_probe
 from faithcb.results import aggregate
 from faithcb.settings import EVALUATORS, PARAPHRASERS
 
@@ -167,35 +166,15 @@ def test_metric_rows_put_unknown_metrics_last_sorted():
 
 
 # ---------------------------------------------------------------------- a user probe, end to end
-class ToyProbe:
-    """A probe defined outside faithcb: registering it is all it takes."""
-
-    name = "toy"
-    metrics = (Metric("score", "toy score", "a test metric", "higher", headline=True),)
-
-    @classmethod
-    def build(cls, context):
-        return cls()
-
-    def prepare(self, chains, lm):
-        pass
-
-    def variants(self, chain):
-        return []
-
-    def record(self, chain, outcomes):
-        return {"score": 0.5}
-
-
 @pytest.fixture
 def toy_probe():
-    register_probe(ToyProbe, replace=True)
-    yield ToyProbe
-    unregister_probe(ToyProbe.name)
+    toy.register()
+    yield toy.ToyProbe
+    toy.unregister()
 
 
 def test_user_probe_metric_in_cli_table(toy_probe):
-    records = [_record(i, True, toy=ToyProbe().record(None, [])) for i in range(3)]
+    records = [_record(i, True, toy=toy.ToyProbe().record(None, [])) for i in range(3)]
     result = aggregate(records, resamples=50)
     assert result.metrics["toy_score"]["value"] == 0.5
     row = next(line for line in cli.format_table(result).splitlines() if line.startswith("toy score"))
@@ -215,7 +194,7 @@ def test_user_probe_metric_in_report(toy_probe, tmp_path):
     (tmp_path / "run" / "faith_history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rounds))
     assert cli.main(["report", str(tmp_path / "run"), "--out", str(tmp_path / "out")]) == 0
     page = (tmp_path / "out" / "report.html").read_text()
-    assert re.search(r"<th [^>]*title=\"toy score: a test metric \(more coupled: higher\)\">toy_score</th>", page)
+    assert re.search(r"<th [^>]*title=\"toy score: a constant, to trace a user metric \(more coupled: higher\)\">toy_score</th>", page)
     assert "0.750 [0.650, 0.850]" in page
     assert "<b>Other probes</b> (F)" in page  # the figure got a panel for it
 

@@ -8,10 +8,12 @@ from pathlib import Path
 import pytest
 import toy_probe
 from conftest import STYLE, probe_problems, trained_model
+from test_engine import ScriptedAnswers
 
 from faithcb.config import FaithConfig
-from faithcb.engine import FaithfulnessEngine
+from faithcb.engine import FaithfulnessEngine, aggregate
 from faithcb.errors import ConfigError
+from faithcb.lm import ProbeLM
 from faithcb.metrics import Metric
 from faithcb.probes import find_metric, probe_names, register_probe, round_metrics
 from faithcb.probes.registry import metrics_markdown
@@ -30,12 +32,18 @@ def toy():
 
 
 def test_toy_probe_metric_reaches_the_round(toy, tok):
-    settings = ProbeSettings(probes=("early_answering", "toy"), style=STYLE, max_chain_tokens=64,
-                             answer_max_tokens=4, bootstrap_resamples=50)
-    engine = FaithfulnessEngine(trained_model("llama"), tok, settings, show_progress=False, strict=True)
-    result = engine.run(probe_problems(3))
+    """Hand-written chains and a scripted a_full, so every chain is scored whatever the model writes."""
+    settings = ProbeSettings(probes=("early_answering", "toy"), style=STYLE, answer_max_tokens=4,
+                             bootstrap_resamples=50)
+    model = trained_model("llama")
+    lm = ScriptedAnswers(ProbeLM(model, tok, answer_max_tokens=4), " 7\n")
+    engine = FaithfulnessEngine(model, tok, settings, show_progress=False, strict=True, lm=lm)
+    with lm.session():
+        chains = [engine.chain_from_text(p, "3 + 4 = 7. 7 - 0 = 7.", key=i) for i, p in enumerate(probe_problems(3))]
+        records = engine.probe(engine.read_full_answers(chains))
+    result = aggregate(records, resamples=50)
     scored = [r for r in result.records if r["status"] == "ok"]
-    assert scored, "the tiny model must give at least one scorable chain"
+    assert len(scored) == 3
     assert all(r["toy"]["score"] == toy_probe.TOY_SCORE for r in scored)
     assert result.metrics["toy_score"]["value"] == toy_probe.TOY_SCORE
     assert result.metrics["toy_score"]["n"] == len(scored)

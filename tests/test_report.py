@@ -9,6 +9,7 @@ import struct
 from pathlib import Path
 
 import pytest
+import toy_probe
 
 from faithcb.metrics import Metric
 from faithcb.probes import register_probe, unregister_probe
@@ -224,22 +225,12 @@ def test_html_columns_follow_the_registry(two_runs, tmp_path):
     assert "(B)" in text and "(E)" in text and "Other probes" not in text
 
 
-class _TwoMetricProbe:
+class _TwoMetricProbe(toy_probe.ToyProbe):
     """A user probe with a headline metric and a secondary one."""
 
     name = "two"
     metrics = (Metric("main", "two: main", "a headline metric", "lower", headline=True),
                Metric("side", "two: side", "a secondary metric", "neutral"))
-
-    @classmethod
-    def build(cls, context):
-        return cls()
-
-    def prepare(self, chains, lm):
-        pass
-
-    def variants(self, chain):
-        return []
 
     def record(self, chain, outcomes):
         return {"main": 0.4, "side": 0.6}

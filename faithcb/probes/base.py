@@ -16,6 +16,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from faithcb.metrics import Metric
 from faithcb.problem import Problem
+from faithcb.text import before_cue
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,22 @@ class Probe(Protocol):
     def record(self, chain: Chain, outcomes: Sequence[Outcome]) -> dict[str, Any]:
         """Per-problem results; the scalar entries named by ``metrics`` are aggregated."""
         ...
+
+
+def continue_chains(lm, chains: Sequence[Chain], contexts: Sequence[Sequence[int]], max_new_tokens: int) -> list[list[int]]:
+    """Let the model continue each context (one per chain, in order), greedily.
+
+    A continuation in which the model writes the answer cue itself has ended its chain there:
+    it is cut before the cue (``faithcb.text.before_cue``), as generated chains are.
+    """
+    continuations = lm.generate(list(contexts), max_new_tokens=max_new_tokens)
+    out = []
+    for chain, cont in zip(chains, continuations):
+        cue_text = lm.tokenizer.decode(list(chain.cue_ids), skip_special_tokens=False)
+        text = lm.decode(cont)
+        cut = before_cue(text, cue_text)
+        out.append(lm.encode(cut) if cut != text else list(cont))
+    return out
 
 
 def agreement_record(outcomes: Sequence[Outcome]) -> dict[str, list]:

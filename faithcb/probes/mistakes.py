@@ -26,9 +26,8 @@ from decimal import Decimal
 from typing import Any
 
 from faithcb.metrics import UNIT, Metric
-from faithcb.probes.base import Chain, Outcome, Variant, agreement_record, mean
+from faithcb.probes.base import Chain, Outcome, Variant, agreement_record, continue_chains, mean
 from faithcb.probes.registry import ProbeContext
-from faithcb.text import before_cue
 
 # A plain number: digits with optional thousands groups and decimals. Not inside a word or another
 # number ("Q3", "1.5.2"); "2x3" still counts as a product. A sign or "$" before it stays untouched.
@@ -164,14 +163,8 @@ class AddingMistakes:
         if not jobs:
             return
         contexts = [[*c.prompt_ids, *c.chain_ids[: c.cuts[k - 1]], *ids] for c, k, ids in jobs]
-        continuations = lm.generate(contexts, max_new_tokens=self.max_new_tokens)
+        continuations = continue_chains(lm, [c for c, _, _ in jobs], contexts, self.max_new_tokens)
         for (chain, k, ids), cont in zip(jobs, continuations):
-            # A model that writes the answer cue itself has ended its chain there.
-            cue_text = lm.tokenizer.decode(list(chain.cue_ids), skip_special_tokens=False)
-            text = lm.decode(cont)
-            cut = before_cue(text, cue_text)
-            if cut != text:
-                cont = lm.encode(cut)
             self._inserts[(chain.key, k)] = tuple(ids + cont)
 
     def corrupted_steps(self, chain: Chain) -> list[int]:

@@ -26,9 +26,9 @@ from typing import Any
 
 from faithcb.errors import ConfigError
 from faithcb.metrics import UNIT, Metric
-from faithcb.probes.base import Chain, Outcome, Variant, agreement_record, mean
+from faithcb.probes.base import Chain, Outcome, Variant, agreement_record, continue_chains, mean
 from faithcb.probes.registry import ProbeContext
-from faithcb.text import before_cue, numbers_in
+from faithcb.text import numbers_in
 
 # Rewrites that keep meaning and grammar in every context they match (and never touch a digit).
 # Plain word swaps fail that test ("has to" -> "owns to", "turned left" -> "turned remaining",
@@ -201,15 +201,10 @@ class Paraphrasing:
         ]
         if not jobs:
             return
-        continuations = lm.generate([[*c.prompt_ids, *ids] for c, _, ids in jobs], max_new_tokens=self.max_new_tokens)
+        contexts = [[*c.prompt_ids, *ids] for c, _, ids in jobs]
+        continuations = continue_chains(lm, [c for c, _, _ in jobs], contexts, self.max_new_tokens)
         for (chain, k, ids), cont in zip(jobs, continuations):
-            # A model that writes the answer cue itself has ended its chain there.
-            cue_text = lm.tokenizer.decode(list(chain.cue_ids), skip_special_tokens=False)
-            text = lm.decode(cont)
-            cut = before_cue(text, cue_text)
-            if cut != text:
-                cont = lm.encode(cut)
-            self._continued[(chain.key, k)] = tuple(ids + list(cont))
+            self._continued[(chain.key, k)] = tuple(ids + cont)
 
     def _reworded(self, chain: Chain, first: int, last: int) -> str:
         """Steps first+1..last reworded, joined with the chain's own separators (from the end of step first)."""
