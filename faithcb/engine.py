@@ -104,6 +104,7 @@ class FaithfulnessEngine:
         self.show_progress = show_progress
         self.strict = strict
         self._letter_cache: dict[tuple[str, int], tuple[int, ...]] = {}
+        self._prompt_cache: dict[Problem, tuple[list[int], list[int], str]] = {}
         paraphraser = s.paraphraser
         if paraphraser == "model":
             from faithcb.probes.paraphrase import ModelParaphraser
@@ -230,9 +231,17 @@ class FaithfulnessEngine:
         return self._letter_cache[key]
 
     def _prompt(self, problem: Problem) -> tuple[list[int], list[int], str]:
-        """``(chain prompt ids, cue ids, cue text)`` in this engine's layout."""
-        prompt_text, cue_text = self.prompter.pieces(problem, self.lm.tokenizer)
-        return self.lm.encode(prompt_text, special=not self.prompter.uses_chat), self.lm.encode(cue_text), cue_text
+        """``(chain prompt ids, cue ids, cue text)`` in this engine's layout.
+
+        Rendered once per problem (a chat template render and two encodes): generation and
+        ``chain_from_text`` both need them, every round, for the same problems.
+        """
+        if problem not in self._prompt_cache:
+            prompt_text, cue_text = self.prompter.pieces(problem, self.lm.tokenizer)
+            prompt_ids = self.lm.encode(prompt_text, special=not self.prompter.uses_chat)
+            self._prompt_cache[problem] = (prompt_ids, self.lm.encode(cue_text), cue_text)
+        prompt_ids, cue_ids, cue_text = self._prompt_cache[problem]
+        return list(prompt_ids), list(cue_ids), cue_text  # copies: a Chain's lists are its own
 
     def _split(self, chain_text: str) -> list[tuple[int, int]]:
         if not chain_text:
