@@ -112,6 +112,11 @@ def main(argv: list[str] | None = None) -> None:
         "log_history": trainer.state.log_history,
     }
     (out / f"rank{rank}.json").write_text(json.dumps(payload), encoding="utf-8")
+    # Leave the process group in order: exiting with gloo's threads still alive can abort a rank
+    # at interpreter exit ("terminate called without an active exception") after a clean run.
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
