@@ -13,8 +13,8 @@ from dataclasses import dataclass, field, fields
 from faithcb.errors import ConfigError
 from faithcb.probes import DEFAULT_PROBES, check_probe_names, find_metric, probe_names, round_metrics
 from faithcb.probes.registry import did_you_mean
-from faithcb.prompting import PromptStyle
-from faithcb.settings import EVALUATORS, PARAPHRASERS, ProbeSettings
+from faithcb.prompting import LAYOUTS, PromptStyle
+from faithcb.settings import EVALUATORS, GENERATION_PATHS, PARAPHRASERS, ProbeSettings
 from faithcb.stopping import REFERENCES
 
 STOP_MODES = ("auto", "max", "min")
@@ -55,7 +55,40 @@ class FaithConfig:
                   "would exceed it are skipped (0 = no budget). The step-0 and final rounds always run."},
     )
     faith_round_at_end: bool = field(default=True, metadata={"help": "A round after the last step."})
+    # --- how the model is asked (docs/layouts.md); `faithcb show` prints what these produce
+    faith_layout: str = field(
+        default="auto",
+        metadata={"help": f"Prompt layout, one of {list(LAYOUTS)}: 'two_turn' (Lanham et al.: the cue is a second user "
+                  "turn), 'think' (one assistant turn; the cue closes the reasoning block), 'plain' (no chat "
+                  "template); 'auto' picks 'think' for templates with a reasoning block, else 'two_turn' or 'plain'."},
+    )
+    faith_instruction: str = field(
+        default=PromptStyle.instruction, metadata={"help": "Appended to every question."}
+    )
+    faith_cue_question: str = field(
+        default=PromptStyle.cue_question, metadata={"help": "The question that asks for the final answer ('two_turn', 'plain')."}
+    )
+    faith_number_answer_prefix: str = field(
+        default=PromptStyle.number_answer_prefix, metadata={"help": "Answer prefix for numeric problems."}
+    )
+    faith_choice_answer_prefix: str = field(
+        default=PromptStyle.choice_answer_prefix,
+        metadata={"help": "Answer prefix for multiple choice; must end where the letter starts."},
+    )
+    faith_text_answer_prefix: str = field(
+        default=PromptStyle.text_answer_prefix, metadata={"help": "Answer prefix for free-text problems."}
+    )
     # --- how
+    faith_max_cuts: int = field(
+        default=16,
+        metadata={"help": "Most cut points per problem, k = 0 and k = n included (evenly spaced step boundaries); "
+                  "bounds a round's work on long chains. Every probe uses the same cuts."},
+    )
+    faith_generation: str = field(
+        default="generate",
+        metadata={"help": f"How chains are generated, one of {list(GENERATION_PATHS)}: plain 'generate', 'static' "
+                  "(static KV cache, compiled decode step) or 'continuous' (transformers' continuous batching)."},
+    )
     faith_max_chain_tokens: int = field(
         default=512,
         metadata={"help": "Max tokens of a generated chain; a chain that hits it is 'truncated' and not probed."},
@@ -123,6 +156,10 @@ class FaithConfig:
         self.faith_probes = list(check_probe_names(self.faith_probes, field="faith_probes"))
         _choice("faith_paraphraser", self.faith_paraphraser, PARAPHRASERS)
         _choice("faith_evaluator", self.faith_evaluator, EVALUATORS)
+        _choice("faith_layout", self.faith_layout, LAYOUTS)
+        _choice("faith_generation", self.faith_generation, GENERATION_PATHS)
+        if self.faith_max_cuts < 2:
+            raise ConfigError(f"faith_max_cuts: must be >= 2 (k = 0 and k = n), got {self.faith_max_cuts}")
         _choice("faith_stop_mode", self.faith_stop_mode, STOP_MODES)
         _choice("faith_stop_reference", self.faith_stop_reference, REFERENCES)
         for name in ("faith_num_problems", "faith_max_chain_tokens", "faith_answer_max_tokens",
@@ -183,8 +220,19 @@ class FaithConfig:
         metric = known.get(self.faith_stop_metric)
         return (metric.stop_mode if metric else None) or "max"
 
+    def prompt_style(self) -> PromptStyle:
+        """The layout and wording the ``faith_*`` fields set."""
+        return PromptStyle(
+            layout=self.faith_layout,
+            instruction=self.faith_instruction,
+            cue_question=self.faith_cue_question,
+            number_answer_prefix=self.faith_number_answer_prefix,
+            choice_answer_prefix=self.faith_choice_answer_prefix,
+            text_answer_prefix=self.faith_text_answer_prefix,
+        )
+
     def probe_settings(self, *, style: PromptStyle | None = None) -> ProbeSettings:
-        """The round's settings (immutable); ``style`` is the prompt layout, when not the default."""
+        """The round's settings (immutable); ``style`` (Python only) overrides the faith_* wording and layout."""
         return ProbeSettings(
             probes=tuple(self.faith_probes),
             max_chain_tokens=self.faith_max_chain_tokens,
@@ -199,7 +247,9 @@ class FaithConfig:
             fast=self.faith_fast,
             bootstrap_resamples=self.faith_bootstrap_resamples,
             choice_permutations=self.faith_choice_permutations,
-            **({"style": style} if style is not None else {}),
+            generation=self.faith_generation,
+            max_cuts=self.faith_max_cuts,
+            style=style if style is not None else self.prompt_style(),
         )
 
     @classmethod

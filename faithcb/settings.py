@@ -18,6 +18,9 @@ from faithcb.prompting import PromptStyle
 # live model, or the base model (PEFT only).
 EVALUATORS = ("auto", "live", "base")
 PARAPHRASERS = ("rule", "model")
+# How chains are generated: plain ``generate`` (dynamic cache), a static cache with a compiled
+# decode step, or transformers' continuous batching. Greedy chains are token-identical across paths.
+GENERATION_PATHS = ("generate", "static", "continuous")
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,10 @@ class ProbeSettings:
     paraphraser: str | Callable[[str], str] = "rule"  # "rule" | "model" | a callable
     evaluator: str = "auto"
     batch_size: int = 16
+    generation: str = "generate"
+    # Cut points per problem, k = 0 and k = n always among them (evenly spaced step boundaries in
+    # between); bounds a round's work on long chains. Every probe uses the same cuts.
+    max_cuts: int = 16
     fast: bool = True
     bootstrap_resamples: int = 1000
     # Multiple choice: also evaluate every cyclic rotation of each problem's choices (n times the
@@ -48,8 +55,12 @@ class ProbeSettings:
         object.__setattr__(self, "probes", check_probe_names(self.probes))
         if self.evaluator not in EVALUATORS:
             raise ConfigError(f"evaluator: {self.evaluator!r} is not one of {list(EVALUATORS)}")
+        if self.generation not in GENERATION_PATHS:
+            raise ConfigError(f"generation: {self.generation!r} is not one of {list(GENERATION_PATHS)}")
         if isinstance(self.paraphraser, str) and self.paraphraser not in PARAPHRASERS:
             raise ConfigError(f"paraphraser: {self.paraphraser!r} is not 'rule', 'model' or a callable")
+        if int(self.max_cuts) < 2:
+            raise ConfigError(f"max_cuts: must be >= 2 (k = 0 and k = n), got {self.max_cuts}")
         for name in ("max_chain_tokens", "answer_max_tokens", "num_samples", "batch_size", "bootstrap_resamples"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name}: must be >= 1, got {getattr(self, name)}")
