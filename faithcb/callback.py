@@ -301,6 +301,7 @@ class FaithfulnessCallback(TrainerCallback, ExportableState):
             self.history_writer.write_round(lines, records)
             if result is not None:
                 self.wandb.log_round_table(step, result.records)
+                self.wandb.log_round_curve(step, result.curve)
 
     def _measure(self, *, base: bool) -> tuple[RoundResult | None, str | None]:
         """Run this process's share of the round and gather everyone's records."""

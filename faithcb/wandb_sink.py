@@ -1,5 +1,5 @@
-"""What faithcb sends to W&B beyond the scalars: metric definitions, a per-problem table per round
-and a closing chart.
+"""What faithcb sends to W&B beyond the scalars: metric definitions, a per-problem table and the
+early-answering curve per round, and a closing chart.
 
 Scalars reach W&B through ``Trainer.log`` like every other integration; this module only adds
 W&B-specific objects, and only to a run the Trainer's integration already started (it never
@@ -21,6 +21,12 @@ FAITH_KEYS = "train/faith*"  # every faith key as the Trainer's integration name
 # A headline metric's run summary: its last value and its best one in the direction of coupling.
 _BEST = {"higher": "last,max", "lower": "last,min", "neutral": "last"}
 SUMMARY_SERIES = {"accuracy": "accuracy", "early_answering_aoc": "early-answering AOC (coupling)"}
+# The early-answering curve as one line plot: fraction of the chain kept -> agreement with the full
+# chain's answer, one line per round. W&B draws a custom chart from the *last* table logged under
+# its key, so every round logs the rounds so far (a few points each) and the chart shows them all.
+CURVE_CHART = "faith_charts/early_answering_curve"
+CURVE_COLUMNS = ("step", "round", "keep", "agreement", "ci_low", "ci_high")
+CURVE_TITLE = "faithcb: early-answering curve (fraction of chain kept -> agreement), one line per round"
 
 
 def active_run():
@@ -66,12 +72,30 @@ def table_rows(step: int, records: Sequence[dict], probes: Sequence[str]) -> lis
     return rows
 
 
+def curve_rows(step: int, curve: dict[str, list[float]]) -> list[list]:
+    """A round's early-answering curve as table rows, in ``CURVE_COLUMNS`` order.
+
+    ``curve`` is ``RoundResult.curve`` (x, mean, ci_low, ci_high on the grid; empty without early
+    answering); points with no value (no problem scored) are left out, as in ``faith_curve/``.
+    """
+    x, mean = curve.get("x", []), curve.get("mean", [])
+    low, high = curve.get("ci_low", [None] * len(x)), curve.get("ci_high", [None] * len(x))
+    return [
+        [step, f"step {step}", keep, y, lo if _finite(lo) else None, hi if _finite(hi) else None]
+        for keep, y, lo, hi in zip(x, mean, low, high)
+        if _finite(y)
+    ]
+
+
 class WandbReporter:
-    """Logs each round's per-problem table and, at the end, accuracy against coupling."""
+    """Logs each round's per-problem table and early-answering curve, and at the end accuracy
+    against coupling. Call on the main process only; every method is a no-op without a W&B run."""
 
     def __init__(self, probes: Sequence[str], *, log_records: bool = True):
         self.probes = tuple(probes)
         self.log_records = log_records
+        # The curve rows of every round logged so far (after a resume: of the rounds since).
+        self.curve_so_far: list[list] = []
 
     def define_metrics(self) -> None:
         """Declare the faith keys' step axis and summaries (once, at train begin, on rank 0)."""
@@ -92,6 +116,19 @@ class WandbReporter:
             table.add_data(*row)
         # One table per round (this round's problems only), at the trainer's step axis.
         run.log({"faith_tables/records": table, "train/global_step": step})
+
+    def log_round_curve(self, step: int, curve: dict[str, list[float]]) -> None:
+        """The early-answering curve of this round and the ones before it, as one line plot."""
+        run = active_run()
+        rows = curve_rows(step, curve)
+        if run is None or not rows:
+            return
+        import wandb
+
+        self.curve_so_far += rows
+        table = wandb.Table(columns=list(CURVE_COLUMNS), data=[list(r) for r in self.curve_so_far])
+        chart = wandb.plot.line(table, "keep", "agreement", stroke="round", title=CURVE_TITLE)
+        run.log({CURVE_CHART: chart, "train/global_step": step})
 
     def log_summary_chart(self, history: Sequence[dict]) -> None:
         """Accuracy and early-answering AOC over the rounds where both were measured."""
