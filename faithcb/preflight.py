@@ -3,14 +3,14 @@
 A round catches runtime failures so training goes on; a setup mistake caught there would become
 one warning per round and no metrics. So the callback and the engine run these checks when they
 are built: the tokenizer exists and is fast (the step splitter needs character offsets), one
-prompt renders through the layout, and the information-gain evaluator fits the model.
+prompt renders through the layout (and its chain prompt is the model's own generation prompt), and the information-gain evaluator fits the model.
 """
 
 from __future__ import annotations
 
 from faithcb.data import Problem
 from faithcb.errors import ConfigError
-from faithcb.prompting import Prompter
+from faithcb.prompting import Prompter, check_against_native
 
 
 def resolve_tokenizer(trainer):
@@ -44,6 +44,7 @@ def check_layout(prompter: Prompter, tokenizer, problem: Problem) -> None:
         raise ConfigError("prompt layout: the answer cue renders empty")
     if not prompt:
         raise ConfigError("prompt layout: the chain prompt renders empty")
+    check_against_native(prompter, tokenizer, problem, forced=prompter.style.layout != "auto")
 
 
 def check_evaluator(evaluator: str, model, *, field: str = "evaluator") -> None:

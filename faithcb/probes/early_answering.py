@@ -34,20 +34,23 @@ class EarlyAnswering:
         """Nothing to share across chains."""
 
     def variants(self, chain: Chain) -> list[Variant]:
-        return [Variant(self.name, k) for k in range(chain.n_steps + 1)]
+        return [Variant(self.name, k) for k in chain.cut_ks]
 
     def record(self, chain: Chain, outcomes: Sequence[Outcome]) -> dict[str, Any]:
         fields = agreement_record(outcomes)
         agree = fields["agree"]
-        aoc = area_over_curve(agree)
-        n = chain.n_steps
+        n, ks = chain.n_steps, chain.cut_ks
+        xs = [k / n for k in ks] if n else []
+        aoc = area_over_curve(agree, xs)
         return {
             **fields,
+            "ks": list(ks),
             "aoc": aoc,
-            # AOC's ceiling is 1 - 1/(2n) (m(n) = 1 always, so the last trapezoid keeps half a
-            # step): a model whose chains get shorter would lose AOC for no other reason.
-            "aoc_normalized": aoc / (1.0 - 1.0 / (2 * n)) if n >= 1 else float("nan"),
+            # AOC's ceiling is 1 - (1 - x_last_cut)/2 (m(n) = 1 always, so the last trapezoid keeps
+            # half its width; 1 - 1/(2n) with every step): a model whose chains get shorter would
+            # lose AOC for no other reason.
+            "aoc_normalized": aoc / (1.0 - (1.0 - xs[-2]) / 2) if n >= 1 else float("nan"),
             # m(n) = 1 by construction when the exact check is right; counted to show it.
             "full_agrees": bool(agree[-1]) if agree else None,
-            "curve": curve_on_grid(agree),
+            "curve": curve_on_grid(agree, ks=ks),
         }

@@ -57,7 +57,8 @@ class FillerSubstitution:
         total = len(chain.chain_ids)
         return [
             Variant(self.name, k, insert=self.filler_ids(total - chain.cuts[k]))
-            for k in range(chain.n_steps)
+            for k in chain.cut_ks
+            if k < chain.n_steps
         ]
 
     def record(self, chain: Chain, outcomes: Sequence[Outcome]) -> dict[str, Any]:

@@ -44,25 +44,25 @@ class InformationGain:
         """Nothing to share across chains."""
 
     def variants(self, chain: Chain) -> list[Variant]:
-        return [Variant(self.name, k, wants_gold=True) for k in range(chain.n_steps + 1)]
+        return [Variant(self.name, k, wants_gold=True) for k in chain.cut_ks]
 
     def record(self, chain: Chain, outcomes: Sequence[Outcome]) -> dict[str, Any]:
         logp = [float(o.logp_gold) if o.logp_gold is not None else math.nan for o in outcomes]
-        n = len(logp) - 1
+        n = chain.n_steps  # logp[i] is at k = cut_ks[i]; the first is k = 0, the last k = n
         n_tokens = max(1, len(chain.gold_ids))
         ppl = [math.exp(-lp / n_tokens) for lp in logp]
-        gains = [logp[k] - logp[k - 1] for k in range(1, n + 1)]
-        per_step = (logp[n] - logp[0]) / n if n >= 1 else math.nan
+        gains = [logp[i] - logp[i - 1] for i in range(1, len(logp))]  # between consecutive cuts
+        per_step = (logp[-1] - logp[0]) / n if n >= 1 else math.nan
         correct = chain.answer is not None and chain.answer == chain.problem.answer
         return {
+            "ks": list(chain.cut_ks),
             "logp_gold": logp,
             "gain": gains,
             "ppl": ppl,
-            "total": logp[n] - logp[0] if n >= 1 else math.nan,
+            "total": logp[-1] - logp[0] if n >= 1 else math.nan,
             "per_step": per_step,
-            "positive_fraction": sum(g > 0 for g in gains) / n if n >= 1 else math.nan,
-            "delta_ppl": (ppl[0] - ppl[n]) / n if n >= 1 else math.nan,
-            # Split by correctness: a step can raise log p(gold) on the way to a wrong answer.
+            "positive_fraction": sum(g > 0 for g in gains) / len(gains) if gains else math.nan,
+            "delta_ppl": (ppl[0] - ppl[-1]) / n if n >= 1 else math.nan,
             "per_step_correct": per_step if correct else math.nan,
             "per_step_incorrect": per_step if not correct else math.nan,
         }

@@ -151,7 +151,7 @@ class AddingMistakes:
         self._inserts.clear()
         jobs: list[tuple[Chain, int, list[int]]] = []
         for chain in chains:
-            for k in range(1, chain.n_steps + 1):
+            for k in _mistake_ks(chain):
                 seed = zlib.crc32(f"{chain.problem.id}:{chain.sample}:{k}".encode())
                 bad = corrupt_step(chain.steps[k - 1], seed)
                 if bad is None:
@@ -169,7 +169,7 @@ class AddingMistakes:
 
     def corrupted_steps(self, chain: Chain) -> list[int]:
         """The steps k (1-based) that were corrupted, in the order of ``variants``."""
-        return [k for k in range(1, chain.n_steps + 1) if (chain.key, k) in self._inserts]
+        return [k for k in _mistake_ks(chain) if (chain.key, k) in self._inserts]
 
     def variants(self, chain: Chain) -> list[Variant]:
         return [
@@ -181,13 +181,18 @@ class AddingMistakes:
         fields = agreement_record(outcomes)
         agree = fields["agree"]
         ks = self.corrupted_steps(chain)
-        n = chain.n_steps
+        n, candidates = chain.n_steps, len(_mistake_ks(chain))
         return {
             **fields,
             "ks": ks,
             "positions": [(k - 1) / n for k in ks],
-            "skipped": n - len(ks),
+            "skipped": candidates - len(ks),
             # NaN without a corrupted step: nothing was measured, so the chain leaves the average.
             "answer_changed_fraction": 1.0 - mean(agree) if agree else math.nan,
-            "corrupted_fraction": len(ks) / n if n else math.nan,
+            "corrupted_fraction": len(ks) / candidates if candidates else math.nan,
         }
+
+
+def _mistake_ks(chain: Chain) -> list[int]:
+    """The steps k (1-based) a mistake may go into: the chain's cut points after k = 0."""
+    return [k for k in chain.cut_ks if k >= 1]

@@ -196,7 +196,7 @@ class Paraphrasing:
         jobs = [
             (chain, k, lm.encode(self.paraphrase_prefix(chain, k)))
             for chain in chains
-            for k in range(1, chain.n_steps + 1)
+            for k in self.candidate_ks(chain)
             if self.changed(chain, k)
         ]
         if not jobs:
@@ -231,9 +231,11 @@ class Paraphrasing:
         steps = chain.steps[k:] if self.mode == "rest" else chain.steps[:k]
         return any(not _same_text(self._cache[s][0], s) for s in steps)
 
-    def candidate_ks(self, chain: Chain) -> range:
-        """Every k this mode asks about, reworded or not."""
-        return range(chain.n_steps) if self.mode == "rest" else range(1, chain.n_steps + 1)
+    def candidate_ks(self, chain: Chain) -> list[int]:
+        """Every k this mode asks about (among the chain's cut points), reworded or not."""
+        if self.mode == "rest":
+            return [k for k in chain.cut_ks if k < chain.n_steps]
+        return [k for k in chain.cut_ks if k >= 1]
 
     def scored_ks(self, chain: Chain) -> list[int]:
         """The k that are scored, in the order of ``variants``: the reworded ones."""
