@@ -221,7 +221,15 @@ class Prompter:
         """What the model's own template gives to generate an answer to the question."""
         if not self.uses_chat:
             return self.pieces(problem, tokenizer)[0]
-        return render_chat(tokenizer, [{"role": "user", "content": self.user_message(problem)}], add_generation_prompt=True)
+        return render_chat(
+            tokenizer, [{"role": "user", "content": self.user_message(problem)}], add_generation_prompt=True,
+            **self._template_switches(),
+        )
+
+    def _template_switches(self) -> dict:
+        # Templates with a thinking switch (Qwen3.5 no-think, SmolLM3) must open the reasoning
+        # block in the think layout; the others ignore the variable.
+        return {"enable_thinking": True} if self.layout == "think" else {}
 
     def pieces(self, problem: Problem, tokenizer) -> tuple[str, str]:
         """``(chain_prompt, cue)``: the text before the chain and the text after it."""
@@ -235,23 +243,27 @@ class Prompter:
         return prompt, cue
 
     def _two_turn_pieces(self, problem: Problem, tokenizer) -> tuple[str, str]:
-        def render(chain: str) -> str:
+        def render(assistant: dict) -> str:
             messages = [
                 {"role": "user", "content": self.user_message(problem)},
-                {"role": "assistant", "content": chain},
+                {"role": "assistant", **assistant},
                 {"role": "user", "content": self.style.cue_question},
             ]
             return render_chat(tokenizer, messages, add_generation_prompt=True)
 
         reasoning = template_reasoning(self.chat_template)
-        # A reasoning model's chain carries its tags; a template that strips the reasoning of
-        # earlier turns (R1, Qwen3) would drop such a chain before the cue.
-        if reasoning is not None and _SENTINEL not in render(reasoning.opener + _SENTINEL + reasoning.closer + "x"):
+        # A reasoning model's chain is reasoning; a template that drops the reasoning of earlier
+        # turns (R1, Qwen3, gpt-oss) would drop the chain before the cue.
+        if reasoning is THINK_TAGS:
+            wrapped = {"content": reasoning.opener + _SENTINEL + reasoning.closer + "x"}
+        else:
+            wrapped = {"content": "x", "thinking": _SENTINEL}
+        if reasoning is not None and _SENTINEL not in render(wrapped):
             raise ConfigError(
                 "layout 'two_turn': this chat template deletes the reasoning of earlier assistant turns, so the "
                 "chain would never reach the cue; use faith_layout='think' (or 'auto')"
             )
-        rendered = render(_SENTINEL)
+        rendered = render({"content": _SENTINEL})
         if rendered.count(_SENTINEL) != 1:
             raise ConfigError("the tokenizer's chat template does not render assistant content verbatim")
         before, after = rendered.split(_SENTINEL)
@@ -269,6 +281,7 @@ class Prompter:
                 [{"role": "user", "content": self.user_message(problem)},
                  {"role": "assistant", "content": prefix, "reasoning_content": _SENTINEL}],
                 continue_final_message=True,
+                **self._template_switches(),
             )
         except Exception:  # a template without a reasoning field, or one that refuses to continue
             rendered = ""
