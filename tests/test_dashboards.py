@@ -1,21 +1,28 @@
 """The live dashboards: TensorBoard's custom-scalars layout and W&B's metric definitions.
 
 The layout is read back from a real training run's event files with TensorBoard's own reader; the
-W&B definitions of a real offline run are checked in tests/test_integrations.py, here only how
-directions map to summaries.
+W&B definitions of a real offline run are checked in tests/test_integrations.py, here how
+directions map to summaries and, in a real offline W&B run read back from its ``.wandb`` log, the
+early-answering curve plot of every round.
 """
 
 from __future__ import annotations
 
+import glob
+import json
+import math
 import re
+import sys
+from pathlib import Path
 
 import pytest
 from _trainers import attach, faith_config, faith_logs, make_trainer, one_thread
+from test_integrations import WORKER, _run, wandb_history, wandb_records, weights  # noqa: F401 (a fixture)
 
 from faithcb import callback as callback_module
 from faithcb import tensorboard_layout
 from faithcb.probes import DEFAULT_PROBES
-from faithcb.wandb_sink import WandbReporter, metric_definitions
+from faithcb.wandb_sink import CURVE_CHART, CURVE_COLUMNS, WandbReporter, curve_rows, metric_definitions
 
 
 def _charts(layout) -> dict[str, dict]:
@@ -166,3 +173,64 @@ def test_wandb_definitions_follow_each_metrics_direction(monkeypatch):
 def test_wandb_definitions_need_a_run(monkeypatch):
     monkeypatch.setattr("faithcb.wandb_sink.active_run", lambda: None)
     WandbReporter(DEFAULT_PROBES).define_metrics()  # nothing to define on, nothing raised
+
+
+def test_curve_rows_leave_out_points_without_a_value():
+    nan = math.nan
+    curve = {"x": [0.0, 0.5, 1.0], "mean": [0.25, nan, 1.0], "ci_low": [0.1, nan, nan], "ci_high": [0.6, nan, nan]}
+    assert curve_rows(8, curve) == [[8, "step 8", 0.0, 0.25, 0.1, 0.6], [8, "step 8", 1.0, 1.0, None, None]]
+    assert curve_rows(8, {}) == []  # no early answering this round: no rows, nothing logged
+
+
+def _wandb_config_updates(path: Path) -> dict[tuple[str, ...], object]:
+    """Every config update the run recorded, by its (nested) key; a later update wins."""
+    updates = {}
+    for record in wandb_records(path):
+        if record.WhichOneof("record_type") == "config":
+            for item in record.config.update:
+                updates[tuple(item.nested_key) or (item.key,)] = json.loads(item.value_json)
+    return updates
+
+
+def test_wandb_offline_run_draws_each_rounds_early_answering_curve(tmp_path, weights):  # noqa: F811
+    """A real offline W&B run (rounds at steps 0, 2, 4): one line plot, keep -> agreement, per round."""
+    pytest.importorskip("wandb")
+    out = tmp_path / "out"
+    argv = [sys.executable, str(WORKER), "--out", str(out), "--weights", str(weights), "--report-to", "wandb",
+            "--problems", "3", "--max-steps", "4", "--every", "2", "--probes", "early_answering"]
+    env = {"WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "WANDB_PROJECT": "faithcb-tests",
+           "WANDB_SILENT": "true"}
+    rc, output = _run(argv, env)
+    assert rc == 0, output[-4000:]
+    (run_dir,) = (Path(p) for p in glob.glob(str(tmp_path / "wandb" / "offline-run-*")))
+    (log_file,) = run_dir.glob("run-*.wandb")
+
+    # The plot spec: W&B's line preset over the curve table, the fraction kept on x, one line per round.
+    spec = _wandb_config_updates(log_file)[("_wandb", "visualize", CURVE_CHART)]
+    assert spec["panel_config"]["panelDefId"] == "wandb/line/v0"
+    assert spec["panel_config"]["fieldSettings"] == {"x": "keep", "y": "agreement", "stroke": "round"}
+    assert f'"{CURVE_CHART}_table"' in json.dumps(spec["panel_config"]["userQuery"])
+
+    # The curve the callback logged as faith_curve/keep_* scalars, by step (key names unchanged).
+    log_history = json.loads((out / "rank0.json").read_text(encoding="utf-8"))["log_history"]
+    scalars = {
+        e["step"]: {int(k.removeprefix("faith_curve/keep_")) / 100: v for k, v in e.items() if k.startswith("faith_curve/")}
+        for e in log_history if any(k.startswith("faith_curve/") for k in e)
+    }
+    assert sorted(scalars) == [0, 2, 4] and all(len(points) == 5 for points in scalars.values())
+
+    # One table per round, each holding that round's curve and every earlier one (W&B draws the last).
+    tables = {r["train/global_step"]: r[f"{CURVE_CHART}_table"] for r in wandb_history(log_file)
+              if f"{CURVE_CHART}_table" in r}
+    assert sorted(tables) == [0, 2, 4]
+    for step, ref in tables.items():
+        table = json.loads((run_dir / "files" / ref["path"]).read_text(encoding="utf-8"))
+        assert table["columns"] == list(CURVE_COLUMNS)
+        lines: dict[str, dict[float, float]] = {}
+        for row in table["data"]:
+            row = dict(zip(CURVE_COLUMNS, row))
+            assert row["round"] == f"step {row['step']}"
+            lines.setdefault(row["step"], {})[row["keep"]] = row["agreement"]
+        assert sorted(lines) == [s for s in (0, 2, 4) if s <= step]
+        for s, points in lines.items():
+            assert points == pytest.approx(scalars[s]), (step, s)
