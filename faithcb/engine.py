@@ -20,6 +20,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from faithcb.errors import ConfigError
+from faithcb.generation import ChainGenerator
 from faithcb.lm import ProbeLM
 from faithcb.preflight import check_setup, resolve_evaluator
 from faithcb.probes import ProbeContext, build_probes
@@ -149,17 +150,13 @@ class FaithfulnessEngine:
         s, lm = self.settings, self.lm
         jobs = [(p, i) for p in problems for i in range(s.num_samples if s.do_sample else 1)]
         prompts = [self._prompt(problem)[0] for problem, _ in jobs]
-        generated: list[list[int]] = []
-        batches = range(0, len(prompts), s.batch_size)
-        for b in self._progress(batches, desc="faithcb: chains", unit="batch"):
-            generated += lm.generate(
-                prompts[b : b + s.batch_size],
-                max_new_tokens=s.max_chain_tokens,
-                do_sample=s.do_sample,
-                temperature=s.temperature,
-                top_p=s.top_p,
-                seed=None if not s.do_sample else s.seed + b,
-                keep_stop=True,  # the end token tells a finished chain from one cut by the limit
+        # The path (plain generate, static cache, continuous batching) is settings.generation;
+        # each returns the new tokens with the end token kept (a finished chain vs one cut by the limit).
+        generate = ChainGenerator(lm, s.generation, batch_size=s.batch_size)
+        with self._progress(total=len(prompts), desc="faithcb: chains", unit="chain") as bar:
+            generated = generate(
+                prompts, max_new_tokens=s.max_chain_tokens, do_sample=s.do_sample, temperature=s.temperature,
+                top_p=s.top_p, seed=s.seed, on_batch=bar.update,
             )
         chains = []
         for key, ((problem, sample), gen) in enumerate(zip(jobs, generated)):

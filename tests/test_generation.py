@@ -1,0 +1,114 @@
+"""Chain generation paths (faithcb/generation.py): greedy chains are token-identical on CPU in float32.
+
+Every path runs on the same trained tiny model with prompts of different lengths (so the
+left-padded paths pad), more prompts than one batch (so the static path has a short last batch),
+once with room for the chains to end at their end token and once with a limit that cuts them.
+"""
+
+from __future__ import annotations
+
+import types
+
+import pytest
+import torch
+from conftest import STYLE, probe_problems, trained_model
+
+from faithcb.engine import FaithfulnessEngine
+from faithcb.errors import ConfigError
+from faithcb.generation import ChainGenerator, check_generation
+from faithcb.lm import ProbeLM
+from faithcb.settings import GENERATION_PATHS, ProbeSettings
+
+PATHS = GENERATION_PATHS  # ("generate", "static", "continuous")
+
+
+@pytest.fixture(scope="module")
+def model(tok, one_thread):
+    return trained_model("llama", tok)
+
+
+@pytest.fixture(scope="module")
+def prompts(tok, model):
+    engine = FaithfulnessEngine(model, tok, ProbeSettings(style=STYLE), show_progress=False)
+    return [engine._prompt(p)[0] for p in probe_problems(5)]
+
+
+def _generate(model, tok, prompts, path, max_new_tokens, **kw):
+    lm = ProbeLM(model, tok)
+    with lm.session():
+        out = ChainGenerator(lm, path, batch_size=2, **kw)(prompts, max_new_tokens=max_new_tokens)
+    return out, lm.counter
+
+
+@pytest.mark.parametrize("max_new_tokens", [120, 7], ids=["ended", "cut"])
+def test_greedy_chains_token_identical_across_paths(model, tok, prompts, max_new_tokens):
+    assert len({len(p) for p in prompts}) > 1, "prompts of one length would not test padding"
+    results = {path: _generate(model, tok, prompts, path, max_new_tokens) for path in PATHS}
+    reference, counter = results["generate"]
+    eos = tok.eos_token_id
+    if max_new_tokens == 120:  # the trained model ends its chains: the end token is kept
+        assert all(seq and seq[-1] == eos for seq in reference), reference
+    else:  # every chain is cut by the limit
+        assert all(len(seq) == max_new_tokens and eos not in seq for seq in reference)
+    for path in PATHS:
+        ids, path_counter = results[path]
+        assert ids == reference, f"{path} differs from generate"
+        assert path_counter.generated == counter.generated
+        assert path_counter.real == counter.real  # every prompt token was read, once
+    assert results["generate"][1].processed > counter.real  # left padding (continuous pads nothing)
+    assert results["continuous"][1].processed == counter.real
+
+
+def test_static_compiled_decode_step_identical_and_training_after_it(model, tok, prompts):
+    """The compiled decode step (dynamo-traced; the 'eager' backend keeps the test fast, inductor
+    takes minutes on CPU) gives the same chains, and training (gradient checkpointing on) still
+    runs the eager module afterwards, with the same loss and gradients as a model never compiled."""
+    from transformers import CompileConfig
+
+    reference, _ = _generate(model, tok, prompts, "generate", 40)
+    compiled = trained_model("llama", tok)
+    ids, _ = _generate(compiled, tok, prompts, "static", 40, compile=CompileConfig(backend="eager", dynamic=False))
+    assert ids == reference
+    assert hasattr(compiled, "_compiled_call"), "the static path did not compile its decode step"
+
+    batch = torch.tensor([prompts[0] + reference[0]])
+    grads = []
+    for m in (trained_model("llama", tok), compiled):
+        m.train()
+        m.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        loss = m(input_ids=batch, labels=batch).loss
+        loss.backward()
+        grads.append((float(loss.detach()), m.model.layers[0].self_attn.q_proj.weight.grad.clone()))
+        m.gradient_checkpointing_disable()
+        m.eval()
+    assert grads[0][0] == pytest.approx(grads[1][0], abs=1e-6)
+    assert torch.allclose(grads[0][1], grads[1][1], atol=1e-6)
+
+
+@pytest.mark.parametrize("path", ["static", "continuous"])
+def test_engine_chains_identical(model, tok, path):
+    problems = probe_problems(3)
+
+    def chains(generation):
+        engine = FaithfulnessEngine(
+            model, tok, ProbeSettings(style=STYLE, generation=generation, batch_size=2, max_chain_tokens=96),
+            show_progress=False,
+        )
+        with engine.lm.session():
+            return engine.generate_chains(problems)
+
+    reference, other = chains("generate"), chains(path)
+    assert [c.chain_ids for c in other] == [c.chain_ids for c in reference]
+    assert [c.ended for c in other] == [c.ended for c in reference]
+    assert any(c.status == "ok" or c.steps for c in reference), "the chains have no steps to compare"
+
+
+def test_continuous_needs_generate_batch():
+    # An older transformers (before continuous batching) cannot be installed next to this one:
+    # a model object without generate_batch stands in for it.
+    old_model = types.SimpleNamespace(generate=lambda **kw: None)
+    with pytest.raises(ConfigError, match="generate_batch"):
+        check_generation(old_model, "continuous")
+    check_generation(old_model, "generate")
+    with pytest.raises(ConfigError, match="generation"):
+        check_generation(old_model, "beam")
