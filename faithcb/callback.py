@@ -15,9 +15,11 @@ the W&B extras ``faithcb.wandb_sink``. Mechanics that shaped it:
   current global step.
 - Keys added to ``logs`` in ``on_log`` never reach W&B (the integrations may run first), and
   ``Trainer.evaluate`` logs before ``on_evaluate``: hence explicit ``log`` calls.
-- Under DDP the round's problems are split across processes and the records gathered, so every
-  process ends the round with the same metrics and the same early-stopping decision; a process
-  whose probe raises still reaches the gather, so nobody waits forever.
+- Under DDP/FSDP/ZeRO-3 the round's problems are split across processes and the records
+  gathered, so every process ends the round with the same metrics and the same early-stopping
+  decision; a process whose probe raises still reaches the gather, so nobody waits forever.
+  Every rank handles as many problems (short shares padded with discarded repeats) and makes
+  as many forward passes (``_forwards_in_lockstep``): with sharded weights a pass is collective.
 - Early-stopping state rides in the checkpoint through ``ExportableState`` and is restored in
   ``on_train_begin`` when training resumes.
 """
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import math
 import time
@@ -313,8 +316,9 @@ class FaithfulnessCallback(TrainerCallback, ExportableState):
         settings = self.settings
         if base and settings.evaluator != "live":
             settings = dataclasses.replace(settings, evaluator="live")  # the model already *is* the base
+        mine, padding = _share(self.problems, accelerator.process_index, accelerator.num_processes)
         try:
-            with self._unwrapped_model() as model, accelerator.split_between_processes(self.problems) as mine:
+            with self._unwrapped_model() as model, _forwards_in_lockstep(model, accelerator):
                 context = model.disable_adapter() if base else contextlib.nullcontext()
                 with context:
                     engine = FaithfulnessEngine(
@@ -324,7 +328,9 @@ class FaithfulnessCallback(TrainerCallback, ExportableState):
                         show_progress=cfg.faith_show_progress and accelerator.is_main_process,
                         strict=cfg.faith_strict,
                     )
-                    records = engine.records(list(mine))
+                    records = engine.records(mine)
+                    if padding:  # dummy work: every rank handles as many problems; discarded
+                        engine.records(padding)
         except ConfigError:
             raise  # a setup error is never a failed round
         except Exception as exc:  # reported, not fatal: training must go on
@@ -452,6 +458,78 @@ def _flatten(result: RoundResult, prefix: str, ci_prefix: str | None) -> dict[st
         if math.isfinite(v):
             out[prefix + name] = v
     return out
+
+
+def _share(problems: list, rank: int, world: int) -> tuple[list, list]:
+    """This rank's contiguous share of the round's problems, and the padding it runs and discards.
+
+    The split is ``accelerate``'s (the first ``len % world`` ranks take one more), so the gathered
+    records come back in problem order. A shorter share is padded with repeats of a problem, so
+    every rank handles the same number of problems and about the same work.
+    """
+    if world == 1 or not problems:
+        return list(problems), []
+    size, extra = divmod(len(problems), world)
+    start = rank * size + min(rank, extra)
+    mine = list(problems[start : start + size + (rank < extra)])
+    longest = size + (extra > 0)
+    filler = mine[0] if mine else problems[0]
+    return mine, [filler] * (longest - len(mine))
+
+
+@contextlib.contextmanager
+def _forwards_in_lockstep(model, accelerator):
+    """Make every rank run the same number of forward passes during a round.
+
+    Ranks probe different problems, so their chains (hence generation steps and scored
+    variants) differ in length and number. Under FSDP or DeepSpeed ZeRO-3 without gathered
+    weights every forward pass is collective (its layers' weights are all-gathered), so unequal
+    counts hang the job. Padding the problems alone cannot fix that; this does, the way
+    ``generate(synced_gpus=True)`` does for one call: before each forward pass (at the input
+    embedding, which every pass calls once) the ranks all-reduce how many of them still run real
+    work; a rank that has finished runs one-token dummy passes until that count is 0, so every
+    rank makes (most real passes on any rank) + 1 passes, matched one to one. ``generate``'s own
+    per-call sync is switched off meanwhile: its extra collectives would not pair up with ours.
+    """
+    if accelerator.num_processes == 1:
+        yield
+        return
+    import torch
+    import torch.distributed as dist
+
+    embedding = model.get_input_embeddings()
+    flag = torch.zeros(1, device=accelerator.device)
+    state = {"real": True, "busy": 1}
+
+    def exchange(_module, _args):
+        flag.fill_(1.0 if state["real"] else 0.0)
+        dist.all_reduce(flag)
+        state["busy"] = int(flag.item())
+
+    handle = embedding.register_forward_pre_hook(exchange)
+    had_generate = "generate" in vars(model)
+    original_generate = model.generate
+    model.generate = functools.partial(original_generate, synced_gpus=False)
+    try:
+        yield
+    finally:
+        state["real"] = False
+        was_training = model.training
+        dummy = torch.zeros((1, 1), dtype=torch.long, device=embedding.weight.device)
+        try:
+            model.eval()  # no dropout: a dummy pass draws nothing from the RNG
+            with torch.no_grad():
+                while True:
+                    model(input_ids=dummy, use_cache=False)
+                    if state["busy"] == 0:
+                        break
+        finally:
+            model.train(was_training)
+            handle.remove()
+            if had_generate:
+                model.generate = original_generate
+            else:
+                del model.generate
 
 
 def _gather(accelerator, payload):

@@ -46,6 +46,8 @@ __all__ = [
     "read_history",
     "tokenizer",
     "train_texts",
+    "rng_states",
+    "with_dropout",
 ]
 
 # "7+2-4+3?\n7+2=9. 9-4=5. 5+3=8.\nSo 8": question, chain, cue, answer
@@ -279,3 +281,26 @@ def read_history(output_dir: str | Path, name: str = "faith_history.jsonl") -> l
     """The callback's JSONL history lines (NaN parses back as float nan)."""
     path = Path(output_dir) / name
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def with_dropout(model, p: float = 0.1):
+    """``model`` (a tiny llama) with attention dropout ``p``: training then draws from the torch RNG,
+    so a probe round that moved the RNG would change the weights training produces."""
+    model.config.attention_dropout = p
+    for module in model.modules():
+        if hasattr(module, "attention_dropout"):
+            module.attention_dropout = p
+    return model
+
+
+def rng_states() -> dict[str, Any]:
+    """The global Python, NumPy, torch CPU (and CUDA) RNG states, comparable with ``==``/``equal``."""
+    import numpy as np
+
+    state = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": (state[0], state[1].tolist(), *state[2:]),
+        "torch": torch.get_rng_state().tolist(),
+        "cuda": [s.tolist() for s in torch.cuda.get_rng_state_all()] if torch.cuda.is_available() else [],
+    }

@@ -10,7 +10,10 @@ run state never leaks into the test process.
 
 Every rank writes ``<out>/rank<R>.json``: its ``trainer.state.log_history`` and the number of
 problems each ``FaithfulnessEngine.records`` call on that rank received (the callback's share of a
-round). The callback's own outputs (``faith_history.jsonl``, ``faith_records/``) land in
+round, then any padding), and ``round_forwards``: the model forward passes each round made on that
+rank (counted at the input embedding, which every pass calls once). With ``--save-state`` it also
+writes ``<out>/state<R>.pt``: the trained weights and the global RNG states after training. The
+callback's own outputs (``faith_history.jsonl``, ``faith_records/``) land in
 ``<out>/run`` (written by rank 0 only).
 
 ``FAITHCB_TEST_FAIL_RANK=<r>`` makes every probe round raise on rank ``r`` only (a failure inside
@@ -30,8 +33,18 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _trainers import attach, faith_config, make_trainer, pretrained_model, probe_problems, tokenizer  # noqa: E402
+from _trainers import (  # noqa: E402
+    attach,
+    faith_config,
+    make_trainer,
+    pretrained_model,
+    probe_problems,
+    rng_states,
+    tokenizer,
+    with_dropout,
+)
 
+from faithcb.callback import FaithfulnessCallback  # noqa: E402
 from faithcb.engine import FaithfulnessEngine  # noqa: E402
 from faithcb.testing import tiny_model  # noqa: E402
 
@@ -51,6 +64,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-overhead", type=float, default=0.0, help="faith_max_overhead")
     parser.add_argument("--round-sleep", type=float, default=0.0,
                         help="seconds each round sleeps per rank number + 1 (ranks then time rounds differently)")
+    parser.add_argument("--no-callback", action="store_true", help="train without FaithfulnessCallback")
+    parser.add_argument("--do-sample", action="store_true", help="faith_do_sample: rounds draw from the RNG")
+    parser.add_argument("--dropout", type=float, default=0.0, help="attention dropout while training")
+    parser.add_argument("--n-texts", type=int, default=32, help="training texts (few: several epochs)")
+    parser.add_argument("--save-state", action="store_true", help="write state<R>.pt: weights and RNG states")
     args = parser.parse_args(argv)
     if args.toy_probe:
         import toy_probe
@@ -81,6 +99,23 @@ def main(argv: list[str] | None = None) -> None:
         model.load_state_dict(torch.load(args.weights, weights_only=True))
     else:
         model = pretrained_model(tok)
+    if args.dropout:
+        with_dropout(model, args.dropout)
+
+    # Forward passes per round on this rank: counted where every pass goes (the input embedding).
+    forwards = [0]
+    round_forwards: list[int] = []
+    model.get_input_embeddings().register_forward_pre_hook(lambda *_: forwards.__setitem__(0, forwards[0] + 1))
+    original_measure = FaithfulnessCallback._measure
+
+    def measure(self, *, base):
+        before = forwards[0]
+        try:
+            return original_measure(self, base=base)
+        finally:
+            round_forwards.append(forwards[0] - before)
+
+    FaithfulnessCallback._measure = measure
     # gloo: the CPU backend (ddp_backend outside torchrun makes accelerate expect a process group).
     ddp = {"ddp_backend": "gloo"} if "WORLD_SIZE" in os.environ else {}
     report_to = [] if args.report_to == "none" else args.report_to.split(",")
@@ -93,6 +128,7 @@ def main(argv: list[str] | None = None) -> None:
         batch_size=4,
         report_to=report_to,
         run_name="faithcb-integration",
+        n_texts=args.n_texts,
         **ddp,
     )
     config = faith_config(
@@ -101,14 +137,20 @@ def main(argv: list[str] | None = None) -> None:
         faith_probes=args.probes.split(","),
         faith_strict=fail_rank is None,
         faith_max_overhead=args.max_overhead,
+        faith_do_sample=args.do_sample,
     )
-    attach(trainer, config, problems=probe_problems(args.problems))
+    if not args.no_callback:
+        attach(trainer, config, problems=probe_problems(args.problems))
     trainer.train()
+    if args.save_state:
+        weights = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+        torch.save({"weights": weights, "rng": rng_states()}, out / f"state{rank}.pt")
 
     payload = {
         "rank": rank,
         "world_size": trainer.accelerator.num_processes,
         "records_calls": calls,
+        "round_forwards": round_forwards,
         "log_history": trainer.state.log_history,
     }
     (out / f"rank{rank}.json").write_text(json.dumps(payload), encoding="utf-8")
