@@ -91,10 +91,11 @@ TEMPLATES: dict[str, TemplateSpec] = {
                      closer=THINK_CLOSE_QWEN),
         # Qwen3.5 small models: thinking off by default; the default generation prompt is
         # "<|im_start|>assistant\n<think>\n\n</think>\n\n" (an empty, closed block). The model family
-        # has a reasoning block, so auto still picks think (see the survey: the open question).
+        # has a reasoning block, so auto still picks think, rendered with enable_thinking=True, which
+        # makes the generation prompt end "<think>\n" as in 3.5 think (see the survey).
         TemplateSpec("qwen3_5_nothink", "trl_qwen3_5_nothink.jinja", "trl", None, "<|im_end|>",
-                     _CHATML_SPECIALS, True,
-                     expects_think=True, think_opener=THINK_OPEN, closer=THINK_CLOSE_QWEN),
+                     _CHATML_SPECIALS, True, expects_think=True, think_opener=THINK_OPEN,
+                     native_has_opener=True, closer=THINK_CLOSE_QWEN),
         # DeepSeek-R1-Distill-Qwen: generation prompt ends "<think>\n"; history loses everything up to </think>.
         TemplateSpec("r1_distill_qwen", "llamacpp_deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja", "llama.cpp",
                      "<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", _R1_SPECIALS, True,
