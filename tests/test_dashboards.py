@@ -26,8 +26,11 @@ from faithcb.wandb_sink import CURVE_CHART, CURVE_COLUMNS, WandbReporter, curve_
 
 
 def _charts(layout) -> dict[str, dict]:
-    """{category title: {chart title: chart}}."""
-    return {c.title: {chart.title: chart for chart in c.chart} for c in layout.category}
+    """{category title: {chart title: chart}}, charts in the order TensorBoard's page shows them."""
+    return {
+        c.title: {chart.title: chart for chart in tensorboard_layout.displayed_order(c.chart)}
+        for c in layout.category
+    }
 
 
 def _tags(chart) -> list[str]:
@@ -82,9 +85,31 @@ def test_layout_for_the_default_probes():
 def test_layout_follows_the_probes_that_run():
     pytest.importorskip("tensorboard")
     (faithfulness, *_) = tensorboard_layout.build_layout(["filler"]).category
-    titles = [chart.title for chart in faithfulness.chart]
+    titles = [chart.title for chart in tensorboard_layout.displayed_order(faithfulness.chart)]
     assert titles[0] == "accuracy (95% intervals)"  # no early answering: accuracy alone
     assert not any("AOC" in t or "paraphrase" in t for t in titles)
+
+
+def test_margin_charts_are_stored_in_the_order_tensorboard_reverses():
+    """TensorBoard's page draws line charts first, then margin charts last-stored first (seen in
+    Chromium with TensorBoard 2.21, docs/img/dashboard_tensorboard.png): stored reversed, shown as listed."""
+    pytest.importorskip("tensorboard")
+    (faithfulness, health, _) = tensorboard_layout.build_layout(DEFAULT_PROBES).category
+    assert faithfulness.chart[-1].title == "accuracy and early-answering AOC (95% intervals)"
+    assert health.chart[0].title == "unparsed and truncated (shares of problems)"  # line charts: as listed
+    mixed = [_chart("margin", "m1"), _chart("multiline", "l1"), _chart("margin", "m2"), _chart("multiline", "l2")]
+    stored = tensorboard_layout.displayed_order(mixed)
+    assert [c.title for c in stored] == ["l1", "l2", "m2", "m1"]
+    assert [c.title for c in tensorboard_layout.displayed_order(stored)] == ["l1", "l2", "m1", "m2"]
+
+
+def _chart(kind: str, title: str):
+    from tensorboard.plugins.custom_scalar import layout_pb2
+
+    if kind == "margin":
+        series = layout_pb2.MarginChartContent.Series(value="v", lower="l", upper="u")
+        return layout_pb2.Chart(title=title, margin=layout_pb2.MarginChartContent(series=[series]))
+    return layout_pb2.Chart(title=title, multiline=layout_pb2.MultilineChartContent(tag=["v$"]))
 
 
 def test_layout_tags_are_the_callbacks_prefixes():
