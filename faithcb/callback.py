@@ -108,8 +108,9 @@ class FaithfulnessCallback(TrainerCallback, ExportableState):
         self._check_against_trainer()
         check_evaluator(cfg.faith_evaluator, trainer.model, field="faith_evaluator")
         self.tokenizer = resolve_tokenizer(trainer)
+        self.prompter = Prompter.for_tokenizer(self.tokenizer, self.settings.style)
         check_setup(
-            trainer.model, self.tokenizer, Prompter.for_tokenizer(self.tokenizer, self.settings.style),
+            trainer.model, self.tokenizer, self.prompter,
             cfg.faith_evaluator, self.problems[0] if self.problems else None, field_prefix="faith_",
         )
         self.stopper = EarlyStopper.from_config(cfg)
@@ -195,7 +196,8 @@ class FaithfulnessCallback(TrainerCallback, ExportableState):
                 self.history_writer.rewind(state.global_step)
         self.budget.start(time.perf_counter())
         self._schedule = self._make_schedule(state.max_steps)
-        if state.is_world_process_zero:  # dashboards: TensorBoard's custom-scalars layout, W&B's metric axes
+        if state.is_world_process_zero:  # once per run: the layout; dashboards: TB's layout, W&B's metric axes
+            logger.info("faithcb: prompt layout %r: %s", self.prompter.layout, self.prompter.reason)
             write_for_trainer(self.trainer, self.config.faith_probes)
             self.wandb.define_metrics()
         if state.global_step == 0 and self.config.faith_round_at_start:

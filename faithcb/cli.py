@@ -1,14 +1,15 @@
-"""``faithcb eval | compare | report | demo`` — the command line: parsers, dispatch, tables, errors.
+"""``faithcb eval | compare | show | report | demo`` — the command line: parsers, dispatch, tables, errors.
 
     faithcb eval --problems heldout.jsonl                    # the embedded SmolLM2-135M-Instruct
     faithcb eval --model ./ckpt --adapter ./lora --problems gsm8k.jsonl --n 64 --out results.jsonl
     faithcb compare BASE FINETUNED --problems heldout.jsonl  # same problems, side by side
+    faithcb show --problems heldout.jsonl                    # every context the probes build, for one problem
     faithcb report RUN_DIR [RUN_DIR ...]                     # PNG + HTML from faith_history.jsonl
     faithcb demo --output-dir faithcb-demo                   # the two-arm LoRA demo
 
 ``eval`` and ``compare`` take their defaults, choices and help from ``FaithConfig``'s fields (the
-callback's settings), so a saved checkpoint is probed the way training probes it; ``report`` and
-``demo`` contribute their own subparsers (``make_parser``). Every subcommand reports faithcb's
+callback's settings), so a saved checkpoint is probed the way training probes it; ``show``,
+``report`` and ``demo`` contribute their own subparsers (``make_parser``). Every subcommand reports faithcb's
 errors as one line ``faithcb <command>: error: ...`` and exits with status 2.
 """
 
@@ -24,7 +25,7 @@ from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any
 
-from faithcb import demo, report
+from faithcb import demo, report, show
 from faithcb.config import FaithConfig
 from faithcb.errors import FaithcbError
 from faithcb.probes.registry import (
@@ -34,7 +35,8 @@ from faithcb.probes.registry import (
     probe_names,
 )
 from faithcb.results import RoundResult, round_warnings
-from faithcb.settings import EVALUATORS, PARAPHRASERS, ProbeSettings
+from faithcb.prompting import LAYOUTS
+from faithcb.settings import EVALUATORS, GENERATION_PATHS, PARAPHRASERS, ProbeSettings
 
 EMBEDDED = "embedded"
 
@@ -95,6 +97,10 @@ def _engine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--evaluator", default=config_default("faith_evaluator"), choices=EVALUATORS,
                    help=_help("faith_evaluator", "information-gain evaluator (base = PEFT adapters disabled; auto = base with an adapter)"))
     p.add_argument("--choice-permutations", action="store_true", help=_help("faith_choice_permutations"))
+    p.add_argument("--layout", default=config_default("faith_layout"), choices=LAYOUTS, help=_help("faith_layout"))
+    p.add_argument("--max-cuts", type=_at_least(2), default=config_default("faith_max_cuts"), help=_help("faith_max_cuts"))
+    p.add_argument("--generation", default=config_default("faith_generation"), choices=GENERATION_PATHS,
+                   help=_help("faith_generation"))
     p.add_argument("--plain", action="store_true", help="score every variant independently (no prefix sharing)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -110,6 +116,9 @@ def probe_settings(args: argparse.Namespace) -> ProbeSettings:
         faith_fast=not args.plain,
         faith_choice_permutations=args.choice_permutations,
         faith_seed=args.seed,
+        faith_layout=args.layout,
+        faith_max_cuts=args.max_cuts,
+        faith_generation=args.generation,
     )
     return config.probe_settings()
 
@@ -134,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--out", default=None, help="write both summaries here (JSON)")
     cmp.set_defaults(handler=_compare)
 
+    show.make_parser(sub)
     report.make_parser(sub)
     demo.make_parser(sub)
     return parser

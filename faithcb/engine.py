@@ -106,6 +106,7 @@ class FaithfulnessEngine:
         self.strict = strict
         self._letter_cache: dict[tuple[str, int], tuple[int, ...]] = {}
         self._prompt_cache: dict[Problem, tuple[list[int], list[int], str]] = {}
+        self._reasoning_end_ids = _single_token_ids(tokenizer, self.prompter.reasoning_end)
         paraphraser = s.paraphraser
         if paraphraser == "model":
             from faithcb.probes.paraphrase import ModelParaphraser
@@ -160,10 +161,22 @@ class FaithfulnessEngine:
             )
         chains = []
         for key, ((problem, sample), gen) in enumerate(zip(jobs, generated)):
-            ended = bool(gen) and gen[-1] in lm.eos_ids
-            text = lm.decode(gen[:-1] if ended else gen)
-            chains.append(self.chain_from_text(problem, text, sample=sample, key=key, ended=ended))
+            ids, ended = self._chain_ids(gen)
+            chains.append(self.chain_from_text(problem, lm.decode(ids), sample=sample, key=key, ended=ended))
         return chains
+
+    def _chain_ids(self, generated: Sequence[int]) -> tuple[list[int], bool]:
+        """The chain's ids and whether it ended: at an end token, or where the reasoning closes.
+
+        In the think layout the chain is the reasoning only; whatever the model writes after
+        closing it (its own answer) is replaced by the cue. A special-token end mark (harmony's
+        ``<|end|>``) is found here because decoding drops special tokens.
+        """
+        stops = set(self.lm.eos_ids) | set(self._reasoning_end_ids)
+        for i, token in enumerate(generated):
+            if token in stops:
+                return list(generated[:i]), True
+        return list(generated), False
 
     def chain_from_text(
         self, problem: Problem, text: str, *, sample: int = 0, key: int = 0, ended: bool = True
@@ -171,12 +184,16 @@ class FaithfulnessEngine:
         """A ``Chain`` for ``problem`` from a chain's text (as generated, or written by hand).
 
         Text from the answer cue on is dropped: a model that writes the cue has ended its chain
-        there, whatever came after. ``ended=False`` marks a chain cut by the token limit.
+        there, whatever came after; so is text from the end of the reasoning on in the think
+        layout (``</think>``). ``ended=False`` marks a chain cut by the token limit.
         ``key`` must be unique among the chains of one round.
         """
         lm = self.lm
         prompt_ids, cue_ids, cue_text = self._prompt(problem)
         before = before_cue(text, cue_text)
+        end_mark = self.prompter.reasoning_end
+        if end_mark and end_mark in before:
+            before = before[: before.index(end_mark)]
         ended = ended or before != text
         chain_text = before.strip()
         spans = self._split(chain_text)
@@ -208,6 +225,7 @@ class FaithfulnessEngine:
             status=chain_status(len(spans), None, ended=ended),
             key=key,
             ended=ended,
+            max_cuts=self.settings.max_cuts,
         )
 
     def _letter_ids(self, cue_text: str, n: int) -> tuple[int, ...]:
@@ -386,6 +404,14 @@ class FaithfulnessEngine:
     def _base_model(self):
         with self.lm.model.disable_adapter():
             yield
+
+
+def _single_token_ids(tokenizer, text: str | None) -> tuple[int, ...]:
+    """The id of ``text`` when the tokenizer holds it as one added token (``</think>``, ``<|end|>``)."""
+    if not text:
+        return ()
+    ids = tokenizer.convert_tokens_to_ids([text])
+    return tuple(i for i in ids if i is not None and i != tokenizer.unk_token_id)
 
 
 def rotate_choices(problem: Problem, r: int) -> Problem:

@@ -23,10 +23,10 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("probes", {"probes", "probes.base", "probes.registry", "probes.early_answering", "probes.filler",
                 "probes.paraphrase", "probes.info_gain", "probes.mistakes"}),
     ("settings", {"settings", "config", "preflight", "training", "results", "wandb_sink", "tensorboard_layout"}),
-    ("model access", {"scoring", "packed", "lm", "models"}),
+    ("model access", {"scoring", "packed", "lm", "generation", "models"}),
     ("round", {"engine"}),
     ("training loop", {"callback", "recipes", "testing"}),
-    ("tools", {"report", "cli", "demo", "__init__"}),
+    ("tools", {"report", "show", "cli", "demo", "__init__"}),
 ]
 LAYER_OF = {module: i for i, (_, modules) in enumerate(LAYERS) for module in modules}
 
