@@ -34,11 +34,13 @@ Usage (from the repository root)::
     python bench/bench_probes.py --problems /work/shared/data/gsm8k/train.jsonl
     python bench/bench_probes.py --model Qwen/Qwen2.5-0.5B-Instruct --device cuda
     python bench/bench_probes.py --json out.json --profile         # + where faithcb's time goes (operators)
+    python bench/bench_probes.py --real --no-plain --repeats 1     # 16 GSM8K problems, 512-token chains
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -65,6 +67,8 @@ TOKEN_PROBES = ("early_answering", "info_gain")  # the token-ratio target is abo
 AGREEMENT_PROBES = ("early_answering", "filler")
 TOKEN_TARGET = 1.5
 SPEED_TARGET = 10.0
+# --real: the issue's real-length setting (GSM8K, 512-token chains)
+REAL_PROBLEMS = "/work/shared/data/gsm8k/train.jsonl"
 
 
 # ---------------------------------------------------------------------- memory
@@ -133,6 +137,78 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
+# ---------------------------------------------------------------------- the compute floor
+def per_token_seconds(model, tokens: int = 256, rows: int = 4, repeats: int = 3) -> float:
+    """Measured cost of one token through the model's decoder stack (no padding, no vocabulary
+    projection: the packed path projects only the positions it reads), best of ``repeats``.
+
+    The floor is distinct tokens x this: what reading each needed token once would cost with
+    attention as cheap as in a plain ``rows`` x ``tokens`` batch and nothing else to do."""
+    decoder = model.get_decoder() if hasattr(model, "get_decoder") else model
+    device = next(model.parameters()).device
+    ids = torch.randint(0, model.config.vocab_size, (rows, tokens), device=device)
+    best = float("inf")
+    with torch.no_grad():
+        decoder(input_ids=ids[:1, :16], use_cache=False)  # first-call allocations
+        for _ in range(repeats):
+            _sync(device)
+            start = time.perf_counter()
+            decoder(input_ids=ids, use_cache=False)
+            _sync(device)
+            best = min(best, time.perf_counter() - start)
+    return best / (rows * tokens)
+
+
+class ForwardTimer:
+    """Wall time of every forward call of ``model``, attributed to the ``lm.counter`` stage that
+    grew while it ran (the packed path records each pass in ``counter.add`` next to its forward):
+    ``prefix``, ``branch`` (inserts + cues), ``continuation``, ``decode`` (mismatching answers)."""
+
+    def __init__(self, model, lm):
+        self.model, self.lm = model, lm
+        self.seconds: dict[str, float] = {}
+        self.calls: dict[str, int] = {}
+        self._start = 0.0
+        self._before: dict[str, int] = {}
+
+    def __enter__(self) -> ForwardTimer:
+        self._before = dict(self.lm.counter.stages)
+        self._pending: list[float] = []
+        self.handles = [
+            self.model.register_forward_pre_hook(self._pre),
+            self.model.register_forward_hook(self._post),
+        ]
+        return self
+
+    def _pre(self, *_):
+        _sync(self.lm.device)
+        self._start = time.perf_counter()
+
+    def _post(self, *_):
+        _sync(self.lm.device)
+        self._pending.append(time.perf_counter() - self._start)
+        self._settle()
+
+    def _settle(self) -> None:
+        """Charge the pending calls to the stage whose count grew (before or after the forward)."""
+        now = self.lm.counter.stages
+        grown = [k for k, v in now.items() if v != self._before.get(k, 0)]
+        if not grown:
+            return
+        stage = grown[0]
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + sum(self._pending)
+        self.calls[stage] = self.calls.get(stage, 0) + len(self._pending)
+        self._pending = []
+        self._before = dict(now)
+
+    def __exit__(self, *exc) -> None:
+        self._settle()
+        if self._pending:
+            self.seconds["unattributed"] = self.seconds.get("unattributed", 0.0) + sum(self._pending)
+        for h in self.handles:
+            h.remove()
+
+
 # ---------------------------------------------------------------------- results
 @dataclass
 class SideResult:
@@ -144,6 +220,8 @@ class SideResult:
     real: int = 0  # non-padding positions
     forward_calls: int = 0
     decode_processed: int = 0  # of ``processed``: greedy decoding of mismatching answers
+    stages: dict[str, int] = field(default_factory=dict)  # processed tokens per packed-path stage
+    forward_seconds: dict[str, float] = field(default_factory=dict)  # forward time per stage (timed run)
     peak_bytes: int | None = None
     memory_method: str = ""
     # chain index -> probe -> agreements (early answering, filler) / gold log-probs (info gain)
@@ -165,6 +243,8 @@ class Comparison:
     token_run: SideResult | None
     mismatches: list[str]
     max_logp_gold_diff: dict[str, float]
+    per_token_s: float = 0.0  # measured per-token forward cost (the floor's unit)
+    timed_run: SideResult | None = None  # faithcb once more, every forward timed per stage
 
     def ratio(self, a: str, b: str) -> float:
         return self.sides[a].best_seconds / self.sides[b].best_seconds
@@ -222,19 +302,25 @@ def _context(chain: Chain, v: Variant) -> list[int]:
 
 # ---------------------------------------------------------------------- faithcb
 def run_engine(
-    engine: FaithfulnessEngine, chains: Sequence[Chain], name: str, repeats: int = 1
+    engine: FaithfulnessEngine, chains: Sequence[Chain], name: str, repeats: int = 1, timed: bool = False
 ) -> SideResult:
-    """Time ``engine.probe(chains)``: the engine's whole probing code path after a_full."""
+    """Time ``engine.probe(chains)``: the engine's whole probing code path after a_full.
+
+    ``timed``: also time every forward call per stage (``ForwardTimer``) — a separate run, so the
+    hooks' synchronization never touches the compared timings."""
     lm = engine.lm
     side = SideResult(name)
     for _ in range(repeats):
         lm.counter = TokenCounter()  # ProbeLM's accounting hook: a fresh count per repeat
-        with lm.session(), PeakMemory(lm.device) as mem:
+        timer = ForwardTimer(lm.model, lm) if timed else contextlib.nullcontext()
+        with lm.session(), PeakMemory(lm.device) as mem, timer:
             _sync(lm.device)
             start = time.perf_counter()
             records = engine.probe(list(chains))
             _sync(lm.device)
             side.seconds.append(time.perf_counter() - start)
+        if timed:
+            side.forward_seconds = dict(timer.seconds)
         side.peak_bytes = (
             mem.peak_bytes if side.peak_bytes is None else max(side.peak_bytes, mem.peak_bytes or 0)
         )
@@ -246,6 +332,7 @@ def run_engine(
     )
     # the packed path's passes decoding mismatching answers from the cache
     side.decode_processed = lm.counter.stages.get("decode", 0)
+    side.stages = dict(lm.counter.stages)
     for i in _scorable(chains):
         record = records[i]
         if "errors" in record:
@@ -511,6 +598,9 @@ def run_comparison(
     token_run = run_engine(
         make_engine(model, tokenizer, TOKEN_PROBES, **kw), chains, "faithcb (early_answering + info_gain)"
     )
+    # The floor's unit, measured now (same load, same threads), and one run with every forward timed.
+    per_token = per_token_seconds(model)
+    timed_run = run_engine(engine, chains, "faithcb (forwards timed)", timed=True)
 
     mismatches, max_diff = [], {}
     for name, side in sides.items():
@@ -528,7 +618,9 @@ def run_comparison(
         d = distinct_tokens(engine, chains, names, naive.answers)
         distinct[f"{key}_global"] = d["global"]
         distinct[f"{key}_per_problem"] = d["per_problem"]
-    return Comparison(len(chains), len(scored), variants, distinct, sides, token_run, mismatches, max_diff)
+    return Comparison(
+        len(chains), len(scored), variants, distinct, sides, token_run, mismatches, max_diff, per_token, timed_run
+    )
 
 
 # ---------------------------------------------------------------------- report
@@ -582,6 +674,7 @@ def report(cmp: Comparison, log=print) -> dict[str, Any]:
         "info-gain log p(gold) max |difference| vs naive: "
         + ", ".join(f"{k} {v:.2e}" for k, v in cmp.max_logp_gold_diff.items())
     )
+    floor = floor_report(cmp, log)
     log(f"memory: {f.memory_method}")
     if cmp.mismatches:
         log("AGREEMENT MISMATCHES:")
@@ -607,7 +700,47 @@ def report(cmp: Comparison, log=print) -> dict[str, Any]:
         "speed_ratio": speed,
         "mismatches": cmp.mismatches,
         "max_logp_gold_diff": cmp.max_logp_gold_diff,
+        "floor": floor,
     }
+
+
+def floor_report(cmp: Comparison, log=print) -> dict[str, Any]:
+    """faithcb's time as a multiple of the compute floor, and where the rest goes.
+
+    floor = distinct tokens (all three probes, global trie) x the per-token forward cost measured in
+    this run. The rest is split, as far as the counters and the forward timer can tell, into:
+    padding (padded positions x per-token cost), re-read real tokens (real - distinct, x cost),
+    per stage the forward time beyond its tokens x cost (attention over the packed rows' masks,
+    and per-call overhead), and time outside forward calls (mask and cache building, copies,
+    bookkeeping in Python)."""
+    f, t, c = cmp.sides["faithcb"], cmp.timed_run, cmp.per_token_s
+    distinct = cmp.distinct["all_global"]
+    floor_s = distinct * c
+    multiple = f.best_seconds / floor_s
+    naive_multiple = cmp.sides["naive"].best_seconds / floor_s
+    log(
+        f"compute floor: {distinct} distinct tokens x {1e3 * c:.3f} ms per token (measured: decoder forward of "
+        f"4 x 256 tokens) = {floor_s:.2f} s; faithcb {f.best_seconds:.2f} s = {multiple:.2f}x the floor "
+        f"[goal <= 1.3x: {'met' if multiple <= 1.3 else 'NOT met'}]; naive {naive_multiple:.1f}x; "
+        f"the naive/faithcb bound at this floor: {naive_multiple:.1f}x"
+    )
+    parts: dict[str, float] = {}
+    if t is not None and t.seconds:
+        total = t.seconds[0]
+        parts["padding (processed - real) x cost"] = (t.processed - t.real) * c
+        parts["real tokens beyond distinct x cost"] = (t.real - distinct) * c
+        for stage, seconds in sorted(t.forward_seconds.items()):
+            tokens = t.stages.get(stage, 0)
+            parts[f"{stage}: forward time beyond its tokens x cost"] = seconds - tokens * c
+        parts["outside forward calls"] = total - sum(t.forward_seconds.values())
+        log(f"where faithcb's time goes (separate run with every forward timed: {total:.2f} s; floor {floor_s:.2f} s):")
+        for stage, seconds in sorted(t.forward_seconds.items()):
+            log(f"  {stage:<13} forward {seconds:7.2f} s for {t.stages.get(stage, 0):>7} processed tokens "
+                f"(tokens x cost {t.stages.get(stage, 0) * c:6.2f} s)")
+        for name, seconds in parts.items():
+            log(f"  {name:<48} {seconds:7.2f} s ({100 * seconds / total:5.1f}% of the run)")
+    return {"per_token_s": c, "floor_s": floor_s, "multiple": multiple, "naive_multiple": naive_multiple,
+            "parts_s": parts, "forward_s": t.forward_seconds if t else {}, "stages": t.stages if t else {}}
 
 
 def profile_faithcb(model, tokenizer, problems, log=print, **kw) -> None:
@@ -644,7 +777,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--no-plain", action="store_true", help="skip the fast=False engine run")
     ap.add_argument("--json", default=None, help="write the figures to this file")
     ap.add_argument("--profile", action="store_true", help="also profile the faithcb side (torch.profiler)")
+    ap.add_argument(
+        "--real", action="store_true",
+        help=f"real-length chains: {REAL_PROBLEMS} x 16 with a 512-token chain limit (overrides --problems, "
+        "-n, --max-chain-tokens)",
+    )
     args = ap.parse_args(argv)
+    if args.real:
+        args.problems, args.num_problems, args.max_chain_tokens = REAL_PROBLEMS, 16, 512
 
     from faithcb.models import load_model
 

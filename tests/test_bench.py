@@ -66,6 +66,56 @@ def test_processed_tokens_near_distinct(comparison, bench):
     assert comparison.sides["naive"].processed > 2 * distinct
 
 
+def test_floor_multiple_and_attribution(comparison, bench):
+    lines = []
+    figures = bench.report(comparison, log=lines.append)["floor"]
+    assert comparison.per_token_s > 0
+    assert figures["floor_s"] == pytest.approx(comparison.distinct["all_global"] * comparison.per_token_s)
+    assert figures["multiple"] == pytest.approx(comparison.sides["faithcb"].best_seconds / figures["floor_s"])
+    timed = comparison.timed_run
+    # every forward of the packed path was charged to a stage the counter knows
+    assert set(timed.forward_seconds) <= set(timed.stages) and {"prefix", "branch"} <= set(timed.forward_seconds)
+    assert sum(timed.forward_seconds.values()) <= timed.seconds[0]
+    assert any("x the floor" in line for line in lines)
+
+
 def test_trie_size(bench):
     assert bench.trie_size([]) == 0
     assert bench.trie_size([[1, 2, 3], [1, 2, 4], [1, 2], [5]]) == 5
+
+
+GPU_CHECK = BENCH.parent / "gpu_check.py"
+
+
+def test_gpu_check_tiny_runs_without_trl_wandb_peft(tmp_path):
+    """bench/gpu_check.py --tiny: the GPU check's code path on CPU, with TRL, W&B and peft unimportable
+    (the GPU machine has torch and transformers only), so it cannot rot before a GPU runs it."""
+    import json
+    import os
+    import subprocess
+
+    out = tmp_path / "gpu_check.json"
+    blocker = (
+        "import runpy, sys\n"
+        "for name in ('trl', 'wandb', 'peft'):\n"
+        "    sys.modules[name] = None  # import raises ImportError, as where they are not installed\n"
+        f"sys.argv = [{str(GPU_CHECK)!r}, '--tiny', '--json', {str(out)!r}]\n"
+        f"runpy.run_path({str(GPU_CHECK)!r}, run_name='__main__')\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-c", blocker], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    assert figures["skipped"] == [] and figures["imported_but_must_not"] == []
+    (row,) = figures["results"]
+    done = {(r["path"], r["chain_tokens"]) for r in row["rounds"]}
+    assert done == {(p, c) for p in ("generate", "static", "continuous") for c in (32, 24)}
+    for r in row["rounds"]:
+        assert r["generation_s"] > 0 and r["scoring_s"] > 0
+        assert r["overhead"]["1000"] == pytest.approx(5 * r["overhead"]["5000"])
+    assert row["lora_step_s"] > 0
+    agree = figures["float32_vs_bfloat16"]
+    assert agree["variants"] > 0 and 0 <= agree["rate"] <= 1
+    assert "projected overhead" in proc.stdout and "float32 vs bfloat16" in proc.stdout

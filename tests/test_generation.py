@@ -75,11 +75,14 @@ def test_static_compiled_decode_step_identical_and_training_after_it(model, tok,
     grads = []
     for m in (trained_model("llama", tok), compiled):
         m.train()
-        m.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if hasattr(m, "activation_checkpointing_enable"):
+            m.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            m.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         loss = m(input_ids=batch, labels=batch).loss
         loss.backward()
         grads.append((float(loss.detach()), m.model.layers[0].self_attn.q_proj.weight.grad.clone()))
-        m.gradient_checkpointing_disable()
+        (getattr(m, "activation_checkpointing_disable", None) or m.gradient_checkpointing_disable)()
         m.eval()
     assert grads[0][0] == pytest.approx(grads[1][0], abs=1e-6)
     assert torch.allclose(grads[0][1], grads[1][1], atol=1e-6)
