@@ -418,3 +418,102 @@ def test_paired_proportion_coverage_exact():
                     )
                     total += prob * (r["ci_low"] <= theta <= r["ci_high"])
         assert total >= 0.93, cells
+
+
+# ----------------------------------------------------------------------------------------------
+# Every public function at other confidence levels, and its input checks (issue 13: the tests
+# above pin the 95% level; these pin the mapping from `confidence` to the quantile it uses).
+
+Z = {0.90: 1.6448536269514722, 0.95: 1.959963984540054, 0.99: 2.5758293035489004}  # printed normal quantiles
+T = {  # printed Student t quantiles t_{(1 + c) / 2, df}
+    (0.90, 4): 2.131846786326649, (0.99, 4): 4.604094871415897,
+    (0.90, 9): 1.833112932653634, (0.99, 9): 3.249835541592143,
+}
+
+
+@pytest.mark.parametrize("confidence", [0.90, 0.99])
+def test_wilson_and_jeffreys_at_other_levels(confidence):
+    z = Z[confidence]
+    for s, n in [(3, 16), (8, 16), (1, 29)]:
+        assert proportion_interval(s, n, confidence) == pytest.approx(wilson_by_hand(s, n, z), abs=1e-9)
+        s_ = summarize([1.0] * s + [0.0] * (n - s), confidence=confidence)
+        assert (s_["ci_low"], s_["ci_high"]) == pytest.approx(wilson_by_hand(s, n, z), abs=1e-9)
+    tail = (1 - confidence) / 2
+    low, high = proportion_interval(3, 16, confidence, method="jeffreys")
+    assert half_integer_beta_cdf(low, 3.5, 13.5) == pytest.approx(tail, abs=1e-10)
+    assert half_integer_beta_cdf(high, 3.5, 13.5) == pytest.approx(1 - tail, abs=1e-10)
+
+
+@pytest.mark.parametrize("confidence", [0.90, 0.99])
+def test_t_intervals_at_other_levels(confidence):
+    for xs in ([0.2, 0.5, 0.9, 0.4, 0.7], [0.3, 0.1, 0.7, 0.2, 0.9, 0.5, 0.4, 0.6, 0.8, 0.05]):
+        n = len(xs)
+        mean = sum(xs) / n
+        half = T[(confidence, n - 1)] * math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1) / n)
+        expected = (mean - half, mean + half)
+        assert mean_interval(xs, confidence) == pytest.approx(expected, abs=1e-9)
+        s = summarize(xs, confidence=confidence)
+        assert (s["ci_low"], s["ci_high"]) == pytest.approx(expected, abs=1e-9)
+        d = paired_difference({i: 1.0 for i in range(n)}, {i: 1.0 + x for i, x in enumerate(xs)}, confidence=confidence)
+        assert (d["value"], d["ci_low"], d["ci_high"]) == pytest.approx((mean, *expected), abs=1e-9)
+    # bounds clip the interval (summarize passes them through)
+    s = summarize([0.9, 1.0, 0.95, 1.0], confidence=confidence, bounds=(0.0, 1.0))
+    assert s["ci_high"] == 1.0 and s["ci_low"] < 0.95
+
+
+@pytest.mark.parametrize("confidence", [0.90, 0.95, 0.99])
+def test_newcombe_paired_interval_at_each_level(confidence):
+    # 3 turned right, none turned wrong: phi = 0, so the interval is the square-and-add of the Wilsons.
+    z = Z[confidence]
+    d = paired_difference({i: 0.0 for i in range(16)}, {i: float(i < 3) for i in range(16)}, confidence=confidence)
+    l1, u1 = wilson_by_hand(3, 16, z)
+    u2 = z * z / (16 + z * z)
+    p1 = 3 / 16
+    assert d["ci_low"] == pytest.approx(p1 - math.hypot(p1 - l1, u2), abs=1e-12)
+    assert d["ci_high"] == pytest.approx(p1 + (u1 - p1), abs=1e-12)
+
+
+@pytest.mark.parametrize("confidence", [0.90, 0.95])
+def test_bootstrap_ci_level(confidence):
+    """For a mean of 50 values the bootstrap distribution is close to normal: the percentile
+    interval is mean +- z * (plug-in SD) / sqrt(n) up to resampling noise (z: 1.645 or 1.960)."""
+    xs = [((i * 37) % 101) / 100 for i in range(50)]
+    mean, low, high = bootstrap_ci(xs, n_resamples=4000, confidence=confidence, seed=1)
+    assert mean == pytest.approx(sum(xs) / len(xs))
+    sd = math.sqrt(sum((x - mean) ** 2 for x in xs) / len(xs))
+    assert (high - low) / 2 == pytest.approx(Z[confidence] * sd / math.sqrt(len(xs)), rel=0.06)
+    assert low < mean < high
+    s = summarize(xs, method="bootstrap", confidence=confidence, n_resamples=4000, seed=1)
+    assert (s["ci_low"], s["ci_high"]) == (low, high)
+    # reproducible and private: the same seed gives the same interval, the global RNG is untouched
+    state = random.getstate()
+    assert bootstrap_ci(xs, n_resamples=4000, confidence=confidence, seed=1) == (mean, low, high)
+    assert random.getstate() == state
+    assert all(math.isnan(v) for v in bootstrap_ci([math.nan, None]))
+
+
+def test_every_function_refuses_impossible_inputs():
+    for confidence in (0.0, 1.0, -0.5, 1.5):
+        for function, args, kwargs in (
+            (proportion_interval, (3, 16, confidence), {}),
+            (mean_interval, ([0.1, 0.2, 0.3], confidence), {}),
+            (summarize, ([0.1, 0.2],), {"confidence": confidence}),
+            (paired_difference, ({1: 0.1}, {1: 0.2}), {"confidence": confidence}),
+        ):
+            with pytest.raises(ValueError, match="confidence"):
+                function(*args, **kwargs)
+    for call in (
+        lambda: beta_quantile(1.5, 2.0, 3.0),
+        lambda: t_quantile(0.0, 3),
+        lambda: t_quantile(1.0, 3),
+        lambda: t_quantile(0.9, 0),
+        lambda: regularized_beta(0.5, 0.0, 1.0),
+        lambda: summarize([0.1, 0.2], kind="ordinal"),
+        lambda: summarize([0.1, 0.2], method="wald"),
+        lambda: paired_difference({1: 0.1, 2: 0.3}, {1: 0.2, 2: 0.4}, kind="ordinal"),
+        lambda: summarize([0.1, 0.2], groups=["a"]),
+    ):
+        with pytest.raises(ValueError):
+            call()
+    assert beta_quantile(0.0, 2.0, 3.0) == 0.0 and beta_quantile(1.0, 2.0, 3.0) == 1.0
+    assert math.isnan(regularized_beta(math.nan, 2.0, 3.0))
