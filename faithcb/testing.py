@@ -91,8 +91,11 @@ def tiny_model(
     num_layers: int = 2,
     num_heads: int = 4,
     seed: int = 0,
+    max_positions: int = _MAX_POSITIONS,
 ) -> PreTrainedModel:
     """A randomly initialised float32 causal LM sized for ``tokenizer``, in eval mode.
+
+    ``max_positions`` bounds the context (512 tokens by default; long-chain tests raise it).
 
     ``family`` is ``"llama"`` (grouped-query attention with 2 key/value heads when ``num_heads``
     is even), ``"gpt2"`` (absolute positions, tied embeddings) or ``"qwen2"``. Weight tying follows
@@ -119,7 +122,7 @@ def tiny_model(
             n_embd=hidden_size,
             n_layer=num_layers,
             n_head=num_heads,
-            n_positions=_MAX_POSITIONS,
+            n_positions=max_positions,
             resid_pdrop=0.0,
             embd_pdrop=0.0,
             attn_pdrop=0.0,
@@ -135,7 +138,7 @@ def tiny_model(
             num_hidden_layers=num_layers,
             num_attention_heads=num_heads,
             num_key_value_heads=kv_heads,
-            max_position_embeddings=_MAX_POSITIONS,
+            max_position_embeddings=max_positions,
             attention_dropout=0.0,
             **ids,
         )
