@@ -17,6 +17,7 @@ from faithcb.errors import ProblemFormatError
 from faithcb.problem import Problem
 from faithcb.tasks.arithmetic import make_examples, make_problems
 from faithcb.text import extract_answer
+from faithcb.prompting import PromptStyle
 from faithcb.training import training_rows
 
 __all__ = [
@@ -129,19 +130,23 @@ def load_examples(data: DataArguments, seed: int = 0) -> tuple[list[tuple[Proble
     return train, heldout
 
 
-def sft_dataset(train: list[tuple[Problem, str]], tokenizer):
-    """Prompt/completion rows; SFTTrainer trains on the completion and appends the eos token."""
+def sft_dataset(train: list[tuple[Problem, str]], tokenizer, style: PromptStyle | None = None):
+    """Prompt/completion rows; SFTTrainer trains on the completion and appends the eos token.
+
+    ``style``: the layout and wording the callback probes with (``FaithConfig.prompt_style()``),
+    so the model is trained in exactly the layout it is probed in.
+    """
     from datasets import Dataset
 
-    rows = training_rows([p for p, _ in train], tokenizer, chains=[c for _, c in train])
+    rows = training_rows([p for p, _ in train], tokenizer, chains=[c for _, c in train], style=style)
     return Dataset.from_list(rows)
 
 
-def grpo_dataset(train: list[tuple[Problem, str]], tokenizer):
+def grpo_dataset(train: list[tuple[Problem, str]], tokenizer, style: PromptStyle | None = None):
     """Chain prompts (the probes' layout) with the gold answer for the reward; chains are not used."""
     from datasets import Dataset
 
-    return Dataset.from_list(training_rows([p for p, _ in train], tokenizer, fmt="prompt"))
+    return Dataset.from_list(training_rows([p for p, _ in train], tokenizer, fmt="prompt", style=style))
 
 
 def correctness_reward(completions, answer, kind, **kwargs) -> list[float]:

@@ -41,7 +41,7 @@ def main(data_args, training_args, model_args, faith_args):
         model=model,
         reward_funcs=correctness_reward,
         args=training_args,
-        train_dataset=grpo_dataset(train, tokenizer),
+        train_dataset=grpo_dataset(train, tokenizer, faith_args.prompt_style()),
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
     )

@@ -31,7 +31,7 @@ def main(data_args, training_args, model_args, faith_args):
     trainer = SFTTrainer(
         model=model,
         args=training_args,
-        train_dataset=sft_dataset(train, tokenizer),
+        train_dataset=sft_dataset(train, tokenizer, faith_args.prompt_style()),
         processing_class=tokenizer,
     )
     callback = FaithfulnessCallback(trainer, faith_args.faith_problems or heldout, faith_args)

@@ -34,7 +34,7 @@ def main(data_args, training_args, model_args, faith_args):
     trainer = SFTTrainer(
         model=model,
         args=training_args,
-        train_dataset=sft_dataset(train, tokenizer),
+        train_dataset=sft_dataset(train, tokenizer, faith_args.prompt_style()),
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
     )

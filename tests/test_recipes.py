@@ -58,6 +58,14 @@ def test_shipped_config_parses(config):
     assert faith_args.faith_num_problems == 12
     assert faith_args.faith_num_rounds >= 2
     assert faith_args.faith_max_chain_tokens >= 48
+    # The layout and the cue wording come from the YAML, and reach both the probes and the rows.
+    text = config.read_text()
+    assert "faith_layout: auto" in text and "faith_cue_question:" in text and "faith_number_answer_prefix:" in text
+    style = faith_args.prompt_style()
+    assert faith_args.probe_settings().style == style
+    assert (style.layout, style.cue_question, style.number_answer_prefix) == (
+        "auto", "Given all of the above, what's the single, most likely answer?", "The final answer is"
+    )
     assert data_args.dataset == "synthetic"
     assert model_args.model_name_or_path == "embedded"
     assert training_args.max_steps > 0 and training_args.output_dir.startswith("runs/")
@@ -152,6 +160,24 @@ def test_synthetic_rows_use_the_probe_layout():
     grpo = helpers.grpo_dataset(train, tok)
     assert grpo[0]["prompt"] == prompt and grpo[0]["answer"] == train[0][0].answer
     assert isinstance(train[0][0], Problem)
+
+
+def test_rows_follow_the_configured_wording():
+    """The faith_* wording a recipe sets reaches its training rows, as it reaches the probes."""
+    from faithcb import FaithConfig
+    from faithcb.prompting import Prompter
+    from faithcb.testing import tiny_tokenizer
+
+    tok = tiny_tokenizer(chat_template=True)
+    train, _ = helpers.load_examples(helpers.DataArguments(num_train_examples=2, holdout=1))
+    style = FaithConfig(faith_cue_question="And so?", faith_number_answer_prefix="Result:").prompt_style()
+    ds = helpers.sft_dataset(train, tok, style)
+    assert "And so?" in ds[0]["completion"] and "Result: " in ds[0]["completion"]
+    assert ds[0]["prompt"] == Prompter.for_tokenizer(tok, style).pieces(train[0][0], tok)[0]
+    # GRPO prompts follow the configured layout too (here: no chat template).
+    plain = FaithConfig(faith_layout="plain").prompt_style()
+    assert helpers.grpo_dataset(train, tok, plain)[0]["prompt"].startswith("Question: ")
+
 
 
 @pytest.mark.slow

@@ -28,6 +28,7 @@ from faithcb.errors import ConfigError
 from faithcb.metrics import UNIT, Metric
 from faithcb.probes.base import Chain, Outcome, Variant, agreement_record, continue_chains, mean
 from faithcb.probes.registry import ProbeContext
+from faithcb.prompting import render_chat
 from faithcb.text import numbers_in
 
 # Rewrites that keep meaning and grammar in every context they match (and never touch a digit).
@@ -102,8 +103,9 @@ class ModelParaphraser:
         tok = self.lm.tokenizer
         user = self.PROMPT.format(text=text)
         if getattr(tok, "chat_template", None):
-            rendered = tok.apply_chat_template(
-                [{"role": "user", "content": user}], tokenize=False, add_generation_prompt=True
+            # No reasoning block for a rewrite (templates without the switch ignore it); the date fixed.
+            rendered = render_chat(
+                tok, [{"role": "user", "content": user}], add_generation_prompt=True, enable_thinking=False
             )
             return self.lm.encode(rendered + self.ANSWER_PREFIX)
         return self.lm.encode(f"{user}\n{self.ANSWER_PREFIX}", special=True)
