@@ -88,7 +88,7 @@ def show_text(model, tokenizer, problem, settings: ProbeSettings, *, chain_text:
 
     out = [
         f"layout: {prompter.layout} — {prompter.reason}",
-        f"problem: {problem.id} ({problem.kind}); gold answer {problem.answer!r}",
+        f"problem: {problem.id or problem.question[:60]!r} ({problem.kind}); gold answer {problem.answer!r}",
         "",
         f"== chain prompt ({len(chain.prompt_ids)} tokens) ==",
         f"⟦prompt⟧{text(chain.prompt_ids)}⟦/prompt⟧",
