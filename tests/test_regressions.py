@@ -1,7 +1,7 @@
 """One test per bug an outside review applied by hand and the rest of the suite did not catch (issue 13).
 
-Each docstring names the bug. Every test here was run once with its bug applied (in a scratch copy
-of the package) and failed; the assertion message it failed with is in the commit that added it.
+Each docstring names the bug. Every test here was run with its bug applied (to a scratch copy of
+the package, never to this tree) and failed; the commit that recorded this lists each failure.
 Models are the tiny char-level llama of ``tests/_trainers.py`` (pre-trained once per session), so
 every test takes seconds; bug 1 also needs the embedded SmolLM2 *tokenizer* (not its model).
 """
@@ -470,7 +470,8 @@ def test_bug10_training_stopped_by_another_callback_still_gets_a_closing_round(t
     trainer.train()
     assert trainer.state.global_step == 3
     history = read_history(tmp_path)
-    assert [(h["step"], h["reason"]) for h in history] == [(0, "start"), (2, "schedule"), (3, "end")]
+    rounds = [(h["step"], h["reason"]) for h in history]
+    assert rounds == [(0, "start"), (2, "schedule"), (3, "end")], f"no closing round at step 3: {rounds}"
     assert [h["step"] for h in callback.history] == [0, 2, 3]
 
 
