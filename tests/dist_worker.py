@@ -69,6 +69,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dropout", type=float, default=0.0, help="attention dropout while training")
     parser.add_argument("--n-texts", type=int, default=32, help="training texts (few: several epochs)")
     parser.add_argument("--save-state", action="store_true", help="write state<R>.pt: weights and RNG states")
+    parser.add_argument("--kind", default="trainer", help="make_trainer kind: trainer, sft, sft_lora")
+    parser.add_argument("--fsdp", action="store_true", help="FSDP2 through accelerate (see enable_fsdp2)")
+    parser.add_argument("--save-steps", type=int, default=0, help="save a checkpoint every N steps (0: none)")
     args = parser.parse_args(argv)
     if args.toy_probe:
         import toy_probe
@@ -119,8 +122,9 @@ def main(argv: list[str] | None = None) -> None:
     # gloo: the CPU backend (ddp_backend outside torchrun makes accelerate expect a process group).
     ddp = {"ddp_backend": "gloo"} if "WORLD_SIZE" in os.environ else {}
     report_to = [] if args.report_to == "none" else args.report_to.split(",")
+    saving = {"save_strategy": "steps", "save_steps": args.save_steps} if args.save_steps else {}
     trainer = make_trainer(
-        "trainer",
+        args.kind,
         out / "run",
         model=model,
         tok=tok,
@@ -130,7 +134,10 @@ def main(argv: list[str] | None = None) -> None:
         run_name="faithcb-integration",
         n_texts=args.n_texts,
         **ddp,
+        **saving,
     )
+    if args.fsdp:
+        enable_fsdp2(trainer)
     config = faith_config(
         faith_num_problems=args.problems,
         faith_every_n_steps=args.every,
@@ -143,8 +150,10 @@ def main(argv: list[str] | None = None) -> None:
         attach(trainer, config, problems=probe_problems(args.problems))
     trainer.train()
     if args.save_state:
-        weights = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
-        torch.save({"weights": weights, "rng": rng_states()}, out / f"state{rank}.pt")
+        rng = rng_states()  # before the weights are gathered, which is not training
+        # The full weights: unwrapped under DDP; under FSDP gathered from the shards (on rank 0).
+        weights = {k: v.detach().clone() for k, v in trainer.accelerator.get_state_dict(trainer.model).items()}
+        torch.save({"weights": weights, "rng": rng}, out / f"state{rank}.pt")
 
     payload = {
         "rank": rank,
@@ -159,6 +168,33 @@ def main(argv: list[str] | None = None) -> None:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
+
+
+def enable_fsdp2(trainer) -> None:
+    """Train ``trainer`` with FSDP2 on CPU: accelerate's own FSDP path, on a gloo process group.
+
+    ``TrainingArguments(fsdp=..., use_cpu=True)`` silently trains with plain DDP: accelerate turns
+    an FSDP plugin (or ``ACCELERATE_USE_FSDP``) into ``DistributedType.FSDP`` only for GPU-like
+    distributed types, never for ``MULTI_CPU``; without ``use_cpu`` a CPU-only machine is not
+    distributed and the Trainer raises "Using fsdp only works in distributed training". Nothing
+    below that check needs a GPU: torch's ``fully_shard`` runs on a gloo group. So the state is
+    set here to what accelerate sets on GPUs (its shared state, which the Trainer's accelerator
+    reads), before ``train()`` prepares the model with ``fsdp2_prepare_model``.
+    """
+    from accelerate import PartialState
+    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+    state = trainer.accelerator.state
+    state.fsdp_plugin = FullyShardedDataParallelPlugin(
+        fsdp_version=2,
+        reshard_after_forward=True,  # every forward pass all-gathers its weights: rounds must keep step
+        auto_wrap_policy="transformer_based_wrap",
+        transformer_cls_names_to_wrap=["LlamaDecoderLayer"],
+        state_dict_type="FULL_STATE_DICT",
+    )
+    # Every new AcceleratorState() copies PartialState's shared state over its own: set both.
+    PartialState().distributed_type = state.distributed_type = DistributedType.FSDP
+    trainer.is_fsdp_enabled = True
 
 
 if __name__ == "__main__":

@@ -4,13 +4,15 @@ With sharded weights (FSDP, DeepSpeed ZeRO-3 without gathered weights) each forw
 collective, so a round in which ranks make different numbers of passes hangs the job. Ranks probe
 different problems, whose chains differ in length, so the callback pads the split (every rank
 handles as many problems) and runs the passes in lockstep (``faithcb.callback._forwards_in_lockstep``).
-Here that is checked under real 2-process DDP on CPU (gloo), counting each rank's passes.
+Here that is checked under real 2-process DDP on CPU (gloo), counting each rank's passes, and
+under FSDP2 through accelerate on CPU (gloo): without the lockstep the first round there dies in a
+collective mismatch (gloo: "Received data size doesn't match expected size").
 """
 
 from __future__ import annotations
 
 import pytest
-from test_integrations import _rank, _records, _torchrun, weights  # noqa: F401  (weights: a fixture)
+from test_integrations import TIMINGS, _rank, _records, _torchrun, weights  # noqa: F401  (weights: a fixture)
 
 from faithcb.callback import _share
 
@@ -59,3 +61,74 @@ def test_ddp_ranks_make_the_same_forward_passes(tmp_path, weights):  # noqa: F81
             if probe in a:
                 assert a[probe]["answers"] == b[probe]["answers"], (a["id"], probe)
                 assert b[probe]["logp"] == pytest.approx(a[probe]["logp"], abs=1e-4), (a["id"], probe)
+
+
+# ---------------------------------------------------------------------- FSDP2 (accelerate, gloo, CPU)
+def _state(out, rank: int = 0) -> dict:
+    import torch
+
+    return torch.load(out / f"state{rank}.pt", weights_only=False)
+
+
+def _faith_without_timings(rank: dict) -> dict[int, dict[str, float]]:
+    rounds: dict[int, dict[str, float]] = {}
+    for entry in rank["log_history"]:
+        keys = {k: v for k, v in entry.items() if k.startswith("faith") and k not in TIMINGS | {"faith_base/seconds"}}
+        if keys:
+            rounds.setdefault(entry["step"], {}).update(keys)
+    return rounds
+
+
+def _checkpoint_weights(kind: str, checkpoint) -> dict:
+    """The checkpoint loaded the way a user would (transformers / PEFT), as a state dict."""
+    from _trainers import pretrained_model
+
+    if kind == "sft_lora":
+        from peft import PeftModel
+
+        return PeftModel.from_pretrained(pretrained_model(), checkpoint).state_dict()
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(checkpoint).state_dict()
+
+
+@pytest.mark.parametrize("kind", ["trainer", "sft_lora"])
+def test_fsdp2_rounds_leave_training_and_checkpoint_unchanged(kind, tmp_path, weights):  # noqa: F811
+    """Full fine-tuning and LoRA under FSDP2 (accelerate's path, torch ``fully_shard`` on gloo):
+    the ranks log the same rounds, make the same forward passes, train the same weights as without
+    the callback, and the saved checkpoint loads to exactly the trained weights."""
+    import torch
+
+    probed, plain = tmp_path / "probed", tmp_path / "plain"
+    # Sampled chains and dropout: a round that moved the RNG would change what training draws.
+    args = ("--fsdp", "--kind", kind, "--problems", "3", "--probes", "early_answering,filler", "--max-steps", "2",
+            "--save-state", "--save-steps", "2", "--do-sample", "--dropout", "0.1")
+    rc, output = _torchrun(2, probed, weights, *args)
+    assert rc == 0, output[-4000:]
+    rc, output = _torchrun(2, plain, weights, *args, "--no-callback")
+    assert rc == 0, output[-4000:]
+
+    r0, r1 = _rank(probed, 0), _rank(probed, 1)
+    assert r0["world_size"] == 2
+    rounds = _faith_without_timings(r0)
+    assert sorted(rounds) == [0, 2] and rounds[0]["faith/problems_total"] == 3
+    assert "faith/probe_failed" not in rounds[0] and rounds[0]["faith/problems_scored"] >= 2
+    assert rounds == _faith_without_timings(r1)
+    assert r0["round_forwards"] == r1["round_forwards"]
+
+    # Training is unchanged by the rounds (full weights gathered from the shards on rank 0).
+    trained, reference = _state(probed)["weights"], _state(plain)["weights"]
+    assert trained.keys() == reference.keys() and trained
+    changed = [k for k in trained if not torch.equal(trained[k], reference[k])]
+    assert not changed, f"FSDP weights differ with the callback: {changed[:5]}"
+    if kind == "trainer":  # the run did train (the comparison is not vacuous)
+        start = torch.load(weights, weights_only=True)
+        assert any(not torch.equal(start[k], trained[k]) for k in start)
+    else:
+        assert any("lora_B" in k and v.abs().sum() > 0 for k, v in trained.items())
+
+    # The checkpoint written at the last step loads to the trained weights, bit for bit.
+    loaded = _checkpoint_weights(kind, probed / "run" / "checkpoint-2")
+    assert loaded.keys() == trained.keys()
+    differ = [k for k in trained if not torch.equal(loaded[k], trained[k])]
+    assert not differ, f"checkpoint differs from the trained weights: {differ[:5]}"
