@@ -3,8 +3,9 @@
 Nothing is replaced: ``faithcb.models.load_model`` reads the saved checkpoints (and a PEFT adapter),
 ``ProbeSet.load`` the JSONL problem file, and the engine probes. The CLI asks in the default prompt
 layout (plain, without a chat template), so the module trains its own tiny llama in that layout
-once (80 steps; about 10 s on an idle 2-core CPU, 30 s on a loaded one): its chains end where the
-cue starts and its answers parse, so every probe reports a number.
+once (80 steps of 8; 12 s and 33 s measured on the 2-core machine shared with other jobs, as the
+setup time of the first test in `pytest --durations=8`): its chains end where the cue starts and
+its answers parse, so every probe reports a number.
 """
 
 from __future__ import annotations
