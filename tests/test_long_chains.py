@@ -142,3 +142,18 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+# ---------------------------------------------------------------------- the run log names the layout
+def test_the_layout_is_logged_once_per_run(tmp_path, caplog):
+    import logging
+
+    from _trainers import attach, faith_config, make_trainer, tokenizer
+
+    trainer = make_trainer("trainer", tmp_path, tok=tokenizer(), max_steps=2)
+    attach(trainer, faith_config(faith_every_n_steps=2, faith_probes=["early_answering"]))
+    with caplog.at_level(logging.INFO, logger="faithcb.callback"):
+        trainer.train()
+    lines = [r.getMessage() for r in caplog.records if "prompt layout" in r.getMessage()]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("faithcb: prompt layout 'plain'") and "no chat template" in lines[0]
