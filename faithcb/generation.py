@@ -58,8 +58,6 @@ def check_generation(model, path: str) -> None:
             f"transformers {transformers.__version__} does not provide for {type(model).__name__}; "
             "use generation='generate' or 'static'"
         )
-    if path in ("static", "continuous") and getattr(model, "_supports_cache_class", True) is False:
-        raise ConfigError(f"generation={path!r}: {type(model).__name__} does not support transformers' Cache classes")
 
 
 class ChainGenerator:
