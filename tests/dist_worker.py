@@ -71,6 +71,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--save-state", action="store_true", help="write state<R>.pt: weights and RNG states")
     parser.add_argument("--kind", default="trainer", help="make_trainer kind: trainer, sft, sft_lora")
     parser.add_argument("--fsdp", action="store_true", help="FSDP2 through accelerate (see enable_fsdp2)")
+    parser.add_argument("--zero3", action="store_true",
+                        help="DeepSpeed ZeRO-3 through the Trainer (needs deepspeed and DS_ACCELERATOR=cpu)")
     parser.add_argument("--save-steps", type=int, default=0, help="save a checkpoint every N steps (0: none)")
     args = parser.parse_args(argv)
     if args.toy_probe:
@@ -123,6 +125,8 @@ def main(argv: list[str] | None = None) -> None:
     ddp = {"ddp_backend": "gloo"} if "WORLD_SIZE" in os.environ else {}
     report_to = [] if args.report_to == "none" else args.report_to.split(",")
     saving = {"save_strategy": "steps", "save_steps": args.save_steps} if args.save_steps else {}
+    if args.zero3:
+        saving.update(ZERO3_ARGS)
     trainer = make_trainer(
         args.kind,
         out / "run",
@@ -138,6 +142,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     if args.fsdp:
         enable_fsdp2(trainer)
+    if args.zero3:
+        count_zero3_processes()
     config = faith_config(
         faith_num_problems=args.problems,
         faith_every_n_steps=args.every,
@@ -152,7 +158,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.save_state:
         rng = rng_states()  # before the weights are gathered, which is not training
         # The full weights: unwrapped under DDP; under FSDP gathered from the shards (on rank 0).
-        weights = {k: v.detach().clone() for k, v in trainer.accelerator.get_state_dict(trainer.model).items()}
+        # ZeRO-3 needs its engine; sharded runs gather to rank 0 (others get nothing).
+        full = trainer.accelerator.get_state_dict(trainer.model_wrapped) or {}
+        weights = {k: v.detach().clone() for k, v in full.items()}
         torch.save({"weights": weights, "rng": rng}, out / f"state{rank}.pt")
 
     payload = {
@@ -168,6 +176,32 @@ def main(argv: list[str] | None = None) -> None:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
+
+
+# DeepSpeed ZeRO-3 on CPU: deepspeed's CPU accelerator (DS_ACCELERATOR=cpu) on gloo. ``use_cpu`` must
+# stay off (accelerate never picks DeepSpeed with cpu=True); the global batch is left to DeepSpeed
+# (the Trainer computes "auto" from a world size of 1 at that point, then rejects it).
+ZERO3_ARGS = {
+    "use_cpu": False,
+    "deepspeed": {
+        "train_micro_batch_size_per_gpu": 4,
+        "gradient_accumulation_steps": 1,
+        "zero_optimization": {"stage": 3, "stage3_gather_16bit_weights_on_model_save": True},
+        "optimizer": {"type": "AdamW", "params": {"lr": "auto", "torch_adam": True}},
+    },
+}
+
+
+def count_zero3_processes() -> None:
+    """Tell accelerate how many processes DeepSpeed started: on a machine without a GPU it takes
+    the job for a single process (``DistributedType.NO`` until DeepSpeed's own ``init_distributed``
+    makes a gloo group of 2), so it would neither shard the data nor gather across ranks."""
+    import torch.distributed as dist
+    from accelerate import PartialState
+
+    state = PartialState()
+    state.num_processes, state.process_index = dist.get_world_size(), dist.get_rank()
+    state.local_process_index = int(os.environ.get("LOCAL_RANK", state.process_index))
 
 
 def enable_fsdp2(trainer) -> None:
