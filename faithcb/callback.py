@@ -251,6 +251,14 @@ class FaithfulnessCallback(TrainerCallback, ExportableState):
         if step in self.probed_steps:
             return
         self.probed_steps.append(step)
+        # Training's next draws (dropout, data order) must not depend on whether a round ran.
+        # ProbeLM.session restores the RNGs around the model's work; this also covers the rest of
+        # the round (a library imported on first use drew from ``random``: rich seeds an id).
+        with _rng_kept():
+            self._round(state, control, reason=reason)
+
+    def _round(self, state, control, *, reason: str) -> None:
+        step = state.global_step
         round_start = start = time.perf_counter()
         result, error = self._measure(base=False)
         seconds = time.perf_counter() - start
@@ -460,6 +468,31 @@ def _flatten(result: RoundResult, prefix: str, ci_prefix: str | None) -> dict[st
         if math.isfinite(v):
             out[prefix + name] = v
     return out
+
+
+@contextlib.contextmanager
+def _rng_kept():
+    """Restore the Python, NumPy, torch CPU and CUDA RNG states on exit."""
+    import random
+
+    import torch
+
+    try:
+        import numpy as np
+    except ImportError:  # pragma: no cover - numpy comes with torch's usual installs
+        np = None
+    python, cpu = random.getstate(), torch.get_rng_state()
+    numpy = np.random.get_state() if np is not None else None
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    try:
+        yield
+    finally:
+        random.setstate(python)
+        if numpy is not None:
+            np.random.set_state(numpy)
+        torch.set_rng_state(cpu)
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
 
 
 def _share(problems: list, rank: int, world: int) -> tuple[list, list]:
