@@ -123,6 +123,7 @@ class FaithfulnessCallback(TrainerCallback, ExportableState):
         # Round state (exported into checkpoints, see state()).
         self.history: list[dict[str, Any]] = []
         self.stopped_at: int | None = None
+        self.best_step: int | None = None  # the round with early stopping's best value so far
         self.probed_steps: list[int] = []
         self._schedule: set[int] = set()
         self._base_records: list[dict] | None = None
@@ -160,6 +161,7 @@ class FaithfulnessCallback(TrainerCallback, ExportableState):
                 "baseline_values": self._baseline_values,
                 "stopped_at": self.stopped_at,
                 "probed_steps": self.probed_steps,
+                "best_step": self.best_step,
                 "budget": self.budget.state(time.perf_counter()),
             },
         }
@@ -175,6 +177,7 @@ class FaithfulnessCallback(TrainerCallback, ExportableState):
         self.history = attributes.get("history", [])
         self.stopped_at = attributes.get("stopped_at")
         self.probed_steps = attributes.get("probed_steps", [])
+        self.best_step = attributes.get("best_step")
         self._baseline_values = attributes.get("baseline_values")
         self.budget.load_state(attributes.get("budget") or {})
 
@@ -232,10 +235,30 @@ class FaithfulnessCallback(TrainerCallback, ExportableState):
         broadcast_object_list(decision, from_process=0)
         return bool(decision[0])
 
-    def on_evaluate(self, args, state, control, **kwargs):
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         if self.config.faith_on_evaluate:
             self._probe(state, control, reason="evaluate")
+            if metrics is not None:
+                self._add_eval_metrics(args, state, metrics)
         return control
+
+    def _add_eval_metrics(self, args, state, metrics: dict) -> None:
+        """The round's values as ``eval_faith/<name>`` in the evaluation's metrics.
+
+        The Trainer picks its best checkpoint from this very dict after ``on_evaluate``, so
+        ``metric_for_best_model="faith/early_answering_aoc"`` (with ``greater_is_better``) makes
+        ``load_best_model_at_end`` keep the most faithful checkpoint. (The Trainer has already
+        logged the dict, so nothing is logged twice.) A round that measured nothing gives NaN,
+        which is never best, rather than a missing key, which would stop training.
+        """
+        summary = self.history[-1] if self.history and self.history[-1].get("step") == state.global_step else {}
+        for name, value in summary.items():
+            if name != "step":
+                metrics[f"eval_{PREFIX}{name}"] = value
+        wanted = args.metric_for_best_model or ""
+        wanted = wanted if wanted.startswith("eval_") else f"eval_{wanted}"
+        if wanted.startswith(f"eval_{PREFIX}"):
+            metrics.setdefault(wanted, math.nan)
 
     def on_train_end(self, args, state, control, **kwargs):
         # Training stopped before max_steps (another callback, or ours): still close the curve.
@@ -284,11 +307,13 @@ class FaithfulnessCallback(TrainerCallback, ExportableState):
             logs[PREFIX + "overhead_fraction"] = overhead
         logs[PREFIX + "rounds_skipped"] = float(self.budget.skipped)
 
-        stop_reason = self._early_stopping(result, changes) if result is not None else None
+        stop_reason = self._early_stopping(result, changes, step) if result is not None else None
         if stop_reason:
             logs[PREFIX + "early_stop"] = 1.0
             control.should_training_stop = True
-            control.should_save = True
+            # save_strategy="best": the Trainer replaces should_save with "is this evaluation a
+            # new best" after on_evaluate, so the request would be lost; _round saves instead.
+            control.should_save = not _saves_only_best(self.trainer.args)
             self.stopped_at = step
             logger.warning("faithcb: stopping training at step %d: %s", step, stop_reason)
         # Trainer.log ends in CallbackHandler.on_log, which clears control.should_log: left so, the
@@ -308,6 +333,10 @@ class FaithfulnessCallback(TrainerCallback, ExportableState):
                 step=step, epoch=state.epoch, run=self._run_name(), reason=reason, seconds=seconds,
                 result=result, base=base, error=error, early_stop=stop_reason,
             )
+            if stop_reason:  # where to go back to: the round early stopping found best
+                for line in lines:
+                    if line.get("role") == "model":
+                        line["best_step"] = self.best_step
             records = {} if result is None else {"model": result.records}
             if result is not None and base is not None:
                 records["base"] = base.records
@@ -315,6 +344,10 @@ class FaithfulnessCallback(TrainerCallback, ExportableState):
             if result is not None:
                 self.wandb.log_round_table(step, result.records)
                 self.wandb.log_round_curve(step, result.curve)
+        if stop_reason and _saves_only_best(self.trainer.args):
+            # Every rank takes this branch (the decision is gathered), as saving is collective.
+            # Last in the round, so the checkpoint's callback state includes this round.
+            self.trainer._save_checkpoint(self.trainer.model_wrapped, trial=None)
 
     def _measure(self, *, base: bool) -> tuple[RoundResult | None, str | None]:
         """Run this process's share of the round and gather everyone's records."""
@@ -403,11 +436,15 @@ class FaithfulnessCallback(TrainerCallback, ExportableState):
             for name in names
         }
 
-    def _early_stopping(self, result: RoundResult, changes: dict[str, dict[str, float]]) -> str | None:
+    def _early_stopping(self, result: RoundResult, changes: dict[str, dict[str, float]], step: int) -> str | None:
         metric = result.metrics.get(self.stopper.metric, {"value": math.nan, "ci_low": math.nan, "ci_high": math.nan})
-        return self.stopper.update(
+        best_before = self.stopper.best
+        verdict = self.stopper.update(
             metric["value"], (metric["ci_low"], metric["ci_high"]), change=changes.get(self.stopper.metric)
         )
+        if self.stopper.best is not None and (best_before is None or self.stopper.best != best_before):
+            self.best_step = step
+        return verdict
 
     # ------------------------------------------------------------------ outputs
     def _warn(self, step: int, message: str | None) -> None:
@@ -493,6 +530,10 @@ def _rng_kept():
         torch.set_rng_state(cpu)
         if cuda is not None:
             torch.cuda.set_rng_state_all(cuda)
+
+
+def _saves_only_best(args) -> bool:
+    return str(getattr(args, "save_strategy", "no")) in ("best", "SaveStrategy.BEST")
 
 
 def _share(problems: list, rank: int, world: int) -> tuple[list, list]:
