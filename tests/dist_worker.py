@@ -10,7 +10,8 @@ run state never leaks into the test process.
 
 Every rank writes ``<out>/rank<R>.json``: its ``trainer.state.log_history`` and the number of
 problems each ``FaithfulnessEngine.records`` call on that rank received (the callback's share of a
-round, then any padding), and ``round_forwards``: the model forward passes each round made on that
+round), ``padding_calls`` (the same for the callback's padding: repeated problems run so that
+every rank handles as many), and ``round_forwards``: the model forward passes each round made on that
 rank (counted at the input embedding, which every pass calls once). With ``--save-state`` it also
 writes ``<out>/state<R>.pt``: the trained weights and the global RNG states after training. The
 callback's own outputs (``faith_history.jsonl``, ``faith_records/``) land in
@@ -44,6 +45,7 @@ from _trainers import (  # noqa: E402
     with_dropout,
 )
 
+import faithcb.callback as callback_module  # noqa: E402
 from faithcb.callback import FaithfulnessCallback  # noqa: E402
 from faithcb.engine import FaithfulnessEngine  # noqa: E402
 from faithcb.testing import tiny_model  # noqa: E402
@@ -87,9 +89,22 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
     calls: list[int] = []
+    padding_calls: list[int] = []  # the callback's padding (dummy problems), kept apart
+    paddings: list[list] = []
     original = FaithfulnessEngine.records
+    original_share = callback_module._share
+
+    def share(*share_args):
+        mine, padding = original_share(*share_args)
+        paddings.append(padding)
+        return mine, padding
+
+    callback_module._share = share
 
     def records(self, problems):
+        if any(problems is padding for padding in paddings):
+            padding_calls.append(len(problems))
+            return original(self, problems)
         calls.append(len(problems))
         time.sleep(args.round_sleep * (rank + 1))
         if fail_rank is not None and rank == int(fail_rank):
@@ -167,6 +182,7 @@ def main(argv: list[str] | None = None) -> None:
         "rank": rank,
         "world_size": trainer.accelerator.num_processes,
         "records_calls": calls,
+        "padding_calls": padding_calls,
         "round_forwards": round_forwards,
         "log_history": trainer.state.log_history,
     }
