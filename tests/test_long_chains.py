@@ -157,3 +157,29 @@ def test_the_layout_is_logged_once_per_run(tmp_path, caplog):
     lines = [r.getMessage() for r in caplog.records if "prompt layout" in r.getMessage()]
     assert len(lines) == 1, lines
     assert lines[0].startswith("faithcb: prompt layout 'plain'") and "no chat template" in lines[0]
+
+
+# ---------------------------------------------------------------------- the chain prompt must be the native one
+# A template whose generation prompt says more than a finished assistant turn's header: chains
+# generated after the two-turn prefix would be written under a prompt the model never sees.
+_DRIFTING = (
+    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>Sure! {% endif %}"
+)  # a finished assistant turn opens with "<|assistant|>", the generation prompt with "<|assistant|>Sure! "
+
+
+def test_a_chain_prompt_unlike_the_native_one_is_refused_under_auto_and_warned_when_forced():
+    from faithcb.errors import ConfigError
+    from faithcb.preflight import check_layout
+    from faithcb.prompting import Prompter, PromptStyle
+
+    tok = tiny_tokenizer(chat_template=True)
+    tok.chat_template = _DRIFTING
+    with pytest.raises(ConfigError, match="differs from the template's generation prompt"):
+        check_layout(Prompter.for_tokenizer(tok), tok, PROBLEM)
+    forced = Prompter.for_tokenizer(tok, PromptStyle(layout="two_turn"))
+    with pytest.warns(RuntimeWarning, match="differs from the template's generation prompt"):
+        check_layout(forced, tok, PROBLEM)
+    # The shipped tiny chat template agrees with itself: no error, no warning.
+    tok.chat_template = tiny_tokenizer(chat_template=True).chat_template
+    check_layout(Prompter.for_tokenizer(tok), tok, PROBLEM)
