@@ -20,7 +20,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from faithcb.errors import ConfigError
-from faithcb.generation import ChainGenerator
+from faithcb.generation import ChainGenerator, check_generation
 from faithcb.lm import ProbeLM
 from faithcb.preflight import check_setup, resolve_evaluator
 from faithcb.probes import ProbeContext, build_probes
@@ -95,6 +95,7 @@ class FaithfulnessEngine:
         s = self.settings
         self.prompter = Prompter.for_tokenizer(tokenizer, s.style)
         check_setup(model, tokenizer, self.prompter, s.evaluator, None)
+        check_generation(model, s.generation)
         # A model trained on the cue-then-gold layout is calibrated on the answer slot, so the
         # live model's log p(gold) mixes that calibration into information gain; with PEFT the
         # frozen base model is the cleaner evaluator, and "auto" takes it.
