@@ -47,6 +47,7 @@ from faithcb.errors import ConfigError, ProbeError, ProblemFormatError
 from faithcb.history import HistoryWriter, round_lines
 from faithcb.preflight import check_evaluator, check_setup, resolve_tokenizer
 from faithcb.probes import probe_metrics
+from faithcb.generation import check_generation
 from faithcb.prompting import Prompter, PromptStyle
 from faithcb.results import COUNT_METRICS, metric_values, round_warnings
 from faithcb.stats import paired_difference
@@ -113,6 +114,7 @@ class FaithfulnessCallback(TrainerCallback, ExportableState):
             trainer.model, self.tokenizer, self.prompter,
             cfg.faith_evaluator, self.problems[0] if self.problems else None, field_prefix="faith_",
         )
+        check_generation(trainer.model, self.settings.generation)
         self.stopper = EarlyStopper.from_config(cfg)
         self.budget = OverheadBudget(cfg.faith_max_overhead)
         self.history_writer = HistoryWriter(
@@ -566,12 +568,40 @@ def _forwards_in_lockstep(model, accelerator):
     work; a rank that has finished runs one-token dummy passes until that count is 0, so every
     rank makes (most real passes on any rank) + 1 passes, matched one to one. ``generate``'s own
     per-call sync is switched off meanwhile: its extra collectives would not pair up with ours.
+
+    DeepSpeed ZeRO-3's start-of-forward hook is paused too. TRL's unwrap removes only the per-layer
+    hooks; the one on the outermost module (the PEFT model under LoRA) stays, and until its
+    trace is complete it broadcasts at each pass through that module. ``generate`` on a PEFT
+    model enters below it, scoring and dummy passes through it, so a rank that still generates
+    and one that already scores met our all-reduce with a broadcast in the same pass: a hang.
+    With the weights gathered for the round and the layer hooks gone, the hook has nothing to do.
     """
     if accelerator.num_processes == 1:
         yield
         return
     import torch
     import torch.distributed as dist
+
+    def pause_deepspeed_start_hook():
+        """Remove ZeRO-3's start-of-forward hook; return a function that puts it back in place."""
+        engine = getattr(getattr(accelerator, "deepspeed_engine_wrapped", None), "engine", None)
+        optimizer = getattr(engine, "optimizer", None)  # the ZeRO-3 optimizer, or the bare offload
+        offload = getattr(optimizer, "parameter_offload", optimizer)
+        start = getattr(offload, "fwd_pre_hook", None)
+        hooks = start.hooks_dict_ref() if start is not None else None
+        if hooks is None or start.id not in hooks:
+            return lambda: None
+        order = list(hooks)
+        hook = hooks.pop(start.id)
+
+        def restore():
+            hooks[start.id] = hook
+            for key in [k for k in order if k in hooks] + [k for k in hooks if k not in order]:
+                hooks.move_to_end(key)  # the original order: DeepSpeed's hook runs first again
+
+        return restore
+
+    restore_deepspeed_hook = pause_deepspeed_start_hook()
 
     embedding = model.get_input_embeddings()
     flag = torch.zeros(1, device=accelerator.device)
@@ -602,6 +632,7 @@ def _forwards_in_lockstep(model, accelerator):
         finally:
             model.train(was_training)
             handle.remove()
+            restore_deepspeed_hook()
             if had_generate:
                 model.generate = original_generate
             else:
