@@ -44,10 +44,10 @@ from faithcb.config import FaithConfig
 from faithcb.data import ProbeSet
 from faithcb.engine import FaithfulnessEngine, RoundResult, aggregate
 from faithcb.errors import ConfigError, ProbeError, ProblemFormatError
+from faithcb.generation import check_generation
 from faithcb.history import HistoryWriter, round_lines
 from faithcb.preflight import check_evaluator, check_setup, resolve_tokenizer
 from faithcb.probes import probe_metrics
-from faithcb.generation import check_generation
 from faithcb.prompting import Prompter, PromptStyle
 from faithcb.results import COUNT_METRICS, metric_values, round_warnings
 from faithcb.stats import paired_difference

@@ -34,8 +34,8 @@ from faithcb.probes.registry import (
     metric_or_none,
     probe_names,
 )
-from faithcb.results import RoundResult, round_warnings
 from faithcb.prompting import LAYOUTS
+from faithcb.results import RoundResult, round_warnings
 from faithcb.settings import EVALUATORS, GENERATION_PATHS, PARAPHRASERS, ProbeSettings
 
 EMBEDDED = "embedded"

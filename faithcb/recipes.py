@@ -15,9 +15,9 @@ from pathlib import Path
 from faithcb.data import ProbeSet
 from faithcb.errors import ProblemFormatError
 from faithcb.problem import Problem
+from faithcb.prompting import PromptStyle
 from faithcb.tasks.arithmetic import make_examples, make_problems
 from faithcb.text import extract_answer
-from faithcb.prompting import PromptStyle
 from faithcb.training import training_rows
 
 __all__ = [

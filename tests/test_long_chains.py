@@ -8,14 +8,14 @@ import time
 
 import pytest
 import torch
+from template_tokenizers import template_tokenizer
 
 from faithcb.engine import FaithfulnessEngine, _with_answer
-from faithcb.problem import Problem
 from faithcb.probes.base import area_over_curve, cut_points
+from faithcb.problem import Problem
 from faithcb.settings import ProbeSettings
 from faithcb.show import show_text
 from faithcb.testing import tiny_model, tiny_tokenizer
-from template_tokenizers import template_tokenizer
 
 PROBLEM = Problem("What is 2 + 3?", "5")
 
