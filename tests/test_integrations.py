@@ -110,8 +110,17 @@ def _run(cmd: list[str], env_extra: dict[str, str] | None = None, cwd: Path | No
     try:
         output, _ = proc.communicate(timeout=TIMEOUT)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        output, _ = proc.communicate()
+        # torchrun starts its workers in sessions of their own: killing its group leaves them
+        # running with our pipe open. SIGTERM lets torchrun stop its workers first.
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            output, _ = proc.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            try:
+                output, _ = proc.communicate(timeout=15)
+            except subprocess.TimeoutExpired:  # orphaned workers still hold the pipe
+                output = ""
         pytest.fail(f"{' '.join(cmd)} did not finish within {TIMEOUT}s (deadlock?)\n{output[-4000:]}")
     return proc.returncode, output
 
