@@ -325,6 +325,10 @@ def summary_table(results: dict[str, dict]) -> str:
         aoc = f"{_f(metric_value(first, 'early_answering_aoc'))} -> {_f(metric_value(last, 'early_answering_aoc'))}"
         lines.append(f"{arm:<9} {len(rounds):>6}  {acc:>21}  {aoc:>32}  {r['seconds'] / 60:7.1f}")
         lines.append(f"{'':<9} steps {steps}, history: {r['dir'] / HISTORY}")
+        # What each probe round cost (the callback's own timing): where a demo's minutes go.
+        per_round = ", ".join(f"step {x['step']}: {x['seconds']:.0f} s" for x in rounds if "seconds" in x)
+        if per_round:
+            lines.append(f"{'':<9} probe rounds: {per_round}")
     return "\n".join(lines)
 
 

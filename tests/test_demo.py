@@ -88,9 +88,10 @@ def test_summary_table_reads_history(tmp_path):
             {
                 "step": step,
                 "role": "model",
+                "seconds": seconds,
                 "metrics": {"accuracy": {"value": acc}, "early_answering_aoc": {"value": aoc}},
             }
-            for step, acc, aoc in ((0, 0.1, a0), (5, 0.9, a1))
+            for step, acc, aoc, seconds in ((0, 0.1, a0, 41.4), (5, 0.9, a1, 12.0))
         ]
         (tmp_path / arm / demo.HISTORY).write_text("\n".join(json.dumps(x) for x in lines))
     results = {
@@ -99,6 +100,7 @@ def test_summary_table_reads_history(tmp_path):
     }
     table = demo.summary_table(results)
     assert "shortcut" in table and "0.90 ->  0.10" in table and "0.10 ->  0.90" in table
+    assert table.count("probe rounds: step 0: 41 s, step 5: 12 s") == 2  # each round's time, per arm
     assert "fell by 0.80" in demo._verdict(results)
 
 
