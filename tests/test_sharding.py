@@ -142,7 +142,7 @@ def test_fsdp2_rounds_leave_training_and_checkpoint_unchanged(kind, tmp_path, we
 def test_zero3_rounds_leave_training_and_checkpoint_unchanged(kind, tmp_path, weights):  # noqa: F811
     """The same under DeepSpeed ZeRO-3 through the Trainer, on DeepSpeed's CPU accelerator (gloo).
 
-    Needs ``deepspeed`` (not a project dependency: skipped without it). TRL's unwrap gathers the
+    Needs ``deepspeed`` (in the ``test`` extra; skipped without it). TRL's unwrap gathers the
     ZeRO-3 weights for the round; ``generate`` would still sync every step across ranks
     (``synced_gpus``) unless the callback turned that off. LoRA (SFTTrainer with PEFT) hung in the
     first round until the callback paused DeepSpeed's start-of-forward hook, which TRL's unwrap
