@@ -110,24 +110,9 @@ def test_fsdp2_rounds_leave_training_and_checkpoint_unchanged(kind, tmp_path, we
     rc, output = _torchrun(2, plain, weights, *args, "--no-callback")
     assert rc == 0, output[-4000:]
 
-    r0, r1 = _rank(probed, 0), _rank(probed, 1)
-    assert r0["world_size"] == 2
-    rounds = _faith_without_timings(r0)
-    assert sorted(rounds) == [0, 2] and rounds[0]["faith/problems_total"] == 3
-    assert "faith/probe_failed" not in rounds[0] and rounds[0]["faith/problems_scored"] >= 2
-    assert rounds == _faith_without_timings(r1)
-    assert r0["round_forwards"] == r1["round_forwards"]
-
+    assert _rank(probed, 0)["world_size"] == 2
     # Training is unchanged by the rounds (full weights gathered from the shards on rank 0).
-    trained, reference = _state(probed)["weights"], _state(plain)["weights"]
-    assert trained.keys() == reference.keys() and trained
-    changed = [k for k in trained if not torch.equal(trained[k], reference[k])]
-    assert not changed, f"FSDP weights differ with the callback: {changed[:5]}"
-    if kind == "trainer":  # the run did train (the comparison is not vacuous)
-        start = torch.load(weights, weights_only=True)
-        assert any(not torch.equal(start[k], trained[k]) for k in start)
-    else:
-        assert any("lora_B" in k and v.abs().sum() > 0 for k, v in trained.items())
+    trained = _rounds_agree_and_training_unchanged(probed, plain, kind, weights, "FSDP")
 
     # The checkpoint written at the last step loads to the trained weights, bit for bit.
     loaded = _checkpoint_weights(kind, probed / "run" / "checkpoint-2")
@@ -160,6 +145,17 @@ def test_zero3_rounds_leave_training_and_checkpoint_unchanged(kind, tmp_path, we
     rc, output = _torchrun(2, plain, weights, *args, "--no-callback", env=env)
     assert rc == 0, output[-4000:]
 
+    trained = _rounds_agree_and_training_unchanged(probed, plain, kind, weights, "ZeRO-3")
+    loaded = _checkpoint_weights(kind, probed / "run" / "checkpoint-2")
+    common = [k for k in trained if k in loaded]
+    assert common and all(torch.equal(loaded[k], trained[k]) for k in common)
+
+
+def _rounds_agree_and_training_unchanged(probed, plain, kind: str, start_weights, scheme: str) -> dict:
+    """Both ranks logged the same two rounds and passes; the weights equal a run without the
+    callback, and the run did train (so the comparison is not vacuous). Returns the trained weights."""
+    import torch
+
     r0, r1 = _rank(probed, 0), _rank(probed, 1)
     rounds = _faith_without_timings(r0)
     assert sorted(rounds) == [0, 2] and rounds[0]["faith/problems_total"] == 3
@@ -170,12 +166,10 @@ def test_zero3_rounds_leave_training_and_checkpoint_unchanged(kind, tmp_path, we
     trained, reference = _state(probed)["weights"], _state(plain)["weights"]
     assert trained.keys() == reference.keys() and trained
     changed = [k for k in trained if not torch.equal(trained[k], reference[k])]
-    assert not changed, f"ZeRO-3 weights differ with the callback: {changed[:5]}"
-    if kind == "trainer":  # the run did train (the comparison is not vacuous)
-        start = torch.load(weights, weights_only=True)
+    assert not changed, f"{scheme} weights differ with the callback: {changed[:5]}"
+    if kind == "trainer":
+        start = torch.load(start_weights, weights_only=True)
         assert any(not torch.equal(start[k], trained[k]) for k in start)
     else:
         assert any("lora_B" in k and v.abs().sum() > 0 for k, v in trained.items())
-    loaded = _checkpoint_weights(kind, probed / "run" / "checkpoint-2")
-    common = [k for k in trained if k in loaded]
-    assert common and all(torch.equal(loaded[k], trained[k]) for k in common)
+    return trained
