@@ -153,8 +153,10 @@ class FaithfulnessEngine:
         jobs = [(p, i) for p in problems for i in range(s.num_samples if s.do_sample else 1)]
         prompts = [self._prompt(problem)[0] for problem, _ in jobs]
         # The path (plain generate, static cache, continuous batching) is settings.generation;
-        # each returns the new tokens with the end token kept (a finished chain vs one cut by the limit).
-        generate = ChainGenerator(lm, s.generation, batch_size=s.batch_size)
+        # each returns the new tokens with the end token kept (a finished chain vs one cut by the
+        # limit). In the think layout decoding stops at the reasoning's end token too: what a model
+        # writes after it (its own answer) is replaced by the cue.
+        generate = ChainGenerator(lm, s.generation, batch_size=s.batch_size, stop_ids=self._reasoning_end_ids)
         with self._progress(total=len(prompts), desc="faithcb: chains", unit="chain") as bar:
             generated = generate(
                 prompts, max_new_tokens=s.max_chain_tokens, do_sample=s.do_sample, temperature=s.temperature,

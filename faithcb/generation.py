@@ -31,12 +31,13 @@ model cannot take ``path``: call it where the settings are validated, before any
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import torch
 
 from faithcb.errors import ConfigError
+from faithcb.lm import left_pad, sampling_kwargs
 from faithcb.settings import GENERATION_PATHS
 
 __all__ = ["STATIC_CACHE_BUCKET", "ChainGenerator", "check_generation"]
@@ -65,16 +66,21 @@ class ChainGenerator:
 
     ``__call__(prompts, ...)`` takes every prompt of a round and returns, per prompt, its new tokens
     cut after the first end token (kept: it tells a finished chain from one cut by the limit).
-    ``batch_size`` prompts go through one ``generate`` call (``generate``/``static``); the
+    ``stop_ids`` end a chain like the end tokens, on every path (the think layout's ``</think>``:
+    decoding past the end of the reasoning would only write what the cue replaces). ``batch_size`` prompts go through one ``generate`` call (``generate``/``static``); the
     continuous path schedules them all at once. ``on_batch(n)`` is called after each ``n``
     prompts (the engine's progress bar).
     """
 
-    def __init__(self, lm, path: str = "generate", *, batch_size: int = 16, compile: Any = None):
+    def __init__(
+        self, lm, path: str = "generate", *, batch_size: int = 16, compile: Any = None, stop_ids: Collection[int] = ()
+    ):
         if path != "generate":
             check_generation(lm.model, path)
         self.lm = lm
         self.path = path
+        self.stop_ids = frozenset(stop_ids)
+        self._stops = sorted(set(lm.eos_ids) | self.stop_ids) or None  # every id that ends a chain
         self.batch_size = max(1, int(batch_size))
         self.compile = compile
         self._cache_len = 0  # static path: the fixed cache length so far (only grows)
@@ -103,7 +109,7 @@ class ChainGenerator:
             if self.path == "generate":
                 out += self.lm.generate(
                     chunk, max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature,
-                    top_p=top_p, seed=sample_seed, keep_stop=True,
+                    top_p=top_p, seed=sample_seed, keep_stop=True, stop_ids=self.stop_ids,
                 )
             else:
                 out += self._static(chunk, max_new_tokens, do_sample, temperature, top_p, sample_seed)
@@ -124,8 +130,8 @@ class ChainGenerator:
         width = max(len(p) for p in rows)
         needed = math.ceil((width + max_new_tokens) / STATIC_CACHE_BUCKET) * STATIC_CACHE_BUCKET
         self._cache_len = max(self._cache_len, needed)
-        ids, mask = _left_pad(rows, lm.pad_id, lm.device)
-        kwargs: dict[str, Any] = dict(_sampling(do_sample, temperature, top_p))
+        ids, mask = left_pad(rows, lm.pad_id, lm.device)
+        kwargs: dict[str, Any] = sampling_kwargs(do_sample, temperature, top_p)
         if self.compile is False:
             kwargs["disable_compile"] = True
         elif self.compile:
@@ -136,7 +142,7 @@ class ChainGenerator:
             torch.manual_seed(seed)  # restored by lm.session()
         out = model.generate(
             input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, pad_token_id=lm.pad_id,
-            eos_token_id=sorted(lm.eos_ids) or None, use_cache=True, cache_implementation="static",
+            eos_token_id=self._stops, use_cache=True, cache_implementation="static",
             max_cache_len=self._cache_len, **kwargs,
         )
         _count(lm, int(mask[: len(prompts)].numel()), int(mask[: len(prompts)].sum()), "generate")
@@ -150,9 +156,9 @@ class ChainGenerator:
             return []
         from transformers import ContinuousBatchingConfig, GenerationConfig
 
-        sampling = {k: v for k, v in _sampling(do_sample, temperature, top_p).items() if v is not None}
+        sampling = {k: v for k, v in sampling_kwargs(do_sample, temperature, top_p).items() if v is not None}
         gen_config = GenerationConfig(
-            max_new_tokens=max_new_tokens, eos_token_id=sorted(lm.eos_ids) or None, pad_token_id=lm.pad_id,
+            max_new_tokens=max_new_tokens, eos_token_id=self._stops, pad_token_id=lm.pad_id,
             **sampling,
         )
         longest = max(len(p) for p in prompts) + max_new_tokens
@@ -187,10 +193,10 @@ class ChainGenerator:
     # ------------------------------------------------------------------ shared
     def _finish(self, new: list[list[int]]) -> list[list[int]]:
         """Cut each sequence after its first end token (kept), as ``ProbeLM.generate(keep_stop=True)``."""
-        eos = self.lm.eos_ids
+        stops = set(self._stops or ())
         out = []
         for seq in new:
-            end = next((i for i, t in enumerate(seq) if t in eos), None)
+            end = next((i for i, t in enumerate(seq) if t in stops), None)
             out.append(seq if end is None else seq[: end + 1])
         counter = getattr(self.lm, "counter", None)
         if counter is not None:
@@ -201,24 +207,6 @@ class ChainGenerator:
         """Return the round's cache memory: training must not find it resident."""
         if self.lm.device.type == "cuda":
             torch.cuda.empty_cache()
-
-
-def _sampling(do_sample: bool, temperature: float, top_p: float) -> dict[str, Any]:
-    if do_sample:
-        return {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0}
-    # Clear sampling knobs a checkpoint's generation_config may carry, so greedy is greedy.
-    return {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
-
-
-def _left_pad(seqs: Sequence[Sequence[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for row, seq in enumerate(seqs):
-        if seq:
-            ids[row, width - len(seq) :] = torch.tensor(list(seq), dtype=torch.long)
-            mask[row, width - len(seq) :] = 1
-    return ids.to(device), mask.to(device)
 
 
 def _count(lm, processed: int, real: int, stage: str) -> None:

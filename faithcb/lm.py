@@ -21,8 +21,9 @@ import dataclasses
 import math
 import random
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -145,14 +146,7 @@ class ProbeLM:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)
 
     def _left_pad(self, seqs: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        width = max(len(s) for s in seqs)
-        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for row, seq in enumerate(seqs):
-            if seq:
-                ids[row, width - len(seq) :] = torch.tensor(list(seq), dtype=torch.long)
-                mask[row, width - len(seq) :] = 1
-        return ids.to(self.device), mask.to(self.device)
+        return left_pad(seqs, self.pad_id, self.device)
 
     # ------------------------------------------------------------------ generation
     def generate(
@@ -166,54 +160,54 @@ class ProbeLM:
         seed: int | None = None,
         stop_at_newline: bool = False,
         keep_stop: bool = False,
+        stop_ids: Collection[int] = (),
     ) -> list[list[int]]:
         """Continue each prompt; returns the new tokens up to the first end token.
 
-        ``keep_stop`` keeps that end token (or newline) in the result: an answer's token sequence
-        must include its terminator for the teacher-forced greedy check to be exact ("14" then
-        end is a different greedy output than "140").
+        ``stop_ids`` end generation like the end tokens (the think layout's ``</think>``: the chain
+        ends where the reasoning closes, so the decode loop stops there too). ``keep_stop`` keeps
+        that end token (or newline) in the result: an answer's token sequence must include its
+        terminator for the teacher-forced greedy check to be exact ("14" then end is a different
+        greedy output than "140").
         """
         results: list[list[int]] = []
         if seed is not None and do_sample:
             torch.manual_seed(seed)  # restored by session()
+        stops = self.eos_ids | set(stop_ids)
         for start in range(0, len(prompts), self.max_batch_size):
             chunk = prompts[start : start + self.max_batch_size]
             results.extend(
                 self._with_oom_halving(
                     chunk,
                     lambda part: self._generate_batch(
-                        part, max_new_tokens, do_sample, temperature, top_p, stop_at_newline, keep_stop
+                        part, max_new_tokens, do_sample, temperature, top_p, stop_at_newline, keep_stop, stops
                     ),
                 )
             )
         return results
 
-    def _generate_batch(self, prompts, max_new_tokens, do_sample, temperature, top_p, stop_at_newline, keep_stop):
+    def _generate_batch(
+        self, prompts, max_new_tokens, do_sample, temperature, top_p, stop_at_newline, keep_stop, stops
+    ):
         ids, mask = self._left_pad(prompts)
-        kwargs = {"do_sample": do_sample}
-        if do_sample:
-            kwargs.update(temperature=temperature, top_p=top_p, top_k=0)
-        else:
-            # Clear sampling knobs a checkpoint's generation_config may carry, so greedy is greedy.
-            kwargs.update(temperature=None, top_p=None, top_k=None)
         out = self.model.generate(
             input_ids=ids,
             attention_mask=mask,
             max_new_tokens=max_new_tokens,
             pad_token_id=self.pad_id,
-            eos_token_id=sorted(self.eos_ids) or None,
+            eos_token_id=sorted(stops) or None,
             use_cache=True,
-            **kwargs,
+            **sampling_kwargs(do_sample, temperature, top_p),
         )
         self._count(mask, "generate")
         new = out[:, ids.shape[1] :].tolist()
-        cut = [self._cut_at_end(seq, stop_at_newline, keep_stop) for seq in new]
+        cut = [self._cut_at_end(seq, stops, stop_at_newline, keep_stop) for seq in new]
         self.counter.generated += sum(len(seq) for seq in cut)
         return cut
 
-    def _cut_at_end(self, seq: list[int], stop_at_newline: bool, keep_stop: bool) -> list[int]:
+    def _cut_at_end(self, seq: list[int], stops: Collection[int], stop_at_newline: bool, keep_stop: bool) -> list[int]:
         for i, tok in enumerate(seq):
-            if tok in self.eos_ids or (stop_at_newline and i > 0 and tok in self.newline_ids):
+            if tok in stops or (stop_at_newline and i > 0 and tok in self.newline_ids):
                 return seq[: i + 1] if keep_stop else seq[:i]
         return seq
 
@@ -334,6 +328,26 @@ class ProbeLM:
             return self._with_oom_halving(items[:half], fn) + self._with_oom_halving(items[half:], fn)
 
 
+
+
+def sampling_kwargs(do_sample: bool, temperature: float, top_p: float) -> dict[str, Any]:
+    """``generate`` keywords for greedy or sampled decoding (every generation path uses these)."""
+    if do_sample:
+        return {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0}
+    # Clear sampling knobs a checkpoint's generation_config may carry, so greedy is greedy.
+    return {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+
+
+def left_pad(seqs: Sequence[Sequence[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(ids, attention_mask)``: the sequences right-aligned in one batch, ``pad_id`` before them."""
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for row, seq in enumerate(seqs):
+        if seq:
+            ids[row, width - len(seq) :] = torch.tensor(list(seq), dtype=torch.long)
+            mask[row, width - len(seq) :] = 1
+    return ids.to(device), mask.to(device)
 
 
 # Per tokenizer, keyed on its size too (added tokens change it): the callback builds a ProbeLM per

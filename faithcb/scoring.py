@@ -9,7 +9,7 @@ torch, so probes and tests can build requests without it.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Collection, Hashable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -128,6 +128,7 @@ class ScoringLM(Protocol):
         seed: int | None = None,
         stop_at_newline: bool = False,
         keep_stop: bool = False,
+        stop_ids: Collection[int] = (),
     ) -> list[list[int]]: ...
 
     def answer(self, contexts: Sequence[Sequence[int]]) -> list[list[int]]: ...

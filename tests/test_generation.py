@@ -59,6 +59,27 @@ def test_greedy_chains_token_identical_across_paths(model, tok, prompts, max_new
     assert results["continuous"][1].processed == counter.real
 
 
+@pytest.mark.parametrize("path", PATHS)
+def test_stop_ids_end_each_chain_and_the_decode_loop(model, tok, prompts, path):
+    """An extra stop id (the think layout's ``</think>``) ends each chain where it first appears,
+    kept like the end token, and decoding stops there: fewer forward passes than without it."""
+    forwards = []
+    hook = model.model.register_forward_pre_hook(lambda *_: forwards.append(1))
+    try:
+        full, _ = _generate(model, tok, prompts, "generate", 120)
+        without = len(forwards)
+        # A token every chain reaches within a few steps, chosen from what the model writes.
+        stop = next(t for t in full[0][2:] if all(t in seq[:-1] for seq in full))
+        expected = [seq[: seq.index(stop) + 1] for seq in full]
+        forwards.clear()
+        ids, counter = _generate(model, tok, prompts, path, 120, stop_ids={stop})
+    finally:
+        hook.remove()
+    assert ids == expected and expected != full
+    assert counter.generated == sum(map(len, expected))
+    assert len(forwards) < without, "decoding ran past the stop id"
+
+
 def test_static_compiled_decode_step_identical_and_training_after_it(model, tok, prompts):
     """The compiled decode step (dynamo-traced; the 'eager' backend keeps the test fast, inductor
     takes minutes on CPU) gives the same chains, and training (gradient checkpointing on) still
