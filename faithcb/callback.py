@@ -79,6 +79,10 @@ class FaithfulnessCallback(TrainerCallback, ExportableState):
         config: the ``faith_*`` settings (``FaithConfig()`` by default).
         style: the prompt wording (``PromptStyle``); it should match the layout the model is
             trained on (``faithcb.prompting.training_text`` builds training rows in it).
+        start_round: a step-0 round measured already on the same starting model, problems and
+            settings — another arm of a sweep from one base model, e.g. ``other.start_round`` of
+            a finished run's callback: logged as this run's step-0 round instead of measuring it
+            again. Its problems must be this callback's.
 
     Setup mistakes (no or slow tokenizer, a chat template that cannot render the layout, a base
     evaluator without PEFT, a cadence that never fires) raise ``ConfigError`` here, before step 0.
@@ -91,7 +95,13 @@ class FaithfulnessCallback(TrainerCallback, ExportableState):
     """
 
     def __init__(
-        self, trainer, problems: Any = None, config: FaithConfig | None = None, *, style: PromptStyle | None = None
+        self,
+        trainer,
+        problems: Any = None,
+        config: FaithConfig | None = None,
+        *,
+        style: PromptStyle | None = None,
+        start_round: RoundResult | None = None,
     ):
         self.trainer = trainer
         self.config = config or FaithConfig()
@@ -131,6 +141,8 @@ class FaithfulnessCallback(TrainerCallback, ExportableState):
         self._base_records: list[dict] | None = None
         self._warned_health = False
         self._baseline_values: dict[str, dict[str, float]] | None = None
+        # The step-0 round: given (measured by another run) or, once measured, this run's own.
+        self.start_round: RoundResult | None = self._check_start_round(start_round)
 
     # Early stopping's counters, readable where they always were.
     best = property(lambda self: self.stopper.best)
@@ -152,6 +164,19 @@ class FaithfulnessCallback(TrainerCallback, ExportableState):
                 f"faith_every_n_steps: {cfg.faith_every_n_steps} exceeds max_steps={args.max_steps}, "
                 "so it never fires; lower it or use faith_num_rounds"
             )
+
+    def _check_start_round(self, start_round: RoundResult | None) -> RoundResult | None:
+        if start_round is None:
+            return None
+        if not self.config.faith_round_at_start:
+            raise ConfigError("start_round: given, but faith_round_at_start=False never uses it")
+        given = sorted({r["id"] for r in start_round.records})
+        if given != sorted({p.id for p in self.problems}):
+            raise ConfigError(
+                f"start_round: it probed other problems ({len(given)}) than this callback's "
+                f"({len(self.problems)}); a shared step-0 round must be of the same problems"
+            )
+        return start_round
 
     # ------------------------------------------------------------------ state for resume
     def state(self) -> dict:
@@ -285,7 +310,13 @@ class FaithfulnessCallback(TrainerCallback, ExportableState):
     def _round(self, state, control, *, reason: str) -> None:
         step = state.global_step
         round_start = start = time.perf_counter()
-        result, error = self._measure(base=False)
+        if step == 0 and self.start_round is not None:
+            # Measured already on this very starting model: log it, do not measure it again.
+            result, error = dataclasses.replace(self.start_round, scalars=dict(self.start_round.scalars)), None
+        else:
+            result, error = self._measure(base=False)
+            if step == 0 and result is not None:
+                self.start_round = result
         seconds = time.perf_counter() - start
         logs: dict[str, float] = {}
         changes: dict[str, dict[str, float]] = {}

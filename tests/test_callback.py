@@ -7,18 +7,21 @@ the metric each round reports, and hence the step training must stop at, is know
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 
 import pytest
 import torch
 from _trainers import (
+    STYLE,
     attach,
     faith_config,
     faith_logs,
     make_trainer,
     one_thread,
     pretrained_model,
+    probe_problems,
     read_history,
     tokenizer,
 )
@@ -26,6 +29,7 @@ from transformers import TrainerCallback
 
 from faithcb.callback import FaithfulnessCallback
 from faithcb.engine import FaithfulnessEngine
+from faithcb.errors import ConfigError
 from faithcb.probes.base import CURVE_GRID
 
 # Reported on every round, whatever the model writes (unparsed answers included).
@@ -382,6 +386,49 @@ def test_resume_continues_early_stopping_state(tok, tmp_path, monkeypatch):
     assert [h["step"] for h in history] == [0, 2, 4, 6]
     assert [h["metrics"]["early_answering_aoc"]["value"] for h in history] == [0.8, 0.6, 0.5, 0.5]
     assert "early_stop" in history[-1]
+
+
+# ---------------------------------------------------------------------- a shared step-0 round
+def test_a_shared_start_round_is_logged_not_measured(tok, tmp_path, monkeypatch):
+    """Two runs from one starting model (a sweep's arms): the second logs the first's step-0 round."""
+    first = make_trainer("trainer", tmp_path / "a", model=pretrained_model(tok), tok=tok, max_steps=2)
+    measured = attach(first, faith_config(faith_every_n_steps=2))
+    first.train()
+    assert measured.start_round is not None and len(measured.start_round.records) == 4
+
+    calls = _count_measures(monkeypatch)
+    second = make_trainer("trainer", tmp_path / "b", model=pretrained_model(tok), tok=tok, max_steps=2)
+    shared = FaithfulnessCallback(
+        second, probe_problems(), faith_config(faith_every_n_steps=2), style=STYLE, start_round=measured.start_round
+    )
+    second.add_callback(shared)
+    second.train()
+
+    assert calls == [False]  # step 2 only: step 0 was not measured again
+    def same(x, y):  # NaN-aware (an unmeasurable metric is NaN in both)
+        return json.dumps(x, sort_keys=True) == json.dumps(y, sort_keys=True)
+
+    mine, theirs = faith_logs(second)[0], faith_logs(first)[0]
+    mine.pop("faith/seconds"), theirs.pop("faith/seconds")
+    assert same(mine, theirs) and "faith/early_answering_aoc" in mine
+    lines = [h for h in read_history(tmp_path / "b") if h["role"] == "model"]
+    assert [h["step"] for h in lines] == [0, 2] and same(lines[0]["metrics"], read_history(tmp_path / "a")[0]["metrics"])
+    assert "faith_delta/mean_chain_tokens" in faith_logs(second, prefix="faith")[2]  # paired with the shared round
+    assert measured.start_round.scalars["seconds"] > 0  # the given round's own timing is left alone
+
+
+def test_a_start_round_of_other_problems_or_never_used_is_refused(tok, tmp_path):
+    trainer = make_trainer("trainer", tmp_path / "a", model=pretrained_model(tok), tok=tok, max_steps=2)
+    measured = attach(trainer, faith_config(faith_every_n_steps=2))
+    trainer.train()
+    other = make_trainer("trainer", tmp_path / "b", tok=tok, max_steps=2)
+    with pytest.raises(ConfigError, match="start_round: it probed other problems"):
+        FaithfulnessCallback(other, probe_problems(seed=6), faith_config(), style=STYLE, start_round=measured.start_round)
+    with pytest.raises(ConfigError, match="faith_round_at_start=False"):
+        FaithfulnessCallback(
+            other, probe_problems(), faith_config(faith_round_at_start=False), style=STYLE,
+            start_round=measured.start_round,
+        )
 
 
 # ---------------------------------------------------------------------- failures

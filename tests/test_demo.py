@@ -98,9 +98,12 @@ def test_summary_table_reads_history(tmp_path):
         arm: {"dir": tmp_path / arm, "seconds": 60.0, "rounds": demo._rounds(tmp_path / arm)}
         for arm in demo.ARMS
     }
+    results["control"]["start_from"] = "shortcut"  # the demo shares the step-0 round
     table = demo.summary_table(results)
     assert "shortcut" in table and "0.90 ->  0.10" in table and "0.10 ->  0.90" in table
-    assert table.count("probe rounds: step 0: 41 s, step 5: 12 s") == 2  # each round's time, per arm
+    # each round's time, per arm; the control arm's step 0 is the shortcut arm's round
+    assert "probe rounds: step 0: 41 s, step 5: 12 s" in table
+    assert "probe rounds: step 0: shared with shortcut, step 5: 12 s" in table
     assert "fell by 0.80" in demo._verdict(results)
 
 
@@ -116,8 +119,13 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
         assert [r["step"] for r in rounds] == [0, 2]
         assert all("metrics" in r and "error" not in r for r in rounds)
         assert rounds[0]["run"] == f"faithcb-demo-{arm}"
+    # Both arms start from the same model: the control arm logs the shortcut arm's step-0 round.
+    first = [json.loads((out / arm / "faith_history.jsonl").read_text().splitlines()[0]) for arm in demo.ARMS]
+    assert json.dumps(first[0]["metrics"], sort_keys=True) == json.dumps(first[1]["metrics"], sort_keys=True)
+    assert first[1]["seconds"] < 1 and first[0]["seconds"] > first[1]["seconds"]  # logged, not measured
     assert (out / "report.png").stat().st_size > 10_000
     html = (out / "report.html").read_text()
     assert "shortcut" in html and "control" in html
     printed = capsys.readouterr().out
     assert "shortcut" in printed and "control" in printed and str(out / "report.png") in printed
+    assert "step 0: shared with shortcut" in printed
