@@ -1,7 +1,7 @@
 """``faithcb demo``: two LoRA fine-tunes of the embedded model, one that learns a shortcut, one that cannot.
 
-    faithcb demo --output-dir faithcb-demo            # ~13 min on a 2-core CPU
-    faithcb demo --no-wandb --steps 30 --problems 16  # longer, more probe problems
+    faithcb demo --output-dir faithcb-demo            # ~5.5 min on an idle 2-core CPU
+    faithcb demo --no-wandb --steps 30 --problems 16 --info-gain  # longer, more problems and probes
     faithcb demo --quick --no-wandb                   # a smoke run (a minute or two)
 
 Both arms fine-tune SmolLM2-135M-Instruct with LoRA on one-line arithmetic word problems, with
@@ -45,8 +45,8 @@ HISTORY = HISTORY_NAME
 class DemoSettings:
     """What one demo run does; ``--quick`` shrinks it to a smoke test."""
 
-    steps: int = 12
-    probe_every: int = 4  # rounds at 0, 4, 8, 12
+    steps: int = 8
+    probe_every: int = 4  # rounds at 0, 4, 8
     problems: int = 12
     train_examples: int = 600
     batch_size: int = 8
@@ -54,11 +54,14 @@ class DemoSettings:
     max_length: int = 160  # the chat-rendered example is ~135 tokens (system prompt included)
     lora_r: int = 16
     lora_alpha: int = 32
-    # Long enough for the *untrained* model's chains to end on their own (9 of the 12 held-out
-    # problems at 256 tokens, 4 at 128, 1 at 64; trained chains are ~32 tokens): a chain cut by
-    # the limit is not probed, so a shorter cap would leave the step-0 baseline mostly unscored.
-    max_chain_tokens: int = 256
-    probes: tuple[str, ...] = ("early_answering", "filler", "info_gain")
+    # Long enough for the *untrained* model's chains to end on their own (7 of the 12 held-out
+    # problems within 160 tokens, 9 within 256, 4 within 128; trained chains are ~32 tokens): a chain
+    # cut by the limit is not probed, so a shorter cap would leave the step-0 baseline mostly
+    # unscored, and a longer one costs every round the decode steps of the chains that never end.
+    max_chain_tokens: int = 160
+    # The two probes that tell the arms apart; information gain does not in a run this short
+    # (docs/demo.md) and costs a second, base-model pass per round: --info-gain adds it.
+    probes: tuple[str, ...] = ("early_answering", "filler")
     seed: int = 0
 
 
@@ -82,7 +85,7 @@ def _at_least_one(text: str) -> int:
 def make_parser(subparsers) -> argparse.ArgumentParser:
     """Add ``faithcb demo`` to ``subparsers`` (of ``faithcb.cli``); its handler is :func:`run`."""
     p = subparsers.add_parser(
-        "demo", help="two-arm LoRA demo on the embedded model (CPU, ~13 min)", description=_DESCRIPTION
+        "demo", help="two-arm LoRA demo on the embedded model (CPU, ~5.5 min)", description=_DESCRIPTION
     )
     _add_arguments(p)
     p.set_defaults(handler=run)
@@ -112,6 +115,7 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--problems", type=_at_least_one, default=None, help="held-out probe problems (default 12; quick: 2)"
     )
+    p.add_argument("--info-gain", action="store_true", help="also estimate information gain (slower rounds)")
     p.add_argument("--paraphrase", action="store_true", help="also run the paraphrase probe (slower rounds)")
     p.add_argument("--seed", type=int, default=0, help="seed for data, LoRA init and training (default 0)")
     p.add_argument(
@@ -136,8 +140,9 @@ def settings_from_args(args: argparse.Namespace) -> DemoSettings:
         s.probe_every = args.probe_every
     if args.problems is not None:
         s.problems = args.problems
-    if args.paraphrase and "paraphrase" not in s.probes:
-        s.probes = (*s.probes, "paraphrase")
+    for flag, probe in ((args.info_gain, "info_gain"), (args.paraphrase, "paraphrase")):
+        if flag and probe not in s.probes:
+            s.probes = (*s.probes, probe)
     for name in ("steps", "probe_every", "problems"):
         if getattr(s, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')}: must be >= 1, got {getattr(s, name)}")
@@ -146,21 +151,44 @@ def settings_from_args(args: argparse.Namespace) -> DemoSettings:
 
 
 def choose_threads(requested: int) -> int:
-    """Threads for torch on CPU. Auto: the cores the 1-minute load average leaves free, at least 1.
+    """Threads for torch on CPU. Auto: the cores other processes leave free now, at least 1.
 
     Why: on a busy machine an intra-op pool of several threads spin-waits on descheduled peers;
     measured here (2 cores, load ~8) a probe round took 197 s with 2 threads and 19 s with 1.
+    "Now" is a half-second sample of /proc/stat, not the 1-minute load average, which still
+    counts work that ended a minute ago (a demo started right after a pip install got 1 thread
+    of 2 and ran 1.8x slower); where /proc/stat is missing, the load average it is.
     """
     import torch
 
     if requested > 0:
         return requested
     cores = os.cpu_count() or 1
+    busy = _busy_cores(cores)
+    if busy is None:
+        try:
+            busy = os.getloadavg()[0]
+        except OSError:  # not available on this platform
+            busy = 0.0
+    return max(1, min(torch.get_num_threads(), int(cores - busy + 0.5)))
+
+
+def _busy_cores(cores: int, interval: float = 0.5) -> float | None:
+    """How many cores are busy over the next ``interval`` seconds (Linux /proc/stat); None elsewhere."""
+
+    def sample() -> tuple[float, float]:
+        with open("/proc/stat", encoding="ascii") as f:
+            ticks = [float(x) for x in f.readline().split()[1:]]
+        return sum(ticks), ticks[3] + ticks[4]  # all, idle + iowait
+
     try:
-        load = os.getloadavg()[0]
-    except OSError:  # not available on this platform
-        load = 0.0
-    return max(1, min(torch.get_num_threads(), int(cores - load + 0.5)))
+        total0, idle0 = sample()
+        time.sleep(interval)
+        total1, idle1 = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    elapsed = total1 - total0
+    return cores * (1 - (idle1 - idle0) / elapsed) if elapsed > 0 else None
 
 
 # ---------------------------------------------------------------------- W&B

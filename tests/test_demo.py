@@ -18,17 +18,17 @@ def test_defaults():
     assert args.output_dir == "faithcb-demo" and args.model == "embedded"
     assert not args.no_wandb and not args.quick and args.threads == 0
     s = demo.settings_from_args(args)
-    assert (s.steps, s.probe_every, s.problems) == (12, 4, 12)
+    assert (s.steps, s.probe_every, s.problems, s.max_chain_tokens) == (8, 4, 12, 160)
     assert (s.lora_r, s.lora_alpha, s.batch_size, s.learning_rate) == (16, 32, 8, 1e-3)
-    assert s.probes == ("early_answering", "filler", "info_gain")
+    assert s.probes == ("early_answering", "filler")
 
 
 def test_quick_and_overrides():
     s = _settings(["--quick"])
     assert s.steps <= 3 and s.problems <= 3 and s.train_examples <= 64
-    s = _settings(["--quick", "--steps", "4", "--problems", "3", "--seed", "7", "--paraphrase"])
+    s = _settings(["--quick", "--steps", "4", "--problems", "3", "--seed", "7", "--paraphrase", "--info-gain"])
     assert (s.steps, s.problems, s.seed) == (4, 3, 7)
-    assert "paraphrase" in s.probes
+    assert s.probes == ("early_answering", "filler", "info_gain", "paraphrase")
     # probe_every never exceeds the number of steps (the callback refuses a cadence that never fires)
     assert _settings(["--steps", "3"]).probe_every == 3
 
@@ -79,6 +79,22 @@ def test_wandb_offline_when_not_logged_in_online_when_logged_in(monkeypatch, tmp
 def test_threads():
     assert demo.choose_threads(3) == 3
     assert demo.choose_threads(0) >= 1
+
+
+def test_auto_threads_leave_busy_cores_alone():
+    """Every core kept busy by other processes: one torch thread (more would spin-wait on them)."""
+    import os
+    import subprocess
+    import sys
+
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 1)]
+    try:
+        assert demo._busy_cores(os.cpu_count() or 1) > 0.7 * (os.cpu_count() or 1)
+        assert demo.choose_threads(0) == 1
+    finally:
+        for p in spinners:
+            p.kill()
+            p.wait()
 
 
 def test_summary_table_reads_history(tmp_path):
