@@ -110,7 +110,7 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
         default=EMBEDDED,
         help="model to fine-tune: 'embedded' (SmolLM2-135M-Instruct, default), a local path or a hub id",
     )
-    p.add_argument("--steps", type=_at_least_one, default=None, help="optimizer steps per arm (default 12; quick: 2)")
+    p.add_argument("--steps", type=_at_least_one, default=None, help="optimizer steps per arm (default 8; quick: 2)")
     p.add_argument("--probe-every", type=_at_least_one, default=None, help="steps between probe rounds (default 4)")
     p.add_argument(
         "--problems", type=_at_least_one, default=None, help="held-out probe problems (default 12; quick: 2)"
@@ -156,8 +156,8 @@ def choose_threads(requested: int) -> int:
     Why: on a busy machine an intra-op pool of several threads spin-waits on descheduled peers;
     measured here (2 cores, load ~8) a probe round took 197 s with 2 threads and 19 s with 1.
     "Now" is a half-second sample of /proc/stat, not the 1-minute load average, which still
-    counts work that ended a minute ago (a demo started right after a pip install got 1 thread
-    of 2 and ran 1.8x slower); where /proc/stat is missing, the load average it is.
+    counts work that ended a minute ago (a demo started just after a test run got 1 thread of 2;
+    one thread runs a probe round 1.8x slower here); without /proc/stat, the load average it is.
     """
     import torch
 
@@ -257,7 +257,9 @@ def _checkpointing_field(config_class) -> str:
     return "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
 
 
-def run_arm(arm: str, s: DemoSettings, model_name: str, out_dir: Path, problems, report_to: str, start_round=None):
+def run_arm(
+    arm: str, s: DemoSettings, model_name: str, out_dir: Path, problems, report_to: str, start_round=None
+):
     """Fine-tune one arm with the callback attached; returns its output directory and step-0 round.
 
     ``start_round``: the other arm's step-0 round, logged as this arm's instead of measured again.
@@ -359,13 +361,17 @@ def summary_table(results: dict[str, dict]) -> str:
         lines.append(f"{'':<9} steps {steps}, history: {r['dir'] / HISTORY}")
         # What each probe round cost (the callback's own timing): where a demo's minutes go.
         per_round = ", ".join(
-            f"step {x['step']}: " + (f"shared with {r['start_from']}" if x["step"] == 0 and r.get("start_from")
-                                      else f"{x['seconds']:.0f} s")
-            for x in rounds if "seconds" in x
+            f"step {x['step']}: {_round_time(x, r.get('start_from'))}" for x in rounds if "seconds" in x
         )
         if per_round:
             lines.append(f"{'':<9} probe rounds: {per_round}")
     return "\n".join(lines)
+
+
+def _round_time(round_line: dict, start_from: str | None) -> str:
+    if round_line["step"] == 0 and start_from:
+        return f"shared with {start_from}"  # logged from the other arm, not measured again
+    return f"{round_line['seconds']:.0f} s"
 
 
 def _verdict(results: dict[str, dict]) -> str:
@@ -429,7 +435,10 @@ def run(args: argparse.Namespace) -> int:
         shared_from = ARMS[0] if start_round is not None else None
         arm_dir, start_round = run_arm(arm, s, args.model, out_dir, problems, mode, start_round)
         results[arm] = {
-            "dir": arm_dir, "seconds": time.perf_counter() - start, "rounds": _rounds(arm_dir), "start_from": shared_from,
+            "dir": arm_dir,
+            "seconds": time.perf_counter() - start,
+            "rounds": _rounds(arm_dir),
+            "start_from": shared_from,
         }
 
     png, html = write_report(
