@@ -93,9 +93,12 @@ class LayoutChoice:
 
 def resolve_layout(tokenizer, requested: str = "auto") -> LayoutChoice:
     """The layout in force for ``tokenizer`` and why (``faithcb show`` and the run log print it)."""
+    return _layout_for_template(getattr(tokenizer, "chat_template", None), requested)
+
+
+def _layout_for_template(template: str | None, requested: str) -> LayoutChoice:
     if requested not in LAYOUTS:
         raise ConfigError(f"layout: {requested!r} is not one of {list(LAYOUTS)}")
-    template = getattr(tokenizer, "chat_template", None)
     reasoning = template_reasoning(template)
     if requested == "plain":
         return LayoutChoice("plain", "asked for (faith_layout='plain'): the chat template is not used")
@@ -174,11 +177,10 @@ class Prompter:
     reason: str = ""
 
     def __post_init__(self) -> None:
-        if not self.layout:  # built directly: the template decides, as 'auto' would
-            layout = ("think" if template_reasoning(self.chat_template) else "two_turn") if self.chat_template else "plain"
-            if self.style.layout != "auto":
-                layout = self.style.layout
-            object.__setattr__(self, "layout", layout)
+        if not self.layout:  # built directly: resolved as for_tokenizer would
+            choice = _layout_for_template(self.chat_template, self.style.layout)
+            object.__setattr__(self, "layout", choice.layout)
+            object.__setattr__(self, "reason", self.reason or choice.reason)
 
     @classmethod
     def for_tokenizer(cls, tokenizer, style: PromptStyle | None = None) -> Prompter:

@@ -11,6 +11,7 @@ import functools
 
 import pytest
 import torch
+from _trainers import one_thread
 
 from faithcb.problem import Problem
 from faithcb.prompting import PromptStyle
@@ -75,10 +76,8 @@ def chat_tok():
     return tiny_tokenizer(chat_template=True)
 
 
-@pytest.fixture(scope="module")
-def one_thread():
+@pytest.fixture(scope="module", name="one_thread")
+def one_thread_fixture():
     """Tiny models gain nothing from intra-op threads; on a busy machine spinning pools are slow."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with one_thread():
+        yield

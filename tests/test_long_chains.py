@@ -7,7 +7,6 @@ import math
 import time
 
 import pytest
-import torch
 from template_tokenizers import template_tokenizer
 
 from faithcb.engine import FaithfulnessEngine, _with_answer
@@ -135,13 +134,6 @@ def test_show_prints_every_context_with_its_boundaries(one_thread):
     # The exact chain prompt, special tokens kept.
     assert "⟦prompt⟧<|user|>What is 2 + 3?" in text
 
-
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # ---------------------------------------------------------------------- the run log names the layout
