@@ -67,7 +67,8 @@ class ChainGenerator:
     ``__call__(prompts, ...)`` takes every prompt of a round and returns, per prompt, its new tokens
     cut after the first end token (kept: it tells a finished chain from one cut by the limit).
     ``stop_ids`` end a chain like the end tokens, on every path (the think layout's ``</think>``:
-    decoding past the end of the reasoning would only write what the cue replaces). ``batch_size`` prompts go through one ``generate`` call (``generate``/``static``); the
+    decoding past the end of the reasoning would only write what the cue replaces).
+    ``batch_size`` prompts go through one ``generate`` call (``generate``/``static``); the
     continuous path schedules them all at once. ``on_batch(n)`` is called after each ``n``
     prompts (the engine's progress bar).
     """

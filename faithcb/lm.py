@@ -328,8 +328,6 @@ class ProbeLM:
             return self._with_oom_halving(items[:half], fn) + self._with_oom_halving(items[half:], fn)
 
 
-
-
 def sampling_kwargs(do_sample: bool, temperature: float, top_p: float) -> dict[str, Any]:
     """``generate`` keywords for greedy or sampled decoding (every generation path uses these)."""
     if do_sample:
