@@ -216,23 +216,26 @@ class PackedScorer:
 
         results: list[list[ScoreResult]] = []
         todo: list[tuple[int, int]] = []
+        known: list[list[int]] = []  # per request to decode: its greedy tokens the scores already show
         for g, reqs in enumerate(problems):
             out = []
             for r, req in enumerate(reqs):
                 b = home[(g, r)]
                 head = first[first_at[(b, r)]]
                 start = req.cut + len(mids[g][r])
-                scores = [
-                    _continuation_score([head, *(later[later_at[(b, r, c, start + j)]] for j in range(len(cont) - 1))], cont)
+                steps = [
+                    [head, *(later[later_at[(b, r, c, start + j)]] for j in range(len(cont) - 1))]
                     for c, cont in enumerate(req.continuations)
                 ]
+                scores = [_continuation_score(s, cont) for s, cont in zip(steps, req.continuations)]
                 res = ScoreResult(tuple(scores), tuple(float(head.logprobs[t]) for t in req.choice_ids))
                 if needs_decode(req, res):
                     todo.append((g, r))
+                    known.append(_greedy_until_mismatch(steps[0], req.continuations[0])[: req.decode_tokens])
                 out.append(res)
             results.append(out)
         if todo:
-            decoded = self._decode_from_cache(problems, todo, home, cache, keys, first, first_at, mids)
+            decoded = self._decode_from_cache(problems, todo, known, home, cache, keys, mids)
             for (g, r), toks in zip(todo, decoded):
                 results[g][r] = dataclasses.replace(results[g][r], decoded=tuple(toks))
         return results
@@ -255,10 +258,17 @@ class PackedScorer:
             bins[slot if lap % 2 == 0 else count - 1 - slot].append(r)
         return bins
 
-    def _decode_from_cache(self, problems, todo, home, cache, keys, first, first_at, mids) -> list[list[int]]:
+    def _decode_from_cache(self, problems, todo, known, home, cache, keys, mids) -> list[list[int]]:
         """Greedy answers for requests ``todo`` (problem, request), continuing their cached
-        contexts: one packed decoding step per token for all of them, never re-reading a context."""
-        outs = [[first[first_at[(home[key], key[1])]].argmax] for key in todo]
+        contexts: one packed decoding step per token for all of them, never re-reading a context.
+
+        ``known[i]``: request i's first greedy tokens, read off its scored continuation (the answer
+        it was checked against, up to the first token greedy decoding would not write, then the
+        token it would). The first step feeds them all at once: an answer that differs from a_full
+        only in its last digits costs one pass for its shared head, not one per token.
+        """
+        outs = [list(k) for k in known]
+        fed = [0] * len(todo)  # tokens of outs[i] already in the cache
         # Decode on the rows that hold these requests only: every pass reads (and grows) the
         # whole cache of every row it runs, and usually a few requests of a few rows need decoding.
         used = sorted({home[key] for key in todo})
@@ -268,7 +278,7 @@ class PackedScorer:
             keys.select(index)
             row_of = {b: i for i, b in enumerate(used)}
             home = {key: row_of[home[key]] for key in todo}
-        for step in range(1, max(problems[g][r].decode_tokens for g, r in todo)):
+        while True:
             active = [
                 i for i, (g, r) in enumerate(todo)
                 if len(outs[i]) < problems[g][r].decode_tokens and not self._ends_answer(outs[i])
@@ -279,7 +289,12 @@ class PackedScorer:
             for i in active:
                 g, r = todo[i]
                 req = problems[g][r]
-                rows[home[(g, r)]].append((outs[i][-1], r, -2, req.cut + len(mids[g][r]) + step - 1, req.cut, True))
+                start = req.cut + len(mids[g][r])  # the answer's first position
+                new = range(fed[i], len(outs[i]))  # only the last fed token's next one is read
+                rows[home[(g, r)]].extend(
+                    (outs[i][m], r, -2, start + m, req.cut, m == len(outs[i]) - 1) for m in new
+                )
+                fed[i] = len(outs[i])
             cache, nxt = self._forward_packed(cache, keys, rows, "decode")
             order = sorted(active, key=lambda i: home[todo[i]])  # packing order: by row, then as added
             for i, pick in zip(order, nxt):
@@ -417,6 +432,17 @@ def _kept(rows: Sequence[Sequence[tuple]]):
         for entry in row:
             if entry[5]:
                 yield g, entry
+
+
+def _greedy_until_mismatch(steps: Sequence[_Next], cont: Sequence[int]) -> list[int]:
+    """Greedy decoding's first tokens as teacher forcing ``cont`` shows them: ``cont`` up to the
+    first position whose argmax differs (the contexts are the same until there), then that argmax."""
+    greedy: list[int] = []
+    for step, t in zip(steps, cont):
+        greedy.append(step.argmax)
+        if step.argmax != t:
+            break
+    return greedy
 
 
 def _continuation_score(steps: Sequence[_Next], cont: Sequence[int]) -> ContinuationScore:

@@ -424,6 +424,53 @@ def test_mismatching_answers_are_decoded_like_generate(tok, family):
                     assert res.decoded == (None if i // 4 == quiet else tuple(want)), (family, fast, quiet)
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_an_answer_that_differs_late_is_decoded_in_fewer_passes(tok, family):
+    """An answer checked against a continuation that agrees with greedy decoding for its first
+    tokens: the fast path starts decoding from what the scores already show (the agreeing head,
+    then greedy's own token) and returns exactly what ``generate`` writes, in fewer passes."""
+    from conftest import STYLE, probe_problems, trained_model
+
+    from faithcb.prompting import Prompter
+
+    model = trained_model(family, tok)
+    lm = ProbeLM(model, tok, answer_max_tokens=6)
+    prompter = Prompter(None, STYLE)
+    with lm.session():
+        contexts = []
+        for p, problem in enumerate(probe_problems(3)):
+            prompt, cue = prompter.pieces(problem, tok)
+            prompt_ids = lm.encode(prompt)
+            prefix = prompt_ids + lm.generate([prompt_ids], max_new_tokens=40)[0]
+            for cut in (len(prompt_ids) + 12, len(prefix)):
+                contexts.append((p, prefix, cut, tuple(lm.encode(cue))))
+        expected = [lm.answer([[*prefix[:cut], *cue]])[0] for _, prefix, cut, cue in contexts]
+        assert min(len(e) for e in expected) >= 3, expected  # room for a late difference
+
+        def requests(agree: int):
+            """Continuations equal to greedy's answer for its first ``agree`` tokens, then wrong."""
+            out = []
+            for (p, prefix, cut, cue), want in zip(contexts, expected):
+                head = list(want[: min(agree, len(want) - 1)])
+                wrong = (want[len(head)] + 1) % len(tok)
+                out.append(ScoreRequest(prefix, cut, (), cue, ((*head, wrong, 0),), (), 6, group=p))
+            return out
+
+        decode_calls = {}
+        for agree in (0, 1, 6):
+            lm.fast = True
+            lm.counter = type(lm.counter)()
+            results = lm.score(requests(agree))
+            decode_calls[agree] = lm.counter.forward_calls
+            lm.fast = False
+            reference = lm.score(requests(agree))
+            for res, ref, want in zip(results, reference, expected):
+                assert not res.continuations[0].greedy
+                assert res.decoded == ref.decoded == tuple(want), (family, agree)
+    # each agreeing token is one decoding pass fewer; agreeing up to the terminator needs none
+    assert decode_calls[0] > decode_calls[1] > decode_calls[6], decode_calls
+
+
 # ------------------------------------------------------------------ sliding-window attention
 def test_sliding_window_models_score_exactly(tok):
     """Sliding-window layers crop their cache, which packing outgrows: such models take the plain
