@@ -267,7 +267,7 @@ class PackedScorer:
         token it would). The first step feeds them all at once: an answer that differs from a_full
         only in its last digits costs one pass for its shared head, not one per token.
         """
-        outs = [list(k) for k in known]
+        outs = [self._until_answer_ends(k) for k in known]
         fed = [0] * len(todo)  # tokens of outs[i] already in the cache
         # Decode on the rows that hold these requests only: every pass reads (and grows) the
         # whole cache of every row it runs, and usually a few requests of a few rows need decoding.
@@ -300,6 +300,13 @@ class PackedScorer:
             for i, pick in zip(order, nxt):
                 outs[i].append(pick.argmax)
         return outs
+
+    def _until_answer_ends(self, tokens: Sequence[int]) -> list[int]:
+        """``tokens`` up to the one that ends an answer (a checked continuation may run past it)."""
+        for n in range(1, len(tokens) + 1):
+            if self._ends_answer(list(tokens[:n])):
+                return list(tokens[:n])
+        return list(tokens)
 
     def _ends_answer(self, answer: list[int]) -> bool:
         # Like ``ProbeLM.answer``: an end token ends it anywhere, a newline only after the first token.

@@ -447,13 +447,17 @@ def test_an_answer_that_differs_late_is_decoded_in_fewer_passes(tok, family):
         expected = [lm.answer([[*prefix[:cut], *cue]])[0] for _, prefix, cut, cue in contexts]
         assert min(len(e) for e in expected) >= 3, expected  # room for a late difference
 
-        def requests(agree: int):
-            """Continuations equal to greedy's answer for its first ``agree`` tokens, then wrong."""
+        def requests(agree: int | None):
+            """Continuations equal to greedy's answer for its first ``agree`` tokens, then wrong;
+            ``None``: the whole answer, its end included, then tokens past that end."""
             out = []
             for (p, prefix, cut, cue), want in zip(contexts, expected):
-                head = list(want[: min(agree, len(want) - 1)])
-                wrong = (want[len(head)] + 1) % len(tok)
-                out.append(ScoreRequest(prefix, cut, (), cue, ((*head, wrong, 0),), (), 6, group=p))
+                if agree is None:
+                    cont = (*want, 0, 0)
+                else:
+                    head = list(want[: min(agree, len(want) - 1)])
+                    cont = (*head, (want[len(head)] + 1) % len(tok), 0)
+                out.append(ScoreRequest(prefix, cut, (), cue, (cont,), (), 6, group=p))
             return out
 
         decode_calls = {}
@@ -469,6 +473,21 @@ def test_an_answer_that_differs_late_is_decoded_in_fewer_passes(tok, family):
                 assert res.decoded == ref.decoded == tuple(want), (family, agree)
     # each agreeing token is one decoding pass fewer; agreeing up to the terminator needs none
     assert decode_calls[0] > decode_calls[1] > decode_calls[6], decode_calls
+
+    # A checked continuation that runs past the end of greedy's answer: the answer stops at its
+    # end token. The tiny models write no terminator within 6 tokens, so one of their answer
+    # tokens is made an end token here, on purpose.
+    with lm.session():
+        first = expected[0]
+        end = next(i for i in range(1, len(first)) if first[i] not in first[:i])  # new to the answer
+        lm.eos_ids = lm.eos_ids | {first[end]}
+        expected = [lm.answer([[*prefix[:cut], *cue]])[0] for _, prefix, cut, cue in contexts]
+        assert expected[0] == first[: end + 1]  # now ends there
+        for fast in (True, False):
+            lm.fast = fast
+            for res, want in zip(lm.score(requests(None)), expected):
+                assert not res.continuations[0].greedy
+                assert res.decoded == tuple(want), (family, fast)
 
 
 # ------------------------------------------------------------------ sliding-window attention
