@@ -390,27 +390,36 @@ def test_oom_halving_gives_the_same_results(models, tok, monkeypatch, fast):
 
 
 # ------------------------------------------------------------------------- decode from the cache
+def _decoding_contexts(family, tok, cuts):
+    """A trained ``family`` model's ``ProbeLM`` and answer contexts ``(problem, prefix, cut, cue)``:
+    its own chains on 3 problems, cut ``cuts`` tokens into the chain (None: the whole chain)."""
+    from conftest import STYLE, probe_problems, trained_model
+
+    from faithcb.prompting import Prompter
+
+    lm = ProbeLM(trained_model(family, tok), tok, answer_max_tokens=6)
+    prompter = Prompter(None, STYLE)
+    contexts = []
+    with lm.session():
+        for p, problem in enumerate(probe_problems(3)):
+            prompt, cue = prompter.pieces(problem, tok)
+            prompt_ids = lm.encode(prompt)
+            prefix = prompt_ids + lm.generate([prompt_ids], max_new_tokens=40)[0]
+            for cut in cuts:
+                at = len(prefix) if cut is None else len(prompt_ids) + cut
+                contexts.append((p, prefix, at, tuple(lm.encode(cue))))
+    return lm, contexts
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_mismatching_answers_are_decoded_like_generate(tok, family):
     """``decode_tokens``: where the exact check fails, both paths return exactly what greedy
     ``generate`` (via ``lm.answer``) writes under that context — the fast path from its cache.
     (Trained models: a random one has near-tied logits that batching noise can flip.)"""
-    from conftest import STYLE, probe_problems, trained_model
-
-    from faithcb.prompting import Prompter
-
-    model = trained_model(family, tok)
-    lm = ProbeLM(model, tok, answer_max_tokens=6)
-    prompter = Prompter(None, STYLE)
+    lm, contexts = _decoding_contexts(family, tok, (0, 12, 25, None))
     with lm.session():
-        requests = []
-        for p, problem in enumerate(probe_problems(3)):
-            prompt, cue = prompter.pieces(problem, tok)
-            prompt_ids = lm.encode(prompt)
-            prefix = prompt_ids + lm.generate([prompt_ids], max_new_tokens=40)[0]
-            for cut in (len(prompt_ids), len(prompt_ids) + 12, len(prompt_ids) + 25, len(prefix)):
-                # (0, 0, 0) is never the greedy answer: every request must be decoded
-                requests.append(ScoreRequest(prefix, cut, (), tuple(lm.encode(cue)), ((0, 0, 0),), (), 6, group=p))
+        # (0, 0, 0) is never the greedy answer: every request must be decoded
+        requests = [ScoreRequest(prefix, cut, (), cue, ((0, 0, 0),), (), 6, group=p) for p, prefix, cut, cue in contexts]
         expected = lm.answer([r.context() for r in requests])
         assert max(len(e) for e in expected) >= 3  # the decoding loop really runs
         # One problem at a time asks for no decoding: the fast path then decodes on a subset of
@@ -429,21 +438,8 @@ def test_an_answer_that_differs_late_is_decoded_in_fewer_passes(tok, family):
     """An answer checked against a continuation that agrees with greedy decoding for its first
     tokens: the fast path starts decoding from what the scores already show (the agreeing head,
     then greedy's own token) and returns exactly what ``generate`` writes, in fewer passes."""
-    from conftest import STYLE, probe_problems, trained_model
-
-    from faithcb.prompting import Prompter
-
-    model = trained_model(family, tok)
-    lm = ProbeLM(model, tok, answer_max_tokens=6)
-    prompter = Prompter(None, STYLE)
+    lm, contexts = _decoding_contexts(family, tok, (12, None))
     with lm.session():
-        contexts = []
-        for p, problem in enumerate(probe_problems(3)):
-            prompt, cue = prompter.pieces(problem, tok)
-            prompt_ids = lm.encode(prompt)
-            prefix = prompt_ids + lm.generate([prompt_ids], max_new_tokens=40)[0]
-            for cut in (len(prompt_ids) + 12, len(prefix)):
-                contexts.append((p, prefix, cut, tuple(lm.encode(cue))))
         expected = [lm.answer([[*prefix[:cut], *cue]])[0] for _, prefix, cut, cue in contexts]
         assert min(len(e) for e in expected) >= 3, expected  # room for a late difference
 
@@ -471,12 +467,12 @@ def test_an_answer_that_differs_late_is_decoded_in_fewer_passes(tok, family):
             for res, ref, want in zip(results, reference, expected):
                 assert not res.continuations[0].greedy
                 assert res.decoded == ref.decoded == tuple(want), (family, agree)
-    # each agreeing token is one decoding pass fewer; agreeing up to the terminator needs none
+    # each agreeing token is one decoding pass fewer; agreeing up to the last token needs none
     assert decode_calls[0] > decode_calls[1] > decode_calls[6], decode_calls
 
     # A checked continuation that runs past the end of greedy's answer: the answer stops at its
-    # end token. The tiny models write no terminator within 6 tokens, so one of their answer
-    # tokens is made an end token here, on purpose.
+    # end token. One of the answer's own tokens is made an end token here, so that the case
+    # happens whatever the tiny model writes.
     with lm.session():
         first = expected[0]
         end = next(i for i in range(1, len(first)) if first[i] not in first[:i])  # new to the answer
