@@ -27,28 +27,64 @@ import torch
 
 from faithcb.scoring import ContinuationScore, ScoreRequest, ScoreResult, TokenCounter, needs_decode
 
-__all__ = ["PackedScorer", "cache_keyword", "group_problems", "mask_dtype", "packing_supported"]
+__all__ = [
+    "PackedScorer",
+    "attention_implementation",
+    "cache_keyword",
+    "group_problems",
+    "mask_dtype",
+    "packing_supported",
+]
 
 
 # ---------------------------------------------------------------------- what the model supports
+# The attention kernels that take the packed path's custom 4-D mask, and the mask dtype each needs:
+# SDPA takes a boolean mask (True = attend) whatever the compute dtype; eager attention adds the
+# mask to its scores, so it needs an additive float mask. Every other kernel (flash-attention,
+# flex, paged, hub kernels) would ignore or reject the mask and score the wrong context.
+_PACKED_MASK_DTYPES: dict[str, torch.dtype] = {"sdpa": torch.bool, "eager": torch.float32}
+
+# Where transformers keeps the kernel's name on a config: the ``_attn_implementation`` property
+# (4.4x through 5.x), over the ``_attn_implementation_internal`` attribute that stores it.
+_ATTENTION_ATTRIBUTES = ("_attn_implementation", "_attn_implementation_internal")
+
+
+def attention_implementation(config) -> str | None:
+    """The attention kernel a model with this config runs ("sdpa", "eager", ...), or None.
+
+    None when the config does not say (no config, an attribute renamed by a later transformers, a
+    value that is not a name): callers must then assume the worst, not a default.
+    """
+    for name in _ATTENTION_ATTRIBUTES:
+        try:
+            value = getattr(config, name, None)
+        except Exception:  # a property that cannot answer on a half-built config
+            value = None
+        if isinstance(value, str):
+            return value
+    return None
+
+
 def packing_supported(config) -> bool:
     """Whether a model with this config can take the packed path.
 
     The packed path needs a custom 4-D mask, which sdpa and eager attention take; other kernels
-    (flash-attention, flex) would ignore or reject it. Sliding-window layers crop their cache to
-    the window, and a packed cache (prefix + every variant) outgrows it. Those models use the
-    plain path.
+    (flash-attention, flex) would ignore or reject it, and a kernel this cannot name (a config
+    without the attribute, as after a rename in transformers) is treated as one of those: the
+    plain path is slower, never wrong. Sliding-window layers crop their cache to the window, and a
+    packed cache (prefix + every variant) outgrows it. Those models use the plain path.
     """
-    return getattr(config, "_attn_implementation", "sdpa") in ("sdpa", "eager") and not _sliding_window(config)
+    return attention_implementation(config) in _PACKED_MASK_DTYPES and not _sliding_window(config)
 
 
 def mask_dtype(config) -> torch.dtype:
-    """The packed mask's dtype for this model's attention kernel."""
-    # SDPA takes a boolean mask (True = attend) whatever the compute dtype; eager attention adds
-    # the mask to its scores, so it needs an additive float mask.
-    if getattr(config, "_attn_implementation", "sdpa") == "sdpa":
-        return torch.bool
-    return torch.float32
+    """The packed mask's dtype for this model's attention kernel (``ValueError`` for one that cannot pack)."""
+    kernel = attention_implementation(config)
+    if kernel not in _PACKED_MASK_DTYPES:
+        raise ValueError(
+            f"the packed path needs sdpa or eager attention; this model's is {kernel!r} (see packing_supported)"
+        )
+    return _PACKED_MASK_DTYPES[kernel]
 
 
 def cache_keyword(model) -> str:

@@ -511,3 +511,50 @@ def test_sliding_window_models_score_exactly(tok):
     model.config.use_sliding_window = False
     model.config.layer_types = ["full_attention"] * config.num_hidden_layers
     assert ProbeLM(model, tok).packs
+
+
+# ------------------------------------------------------------------ attention kernels: fail closed
+def _config_after_a_rename(config):
+    """``config`` as a transformers that renamed the kernel's attribute would hand it over: neither
+    ``_attn_implementation`` nor ``_attn_implementation_internal`` answers, the name sits elsewhere."""
+
+    class Renamed(type(config)):
+        @property
+        def _attn_implementation(self):
+            raise AttributeError("_attn_implementation")
+
+    renamed = copy.deepcopy(config)
+    kernel = renamed.__dict__.pop("_attn_implementation_internal")
+    renamed.__dict__["attn_kernel"] = kernel
+    renamed.__class__ = Renamed
+    return renamed
+
+
+def test_a_kernel_the_config_does_not_name_takes_the_plain_path(models, tok):
+    """The packed mask is wrong for every kernel but sdpa and eager: a config whose kernel cannot be
+    read (renamed attribute) or is not one of those two must not pack (it used to default to sdpa)."""
+    from faithcb.packed import attention_implementation, mask_dtype, packing_supported
+
+    model = models["llama"]
+    assert attention_implementation(model.config) == "sdpa" and packing_supported(model.config)
+    renamed = _config_after_a_rename(model.config)
+    assert attention_implementation(renamed) is None
+    assert not packing_supported(renamed)
+    unknown = copy.deepcopy(model.config)
+    unknown._attn_implementation = "flash_attention_3"
+    assert attention_implementation(unknown) == "flash_attention_3"
+    assert not packing_supported(unknown)
+    for config in (renamed, unknown, None):
+        with pytest.raises(ValueError, match="sdpa or eager"):
+            mask_dtype(config)
+    # ... and ProbeLM reads the model's own config through the same check.
+    lm = ProbeLM(model, tok)
+    assert lm.packs
+    original = model.config
+    try:
+        model.config = renamed
+        assert not lm.packs
+        model.config = unknown
+        assert not lm.packs
+    finally:
+        model.config = original
