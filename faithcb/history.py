@@ -35,10 +35,13 @@ ROLES = ("model", "base")
 def round_lines(
     *, step: int, epoch: float | None, run: str, reason: str, seconds: float,
     result=None, base=None, error: str | None = None, early_stop: str | None = None,
+    best_step: int | None = None,
 ) -> list[dict[str, Any]]:
     """The history lines of one round: the live model's, then the base model's when measured.
 
     ``result`` and ``base`` are ``RoundResult``s (anything with ``to_dict(with_records=...)``).
+    A round that stopped training also says where to go back to: ``best_step``, the round early
+    stopping found best.
     """
     common = {"step": step, "epoch": epoch, "run": run, "reason": reason}
     model: dict[str, Any] = {**common, "role": "model", "seconds": seconds}
@@ -48,6 +51,7 @@ def round_lines(
         model["error"] = error
     if early_stop:
         model["early_stop"] = early_stop
+        model["best_step"] = best_step
     lines = [model]
     if base is not None:
         lines.append({**common, "role": "base", **base.to_dict(with_records=False)})

@@ -70,3 +70,49 @@ def check_setup(model, tokenizer, prompter: Prompter, evaluator: str, problem: P
 
 # A problem to render when none is at hand (the engine is built before it sees any).
 _PROBE_PROBLEM = Problem(id="faithcb-preflight", question="What is 1 + 1?", answer="2")
+
+
+def load_problems(source, *, num_problems: int, seed: int) -> list[Problem]:
+    """The callback's problems: ``faith_problems`` loaded and sampled once (every round probes them)."""
+    from faithcb.data import ProbeSet
+    from faithcb.errors import ProblemFormatError
+
+    if source is None:
+        raise ConfigError("faith_problems: no problems given; pass problems=... or set faith_problems")
+    try:
+        problem_set = ProbeSet.load(source)
+    except ProblemFormatError as exc:  # name the setting the problems came from, keep the type
+        raise ProblemFormatError(f"faith_problems: {exc}") from exc
+    return problem_set.sample(num_problems, seed)
+
+
+def check_trainer_args(config, args) -> None:
+    """The ``faith_*`` settings against the trainer's ``TrainingArguments``."""
+    if getattr(args, "restore_callback_states_from_checkpoint", False):
+        raise ConfigError(
+            "restore_callback_states_from_checkpoint: must stay False with FaithfulnessCallback; it "
+            "restores its own state on resume (Trainer would rebuild it without its trainer)"
+        )
+    if config.faith_on_evaluate and str(getattr(args, "eval_strategy", "no")) in ("no", "IntervalStrategy.NO"):
+        raise ConfigError("faith_on_evaluate: the trainer never evaluates (eval_strategy='no')")
+    every = config.faith_every_n_steps
+    if every and args.max_steps > 0 and every > args.max_steps:
+        raise ConfigError(
+            f"faith_every_n_steps: {every} exceeds max_steps={args.max_steps}, "
+            "so it never fires; lower it or use faith_num_rounds"
+        )
+
+
+def check_start_round(start_round, problems, *, round_at_start: bool):
+    """A shared step-0 round (``start_round``) must be of these problems, and be used."""
+    if start_round is None:
+        return None
+    if not round_at_start:
+        raise ConfigError("start_round: given, but faith_round_at_start=False never uses it")
+    given = sorted({r["id"] for r in start_round.records})
+    if given != sorted({p.id for p in problems}):
+        raise ConfigError(
+            f"start_round: it probed other problems ({len(given)}) than this callback's "
+            f"({len(problems)}); a shared step-0 round must be of the same problems"
+        )
+    return start_round

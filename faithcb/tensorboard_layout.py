@@ -7,8 +7,8 @@ change from the baseline round), *health* (unparsed and truncated shares, letter
 scored) and *cost* (seconds per round, overhead fraction). Titles come from the metric registry.
 
 tensorboard is optional (only in the ``[test]`` extra): it is imported lazily, and without it
-nothing is written. The tags mirror the callback's log prefixes (``faithcb.callback.PREFIX`` ...)
-behind the ``train/`` that the Trainer's TensorBoard integration puts before every logged key.
+nothing is written. The tags are the log keys of ``faithcb.logkeys`` behind the ``train/`` that
+the Trainer's TensorBoard integration puts before every logged key.
 """
 
 from __future__ import annotations
@@ -20,16 +20,17 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from faithcb import logkeys
 from faithcb.probes import probe_metrics
 from faithcb.probes.registry import metric_or_none
 
 logger = logging.getLogger(__name__)
 
-TRAIN = "train/"  # the Trainer's TensorBoard integration logs every key under train/
-VALUE = TRAIN + "faith/"  # faithcb.callback.PREFIX
-CI = TRAIN + "faith_ci/"  # faithcb.callback.CI_PREFIX
-DELTA = TRAIN + "faith_delta/"  # faithcb.callback.DELTA_PREFIX
-DELTA_CI = TRAIN + "faith_delta_ci/"  # faithcb.callback.DELTA_CI_PREFIX
+# The keys as TensorBoard shows them: the Trainer's integration logs every key under train/.
+VALUE = logkeys.TRAIN + logkeys.VALUE
+CI = logkeys.TRAIN + logkeys.CI
+DELTA = logkeys.TRAIN + logkeys.DELTA
+DELTA_CI = logkeys.TRAIN + logkeys.DELTA_CI
 
 CATEGORIES = ("faithcb: faithfulness", "faithcb: health", "faithcb: cost")
 _DIRECTION = {"higher": "higher = more coupled", "lower": "lower = more coupled", "neutral": "neutral"}

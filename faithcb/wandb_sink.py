@@ -13,18 +13,19 @@ import math
 import os
 from collections.abc import Sequence
 
+from faithcb import logkeys
 from faithcb.probes import DEFAULT_PROBES, probe_metrics, probe_names
 
 RECORD_COLUMNS = ("step", "id", "question", "chain", "answer", "gold", "correct", "n_steps")
-STEP_METRIC = "train/global_step"  # the Trainer's W&B integration logs this with every row
-FAITH_KEYS = "train/faith*"  # every faith key as the Trainer's integration names it (train/ + faith.../)
+STEP_METRIC = logkeys.TRAIN + "global_step"  # the Trainer's W&B integration logs this with every row
+FAITH_KEYS = logkeys.TRAIN + "faith*"  # every faith key as the Trainer's integration names it (train/ + faith.../)
 # A headline metric's run summary: its last value and its best one in the direction of coupling.
 _BEST = {"higher": "last,max", "lower": "last,min", "neutral": "last"}
 SUMMARY_SERIES = {"accuracy": "accuracy", "early_answering_aoc": "early-answering AOC (coupling)"}
 # The early-answering curve as one line plot: fraction of the chain kept -> agreement with the full
 # chain's answer, one line per round. W&B draws a custom chart from the *last* table logged under
 # its key, so every round logs the rounds so far (a few points each) and the chart shows them all.
-CURVE_CHART = "faith_charts/early_answering_curve"
+CURVE_CHART = logkeys.CHARTS + "early_answering_curve"
 CURVE_COLUMNS = ("step", "round", "keep", "agreement", "ci_low", "ci_high")
 CURVE_TITLE = "faithcb: early-answering curve (fraction of chain kept -> agreement), one line per round"
 
@@ -52,7 +53,7 @@ def metric_definitions(probes: Sequence[str]) -> list[tuple[str, dict]]:
     axis with its last value as summary, then each headline metric also with its best value."""
     definitions = [(FAITH_KEYS, {"step_metric": STEP_METRIC, "summary": "last"})]
     for m in (m for p in probes for m in probe_metrics(p) if m.headline):
-        definitions.append((f"train/faith/{m.name}", {"step_metric": STEP_METRIC, "summary": _BEST[m.direction]}))
+        definitions.append((logkeys.TRAIN + logkeys.VALUE + m.name, {"step_metric": STEP_METRIC, "summary": _BEST[m.direction]}))
     return definitions
 
 
@@ -115,7 +116,7 @@ class WandbReporter:
         for row in table_rows(step, records, self.probes):
             table.add_data(*row)
         # One table per round (this round's problems only), at the trainer's step axis.
-        run.log({"faith_tables/records": table, "train/global_step": step})
+        run.log({logkeys.TABLES + "records": table, STEP_METRIC: step})
 
     def log_round_curve(self, step: int, curve: dict[str, list[float]]) -> None:
         """The early-answering curve of this round and the ones before it, as one line plot."""
@@ -128,7 +129,7 @@ class WandbReporter:
         self.curve_so_far += rows
         table = wandb.Table(columns=list(CURVE_COLUMNS), data=[list(r) for r in self.curve_so_far])
         chart = wandb.plot.line(table, "keep", "agreement", stroke="round", title=CURVE_TITLE)
-        run.log({CURVE_CHART: chart, "train/global_step": step})
+        run.log({CURVE_CHART: chart, STEP_METRIC: step})
 
     def log_summary_chart(self, history: Sequence[dict]) -> None:
         """Accuracy and early-answering AOC over the rounds where both were measured."""
@@ -145,7 +146,7 @@ class WandbReporter:
             title="faithcb: accuracy vs chain coupling",
             xname="training step",
         )
-        run.log({"faith_charts/accuracy_vs_coupling": chart})
+        run.log({logkeys.CHARTS + "accuracy_vs_coupling": chart})
 
 
 def _finite(value) -> bool:

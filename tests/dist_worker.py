@@ -45,9 +45,9 @@ from _trainers import (  # noqa: E402
     with_dropout,
 )
 
-import faithcb.callback as callback_module  # noqa: E402
-from faithcb.callback import FaithfulnessCallback  # noqa: E402
+import faithcb.rounds as rounds_module  # noqa: E402
 from faithcb.engine import FaithfulnessEngine  # noqa: E402
+from faithcb.rounds import RoundRunner  # noqa: E402
 from faithcb.testing import tiny_model  # noqa: E402
 
 FAIL_ENV = "FAITHCB_TEST_FAIL_RANK"
@@ -92,14 +92,14 @@ def main(argv: list[str] | None = None) -> None:
     padding_calls: list[int] = []  # the callback's padding (dummy problems), kept apart
     paddings: list[list] = []
     original = FaithfulnessEngine.records
-    original_share = callback_module._share
+    original_share = rounds_module.share
 
     def share(*share_args):
         mine, padding = original_share(*share_args)
         paddings.append(padding)
         return mine, padding
 
-    callback_module._share = share
+    rounds_module.share = share
 
     def records(self, problems):
         if any(problems is padding for padding in paddings):
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> None:
     forwards = [0]
     round_forwards: list[int] = []
     model.get_input_embeddings().register_forward_pre_hook(lambda *_: forwards.__setitem__(0, forwards[0] + 1))
-    original_measure = FaithfulnessCallback._measure
+    original_measure = RoundRunner.measure
 
     def measure(self, *, base):
         before = forwards[0]
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
         finally:
             round_forwards.append(forwards[0] - before)
 
-    FaithfulnessCallback._measure = measure
+    RoundRunner.measure = measure
     # gloo: the CPU backend (ddp_backend outside torchrun makes accelerate expect a process group).
     ddp = {"ddp_backend": "gloo"} if "WORLD_SIZE" in os.environ else {}
     report_to = [] if args.report_to == "none" else args.report_to.split(",")

@@ -31,6 +31,7 @@ from faithcb.callback import FaithfulnessCallback
 from faithcb.engine import FaithfulnessEngine
 from faithcb.errors import ConfigError
 from faithcb.probes.base import CURVE_GRID
+from faithcb.rounds import RoundRunner
 
 # Reported on every round, whatever the model writes (unparsed answers included).
 ALWAYS = ("faith/problems_total", "faith/problems_scored", "faith/unparsed_rate", "faith/mean_steps", "faith/mean_chain_tokens")
@@ -51,15 +52,15 @@ def tok():
 
 
 def _count_measures(monkeypatch) -> list[bool]:
-    """Record the ``base`` flag of every ``_measure`` call (the real method still runs)."""
+    """Record the ``base`` flag of every ``RoundRunner.measure`` call (the real method still runs)."""
     calls: list[bool] = []
-    real = FaithfulnessCallback._measure
+    real = RoundRunner.measure
 
     def counting(self, *, base):
         calls.append(base)
         return real(self, base=base)
 
-    monkeypatch.setattr(FaithfulnessCallback, "_measure", counting)
+    monkeypatch.setattr(RoundRunner, "measure", counting)
     return calls
 
 

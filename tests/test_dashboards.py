@@ -19,7 +19,6 @@ import pytest
 from _trainers import attach, faith_config, faith_logs, make_trainer, one_thread
 from test_integrations import WORKER, _run, wandb_history, wandb_records, weights  # noqa: F401 (a fixture)
 
-from faithcb import callback as callback_module
 from faithcb import tensorboard_layout
 from faithcb.probes import DEFAULT_PROBES
 from faithcb.wandb_sink import CURVE_CHART, CURVE_COLUMNS, WandbReporter, curve_rows, metric_definitions
@@ -110,15 +109,6 @@ def _chart(kind: str, title: str):
         series = layout_pb2.MarginChartContent.Series(value="v", lower="l", upper="u")
         return layout_pb2.Chart(title=title, margin=layout_pb2.MarginChartContent(series=[series]))
     return layout_pb2.Chart(title=title, multiline=layout_pb2.MultilineChartContent(tag=["v$"]))
-
-
-def test_layout_tags_are_the_callbacks_prefixes():
-    for ours, theirs in [
-        (tensorboard_layout.VALUE, callback_module.PREFIX), (tensorboard_layout.CI, callback_module.CI_PREFIX),
-        (tensorboard_layout.DELTA, callback_module.DELTA_PREFIX),
-        (tensorboard_layout.DELTA_CI, callback_module.DELTA_CI_PREFIX),
-    ]:
-        assert ours == "train/" + theirs
 
 
 def _read_layout(logdir):

@@ -22,10 +22,10 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("problems and records", {"problem", "history", "stopping", "budget", "tasks", "tasks.arithmetic", "data", "prompting"}),
     ("probes", {"probes", "probes.base", "probes.registry", "probes.early_answering", "probes.filler",
                 "probes.paraphrase", "probes.info_gain", "probes.mistakes"}),
-    ("settings", {"settings", "config", "preflight", "training", "results", "wandb_sink", "tensorboard_layout"}),
-    ("model access", {"scoring", "packed", "lm", "generation", "models"}),
-    ("round", {"engine"}),
-    ("training loop", {"callback", "recipes", "testing"}),
+    ("settings", {"settings", "config", "preflight", "training", "results", "logkeys", "wandb_sink", "tensorboard_layout"}),
+    ("model access", {"scoring", "packed", "lm", "generation", "models", "rng", "distributed"}),
+    ("round", {"engine", "rounds"}),
+    ("training loop", {"callback", "checkpointing", "recipes", "testing"}),
     ("tools", {"report", "show", "cli", "demo", "__init__"}),
 ]
 LAYER_OF = {module: i for i, (_, modules) in enumerate(LAYERS) for module in modules}

@@ -16,7 +16,7 @@ import importlib.util
 import pytest
 from test_integrations import TIMINGS, _rank, _records, _torchrun, weights  # noqa: F401  (weights: a fixture)
 
-from faithcb.callback import _share
+from faithcb.distributed import share as _share
 
 
 def test_share_pads_every_rank_to_the_longest_share():
