@@ -1,25 +1,37 @@
-"""What a metric *is*: its name, label, one-line meaning and direction, declared as data.
+"""What a metric *is*: its name, meaning, direction, how a record yields it and how it is reduced.
 
 Probes own their metrics (``Probe.metrics``); the round's chain-level metrics are declared here.
-Everything that shows or acts on a metric — aggregation, early stopping's default mode, the CLI
-table, the report, the W&B table, docs/metrics.md — reads these declarations through
-``faithcb.probes.registry`` instead of keeping its own list.
+Everything that shows or acts on a metric — aggregation, paired changes, early stopping's default
+mode, the CLI table, the report, the W&B table, docs/metrics.md — reads these declarations
+through ``faithcb.probes.registry`` instead of keeping its own list.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Any, Literal
 
 from faithcb.errors import ConfigError
 
 Direction = Literal["higher", "lower", "neutral"]
 DIRECTIONS: tuple[str, ...] = ("higher", "lower", "neutral")
 
+Kind = Literal["proportion", "mean", "count"]
+KINDS: tuple[str, ...] = ("proportion", "mean", "count")
+
+# The interval ``faithcb.stats`` gives each kind. Proportions get Wilson (Newcombe when paired)
+# when every per-problem value is 0/1, a t interval when samples average to rates. Means are read
+# the same way today ("auto"), so a mean whose values all happen to be 0/1 gets Wilson as it always
+# did. Counts are means of counts, never proportions, even when every chain has exactly one step.
+_STATS_KIND = {"proportion": "auto", "mean": "auto", "count": "continuous"}
+
 UNIT = (0.0, 1.0)  # shares, agreements and areas
 
 # What "higher"/"lower" mean for early stopping: watch for the metric moving *away* from coupling.
 _STOP_MODE = {"higher": "max", "lower": "min"}
+
+Reader = Callable[[dict], "float | None"]
 
 
 @dataclass(frozen=True)
@@ -32,6 +44,10 @@ class Metric:
     (bookkeeping, or a number whose good direction depends on the question asked).
     ``headline`` metrics get a column in the per-problem W&B table. ``bounds`` is the range the
     values can take (``UNIT`` for shares and areas); a t interval is clipped to it.
+    ``kind`` says how the values are reduced (``stats_kind``): ``"proportion"`` (0/1 per chain),
+    ``"mean"`` (a number per chain, bounded or not) or ``"count"`` (steps, tokens).
+    ``reader`` says how one per-chain record yields the value (None: the record does not count);
+    without one, a probe metric is the number at ``record[probe][key]`` (see ``read``).
     """
 
     key: str
@@ -41,10 +57,16 @@ class Metric:
     headline: bool = False
     bounds: tuple[float, float] | None = None  # the values it can take, when bounded: intervals are clipped to it
     probe: str | None = None
+    kind: Kind = "mean"
+    reader: Reader | None = None
 
     def __post_init__(self) -> None:
         if self.direction not in DIRECTIONS:
             raise ConfigError(f"Metric {self.key!r}: direction {self.direction!r} is not one of {list(DIRECTIONS)}")
+        if self.kind not in KINDS:
+            raise ConfigError(f"Metric {self.key!r}: kind {self.kind!r} is not one of {list(KINDS)}")
+        if self.reader is not None and not callable(self.reader):
+            raise ConfigError(f"Metric {self.key!r}: reader must be a callable record -> float | None")
 
     @property
     def name(self) -> str:
@@ -55,23 +77,63 @@ class Metric:
         """Early stopping's mode for this metric: 'max' (higher = more coupled), 'min', or None."""
         return _STOP_MODE.get(self.direction)
 
+    @property
+    def stats_kind(self) -> str:
+        """The ``kind`` argument of ``faithcb.stats.summarize`` / ``paired_difference`` for it."""
+        return _STATS_KIND[self.kind]
+
+    def read(self, record: dict[str, Any]) -> float | None:
+        """This metric's value in one per-chain record; None when the record does not count."""
+        if self.reader is not None:
+            return self.reader(record)
+        if self.probe is None or self.probe not in record:
+            return None
+        return number(record[self.probe].get(self.key))
+
     def of(self, probe: str) -> Metric:
         """This metric as reported by ``probe`` (qualified name ``<probe>_<key>``)."""
         return replace(self, probe=probe)
 
 
-# Chain-level metrics: measured on every problem before any probe runs.
+def number(value: Any) -> float | None:
+    """``value`` as a float when it is a number (bools count as 0/1), else None."""
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def problem_key(record: dict, index: int) -> str:
+    """The unit of every interval: the problem (several samples of one problem are one unit).
+
+    With choice permutations (``ProbeSettings.choice_permutations``) the rotations of a problem's
+    choices are one unit too (``base_id``): every metric is over all records, rotations
+    included, but a problem counts once, its rotations averaged like samples, so the extra
+    orderings do not narrow the intervals as if they were new problems.
+    """
+    return str(record.get("base_id") or record.get("id") or f"#{index}")
+
+
+# Chain-level metrics: measured on every problem before any probe runs, read from the record's
+# chain-level fields. Accuracy is over parsed answers (truncated chains included when their answer
+# parses); accuracy_strict counts an unparsed answer as wrong. ``.get``: records written before the
+# truncation fields existed count as complete.
 CHAIN_METRICS: tuple[Metric, ...] = (
-    Metric("accuracy", "accuracy", "share of parsed full-chain answers equal to the gold answer"),
+    Metric("accuracy", "accuracy", "share of parsed full-chain answers equal to the gold answer",
+           kind="proportion", reader=lambda r: float(r["correct"]) if r["answer"] is not None else None),
     Metric("accuracy_strict", "accuracy (unparsed = wrong)",
-           "share of all full-chain answers equal to the gold answer; an unparsed answer counts as wrong"),
-    Metric("unparsed_rate", "unparsed", "share of problems whose full-chain answer could not be parsed"),
+           "share of all full-chain answers equal to the gold answer; an unparsed answer counts as wrong",
+           kind="proportion", reader=lambda r: float(bool(r["correct"]))),
+    Metric("unparsed_rate", "unparsed", "share of problems whose full-chain answer could not be parsed",
+           kind="proportion", reader=lambda r: float(r["answer"] is None)),
     Metric("truncated_rate", "truncated chains",
-           "share of chains cut by the token limit (left out of every coupling metric)"),
+           "share of chains cut by the token limit (left out of every coupling metric)",
+           kind="proportion", reader=lambda r: float(r.get("truncated", False))),
     Metric("answer_truncated_rate", "truncated answers",
-           "share of full-chain answers cut by the answer window before their terminator (unparsed)"),
+           "share of full-chain answers cut by the answer window before their terminator (unparsed)",
+           kind="proportion", reader=lambda r: float(r.get("answer_truncated", False))),
     Metric("answer_computed_rate", "computed answers",
-           "share of full-chain answers that kept computing after the cue ('9 * 2 = 18'; unparsed)"),
-    Metric("mean_steps", "steps per chain", "mean number of reasoning steps in a chain"),
-    Metric("mean_chain_tokens", "tokens per chain", "mean length of a chain in model tokens"),
+           "share of full-chain answers that kept computing after the cue ('9 * 2 = 18'; unparsed)",
+           kind="proportion", reader=lambda r: float(r.get("answer_computed", False))),
+    Metric("mean_steps", "steps per chain", "mean number of reasoning steps in a chain",
+           kind="count", reader=lambda r: float(r["n_steps"])),
+    Metric("mean_chain_tokens", "tokens per chain", "mean length of a chain in model tokens",
+           kind="count", reader=lambda r: float(r["chain_tokens"])),
 )

@@ -1,22 +1,27 @@
 """A round's numbers: per-problem records in, metrics with 95% intervals out (``aggregate``).
 
 Records are plain JSON-serializable dicts (one per chain), so processes can gather them and
-histories can store them; every metric the registry knows is aggregated from the probe's entry
-in each record. No torch here.
+histories can store them. What each metric is, how a record yields it and how it is reduced are
+declared on the metric (``faithcb.metrics.Metric``: ``reader``, ``kind``); round-level numbers of
+one probe (curves, counts) come from its ``summaries`` hook. This module names no probe. No torch.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from faithcb.metrics import CHAIN_METRICS
+from faithcb.metrics import CHAIN_METRICS, problem_key
 from faithcb.probes import find_metric, probe_metrics, probe_names
-from faithcb.probes.base import CURVE_GRID, Chain
+from faithcb.probes.base import Chain
+from faithcb.probes.registry import probe_summaries
 from faithcb.prompting import LETTERS
 from faithcb.stats import paired_difference, summarize
+
+__all__ = ["RoundResult", "aggregate", "chain_record", "choice_stability", "letter_bias", "metric_values",
+           "paired_change", "paired_changes", "problem_key", "round_warnings"]
 
 
 @dataclass
@@ -61,70 +66,26 @@ def chain_record(chain: Chain) -> dict[str, Any]:
     }
 
 
-# How each chain-level metric (faithcb.metrics.CHAIN_METRICS) reads one record; None = the record
-# does not count for it. Accuracy is over parsed answers (truncated chains included when their
-# answer parses); accuracy_strict counts an unparsed answer as wrong.
-CHAIN_VALUES: dict[str, Callable[[dict], float | None]] = {
-    "accuracy": lambda r: float(r["correct"]) if r["answer"] is not None else None,
-    "accuracy_strict": lambda r: float(bool(r["correct"])),
-    "unparsed_rate": lambda r: float(r["answer"] is None),
-    # .get: records written before these fields existed count as complete.
-    "truncated_rate": lambda r: float(r.get("truncated", False)),
-    "answer_truncated_rate": lambda r: float(r.get("answer_truncated", False)),
-    "answer_computed_rate": lambda r: float(r.get("answer_computed", False)),
-    "mean_steps": lambda r: float(r["n_steps"]),
-    "mean_chain_tokens": lambda r: float(r["chain_tokens"]),
-}
-
-
-COUNT_METRICS = ("mean_steps", "mean_chain_tokens")
-
-
-def problem_key(record: dict, index: int) -> str:
-    """The unit of every interval: the problem (several samples of one problem are one unit).
-
-    With choice permutations (``ProbeSettings.choice_permutations``) the rotations of a problem's
-    choices are one unit too (``base_id``): every metric is over all records, rotations
-    included, but a problem counts once, its rotations averaged like samples, so the extra
-    orderings do not narrow the intervals as if they were new problems.
-    """
-    return str(record.get("base_id") or record.get("id") or f"#{index}")
-
-
 def metric_values(records: Sequence[dict], name: str) -> dict[str, float]:
     """Metric ``name`` per problem (samples averaged), for the problems that have a finite value."""
-    read = _reader(name)
+    metric = find_metric(name)
     sums: dict[str, list[float]] = {}
     for i, r in enumerate(records):
-        value = read(r)
+        value = metric.read(r)
         if value is not None and math.isfinite(value):
             sums.setdefault(problem_key(r, i), []).append(float(value))
     return {key: sum(vs) / len(vs) for key, vs in sums.items()}
 
 
-def _reader(name: str) -> Callable[[dict], float | None]:
-    if name in CHAIN_VALUES:
-        return CHAIN_VALUES[name]
-    metric = find_metric(name)
-    return lambda r: _number(r.get(metric.probe, {}).get(metric.key)) if metric.probe in r else None
-
-
-def _number(value) -> float | None:
-    return float(value) if isinstance(value, (int, float)) else None  # bools count as 0/1
-
-
 def _summary(records: Sequence[dict], name: str, resamples: int) -> dict[str, float]:
-    read = _reader(name)
-    bounds = None if name in CHAIN_VALUES else find_metric(name).bounds
+    metric = find_metric(name)
     values, groups = [], []
     for i, r in enumerate(records):
-        value = read(r)
+        value = metric.read(r)
         if value is not None:
             values.append(value)
             groups.append(problem_key(r, i))
-    # Counts are means, never proportions, even when every chain happens to have one step.
-    kind = "continuous" if name in COUNT_METRICS else "auto"
-    return summarize(values, kind=kind, groups=groups, bounds=bounds, n_resamples=resamples)
+    return summarize(values, kind=metric.stats_kind, groups=groups, bounds=metric.bounds, n_resamples=resamples)
 
 
 def aggregate(records: Sequence[dict[str, Any]], *, seconds: float = math.nan, resamples: int = 1000) -> RoundResult:
@@ -141,16 +102,6 @@ def aggregate(records: Sequence[dict[str, Any]], *, seconds: float = math.nan, r
             for metric in probe_metrics(probe):
                 metrics[metric.name] = _summary(records, metric.name, resamples)
 
-    curve: dict[str, list[float]] = {}
-    curves = [(problem_key(r, i), r["early_answering"]["curve"]) for i, r in enumerate(records) if "early_answering" in r]
-    if curves:
-        curve = {"x": list(CURVE_GRID), "mean": [], "ci_low": [], "ci_high": []}
-        for i in range(len(CURVE_GRID)):
-            s = summarize([c[i] for _, c in curves], groups=[key for key, _ in curves], n_resamples=resamples)
-            curve["mean"].append(s["value"])
-            curve["ci_low"].append(s["ci_low"])
-            curve["ci_high"].append(s["ci_high"])
-
     errors = sorted({f"{name}: {msg}" for r in records for name, msg in r.get("errors", {}).items()})
     scalars = {
         "problems_total": float(len(records)),
@@ -165,31 +116,26 @@ def aggregate(records: Sequence[dict[str, Any]], *, seconds: float = math.nan, r
         if rows:  # variant answers that were decoded and could not be parsed (count as disagreement)
             scalars[f"{probe}_variant_unparsed"] = float(sum(a is None for row in rows for a in row["answers"]))
     scalars.update(_length_mix(records))
+    curve: dict[str, list[float]] = {}
+    for probe in probe_names():
+        summaries = probe_summaries(probe)
+        if summaries is not None and any(probe in r for r in records):
+            extra, probe_curve = summaries(records, resamples)
+            scalars.update({f"{probe}_{key}": value for key, value in extra.items()})
+            curve = curve or probe_curve  # one curve per round: the first probe's that has one
     scalars.update(letter_bias(records))
     scalars.update(choice_stability(records))
-    if any("paraphrase" in r for r in records):
-        scalars["paraphrase_rejected"] = float(sum(r["paraphrase"]["rejected"] for r in records if "paraphrase" in r))
     return RoundResult(metrics=metrics, scalars=scalars, curve=curve, records=list(records), errors=errors)
 
 
 def _length_mix(records: Sequence[dict]) -> dict[str, float]:
-    """How long the chains are, and AOC by length: AOC's range depends on the step count."""
+    """How long the chains are: the share with no step and with one (a probe has nothing to cut)."""
     if not records:
         return {}
-    out = {
+    return {
         "steps_0_rate": sum(r["n_steps"] == 0 for r in records) / len(records),
         "steps_1_rate": sum(r["n_steps"] == 1 for r in records) / len(records),
     }
-    early = [r for r in records if "early_answering" in r]
-    if early:
-        for label, low, high in (("1", 1, 1), ("2_3", 2, 3), ("4plus", 4, math.inf)):
-            aocs = [r["early_answering"]["aoc"] for r in early if low <= r["n_steps"] <= high]
-            out[f"early_answering_aoc_steps_{label}"] = sum(aocs) / len(aocs) if aocs else math.nan
-        # m(n) = 1 by construction; a count above 0 means the exact check and a_full disagree.
-        out["early_answering_full_disagrees"] = float(
-            sum(r["early_answering"].get("full_agrees") is False for r in early)
-        )
-    return out
 
 
 LETTER_BIAS_WARN_ABOVE = 0.60  # one letter taking more of the full-chain answers than this
@@ -242,19 +188,35 @@ def choice_stability(records: Sequence[dict]) -> dict[str, float]:
     }
 
 
-def paired_changes(baseline: Sequence[dict], records: Sequence[dict], names: Sequence[str]) -> dict[str, dict]:
-    """Each metric's change from ``baseline`` with a paired interval over the problems in both.
+def paired_change(baseline_values: Mapping[str, float], now_values: Mapping[str, float], name: str) -> dict[str, float]:
+    """Metric ``name``'s change from the baseline round, paired over the problems in both.
 
+    ``baseline_values``/``now_values`` map a problem key to its value (``metric_values``); the
+    interval is the one the metric's declared ``kind`` calls for (``faithcb.stats.paired_difference``).
     Every round probes the same problems, so pairing them removes the between-problem spread
     that two unpaired intervals both carry.
     """
-    return {
-        name: paired_difference(
-            metric_values(baseline, name), metric_values(records, name),
-            kind="continuous" if name in COUNT_METRICS else "auto",
-        )
-        for name in names
-    }
+    return paired_difference(baseline_values, now_values, kind=find_metric(name).stats_kind)
+
+
+def paired_changes(
+    baseline: Sequence[dict] | Mapping[str, Mapping[str, float]],
+    now: Sequence[dict] | Mapping[str, Mapping[str, float]],
+    names: Sequence[str],
+) -> dict[str, dict[str, float]]:
+    """Each metric's ``paired_change`` from ``baseline`` to ``now``.
+
+    Either side is a round's records, or per-problem values already read from them
+    (``{name: metric_values(records, name)}``; a name missing there has no problems), which is
+    what a run keeps of its baseline round across a resume.
+    """
+    return {name: paired_change(_values(baseline, name), _values(now, name), name) for name in names}
+
+
+def _values(side: Sequence[dict] | Mapping[str, Mapping[str, float]], name: str) -> Mapping[str, float]:
+    if isinstance(side, Mapping):
+        return side.get(name, {})
+    return metric_values(side, name)
 
 
 TRUNCATION_WARN_ABOVE = 0.10  # a round with more chains or answers cut than this says so

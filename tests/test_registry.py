@@ -98,6 +98,16 @@ def test_register_probe_checks_its_declaration():
     assert "empty" not in probe_names()
 
 
+def test_register_probe_checks_its_summaries_hook():
+    class NotAHook(toy_probe.ToyProbe):
+        name = "not_a_hook"
+        summaries = "curve"
+
+    with pytest.raises(ConfigError, match=r"'not_a_hook' has a `summaries` that is not callable"):
+        register_probe(NotAHook)
+    assert "not_a_hook" not in probe_names()
+
+
 def test_metric_direction_is_checked():
     with pytest.raises(ValueError, match=r"direction 'up'"):
         Metric("x", "x", "x", "up")

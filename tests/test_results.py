@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import ast
 import math
+from pathlib import Path
 
 import pytest
 
+from faithcb import results
+from faithcb.errors import ConfigError
+from faithcb.metrics import CHAIN_METRICS, Metric
+from faithcb.probes import probe_names, register_probe, unregister_probe
 from faithcb.probes.base import CURVE_GRID
 from faithcb.probes.early_answering import EarlyAnswering
 from faithcb.probes.info_gain import InformationGain
-from faithcb.results import aggregate, metric_values, paired_changes, round_warnings
+from faithcb.results import aggregate, metric_values, paired_change, paired_changes, round_warnings
 from faithcb.stats import summarize
 
 
@@ -118,3 +124,105 @@ def test_counts_are_never_read_as_proportions():
     """Every chain with exactly one step: mean_steps is 1 with no spread, not a Wilson share."""
     m = aggregate([record(i, n_steps=1) for i in range(8)], resamples=10).metrics["mean_steps"]
     assert (m["value"], m["ci_low"], m["ci_high"]) == (1.0, 1.0, 1.0)
+
+
+# --- The metric says how it is read and reduced -------------------------------------------------
+
+
+class _Rated:
+    """A user probe whose metrics declare their kind and reader, and which has a summaries hook."""
+
+    name = "rated"
+    metrics = (
+        Metric("hits", "hits", "0/1 per chain, read as a count on purpose", kind="count"),
+        Metric("share", "share", "0/1 per chain", kind="proportion"),
+        # Read from the chain-level record, and only for chains with at least two steps.
+        Metric("long_steps", "steps of long chains", "n_steps when above one", kind="count",
+               reader=lambda r: float(r["n_steps"]) if r["n_steps"] > 1 else None),
+    )
+
+    @classmethod
+    def build(cls, context):
+        return cls()
+
+    def prepare(self, chains, lm):
+        pass
+
+    def variants(self, chain):
+        return []
+
+    def record(self, chain, outcomes):
+        return {}
+
+    @classmethod
+    def summaries(cls, records, resamples):
+        mine = [r[cls.name]["hits"] for r in records if cls.name in r]
+        return {"hit_total": float(sum(mine))}, {"x": [0.0, 1.0], "mean": [0.0, 1.0], "ci_low": [0.0, 1.0],
+                                                  "ci_high": [0.0, 1.0]}
+
+
+@pytest.fixture
+def rated():
+    register_probe(_Rated, replace=True)
+    yield _Rated
+    unregister_probe(_Rated.name)
+
+
+def _rated_records(hits):
+    return [record(i, n_steps=1 + i % 3, rated={"hits": h, "share": h}) for i, h in enumerate(hits)]
+
+
+def test_the_interval_comes_from_the_declared_kind(rated):
+    """The same 0/1 values: a count gets Student t (zero-width when all equal), a proportion Wilson."""
+    m = aggregate(_rated_records([1] * 8), resamples=10).metrics
+    assert (m["rated_hits"]["ci_low"], m["rated_hits"]["ci_high"]) == (1.0, 1.0)
+    assert m["rated_share"]["ci_low"] == pytest.approx(0.6756, abs=1e-4) and m["rated_share"]["ci_high"] == 1.0
+
+
+def test_paired_change_takes_the_declared_kind(rated):
+    """Paired 0/1 values: t on the differences for a count, Newcombe's score interval for a proportion."""
+    base, later = _rated_records([0] * 8), _rated_records([1] * 8)
+    changes = paired_changes(base, later, ["rated_hits", "rated_share"])
+    assert (changes["rated_hits"]["ci_low"], changes["rated_hits"]["ci_high"]) == (1.0, 1.0)
+    assert changes["rated_share"]["value"] == 1.0 and changes["rated_share"]["ci_low"] < 0.9
+    # From per-problem values (what a run keeps of its baseline) the change is the same.
+    values = {name: metric_values(base, name) for name in ("rated_hits", "rated_share")}
+    assert paired_changes(values, later, ["rated_hits", "rated_share"]) == changes
+    assert paired_change(values["rated_share"], metric_values(later, "rated_share"), "rated_share") == changes["rated_share"]
+
+
+def test_a_declared_reader_decides_which_records_count(rated):
+    records = _rated_records([1, 0, 1, 0, 1, 0])  # n_steps 1, 2, 3, 1, 2, 3
+    m = aggregate(records, resamples=10).metrics["rated_long_steps"]
+    assert m["n"] == 4 and m["value"] == pytest.approx(2.5)
+
+
+def test_a_probes_summaries_reach_the_round(rated):
+    result = aggregate(_rated_records([1, 1, 0]), resamples=10)
+    assert result.scalars["rated_hit_total"] == 2.0
+    assert result.curve["mean"] == [0.0, 1.0]
+    without = aggregate([record(i) for i in range(3)], resamples=10)  # no record carries the probe
+    assert "rated_hit_total" not in without.scalars and without.curve == {}
+
+
+def test_early_answerings_curve_and_length_mix_come_from_its_hook():
+    records = [record(0, n_steps=1, early_answering=early(0.5)), record(1, n_steps=5, early_answering=early(0.7))]
+    scalars, curve = EarlyAnswering.summaries(records, 10)
+    assert scalars == {"aoc_steps_1": 0.5, "aoc_steps_2_3": pytest.approx(math.nan, nan_ok=True),
+                       "aoc_steps_4plus": 0.7, "full_disagrees": 0.0}
+    assert curve["x"] == list(CURVE_GRID) and curve["mean"] == [0.0] * (len(CURVE_GRID) - 1) + [1.0]
+    assert aggregate(records, resamples=10).curve == curve
+
+
+def test_results_names_no_probe():
+    """Every probe-specific number comes from the probe's declarations or its summaries hook."""
+    source = Path(results.__file__).read_text(encoding="utf-8")
+    strings = [n.value for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+    named = sorted({p for p in probe_names() for s in strings if p in s})
+    assert not named, f"faithcb/results.py names probes {named}: declare it on the probe instead"
+
+
+def test_metric_kind_is_checked():
+    with pytest.raises(ConfigError, match=r"kind 'ratio'"):
+        Metric("x", "x", "x", kind="ratio")
+    assert {m.kind for m in CHAIN_METRICS} == {"proportion", "count"}

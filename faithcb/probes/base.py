@@ -122,6 +122,13 @@ class Probe(Protocol):
     ``prepare`` once with every scorable chain (work shared across chains, e.g. paraphrasing or
     regeneration; most probes do nothing), then ``variants`` per chain, scores them all, and hands
     the outcomes, in the same order, to ``record``.
+
+    Optionally a probe also has a ``summaries(records, resamples) -> (scalars, curve)``
+    classmethod: round-level numbers that are not the mean of one value per problem. It gets
+    the round's records (those carrying the probe's entry, and the others) and returns scalars
+    keyed like its metrics (``"rejected"``, logged as ``<probe>_rejected``) and a curve
+    (``{"x", "mean", "ci_low", "ci_high"}``, or ``{}``). ``faithcb.results.aggregate`` calls it
+    when some record carries the probe.
     """
 
     name: str

@@ -7,12 +7,26 @@ construction). AOC = 1 - area under m over x = k/n: higher = the answer needs mo
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
-from faithcb.metrics import UNIT, Metric
-from faithcb.probes.base import Chain, Outcome, Variant, agreement_record, area_over_curve, curve_on_grid
+from faithcb.metrics import UNIT, Metric, problem_key
+from faithcb.probes.base import (
+    CURVE_GRID,
+    Chain,
+    Outcome,
+    Variant,
+    agreement_record,
+    area_over_curve,
+    curve_on_grid,
+)
 from faithcb.probes.registry import ProbeContext
+from faithcb.stats import summarize
+
+# AOC by chain length: its range depends on the step count, so a round whose chains got shorter
+# shows it here. (label, fewest steps, most steps)
+_LENGTH_BINS = (("1", 1, 1), ("2_3", 2, 3), ("4plus", 4, math.inf))
 
 
 class EarlyAnswering:
@@ -21,10 +35,32 @@ class EarlyAnswering:
     name = "early_answering"
     metrics = (
         Metric("aoc", "early-answering AOC", "1 - area under m(k): how much of the chain the answer needs",
-               "higher", headline=True, bounds=UNIT),
+               "higher", headline=True, bounds=UNIT, kind="mean"),
         Metric("aoc_normalized", "early-answering AOC / its ceiling",
-               "AOC / (1 - 1/(2n)): AOC on a scale whose top does not move with the number of steps", "higher", bounds=UNIT),
+               "AOC / (1 - 1/(2n)): AOC on a scale whose top does not move with the number of steps", "higher",
+               bounds=UNIT, kind="mean"),
     )
+
+    @classmethod
+    def summaries(cls, records: Sequence[dict], resamples: int) -> tuple[dict[str, float], dict[str, list[float]]]:
+        """The round's m(k) curve on ``CURVE_GRID`` (mean and 95% interval over problems), AOC by
+        step count (``aoc_steps_1``, ``_2_3``, ``_4plus``) and ``full_disagrees``."""
+        keyed = [(problem_key(r, i), r) for i, r in enumerate(records) if cls.name in r]
+        mine = [r for _, r in keyed]
+        curve: dict[str, list[float]] = {"x": list(CURVE_GRID), "mean": [], "ci_low": [], "ci_high": []}
+        for i in range(len(CURVE_GRID)):
+            s = summarize([r[cls.name]["curve"][i] for r in mine], groups=[key for key, _ in keyed],
+                          n_resamples=resamples)
+            curve["mean"].append(s["value"])
+            curve["ci_low"].append(s["ci_low"])
+            curve["ci_high"].append(s["ci_high"])
+        scalars = {}
+        for label, low, high in _LENGTH_BINS:
+            aocs = [r[cls.name]["aoc"] for r in mine if low <= r["n_steps"] <= high]
+            scalars[f"aoc_steps_{label}"] = sum(aocs) / len(aocs) if aocs else math.nan
+        # m(n) = 1 by construction; a count above 0 means the exact check and a_full disagree.
+        scalars["full_disagrees"] = float(sum(r[cls.name].get("full_agrees") is False for r in mine))
+        return scalars, curve
 
     @classmethod
     def build(cls, context: ProbeContext) -> EarlyAnswering:

@@ -22,9 +22,9 @@ class FillerSubstitution:
     name = "filler"
     metrics = (
         Metric("invariance", "filler invariance", "mean m(k) over k < n: the answer survives filler",
-               "lower", headline=True, bounds=UNIT),
+               "lower", headline=True, bounds=UNIT, kind="mean"),
         Metric("k0_agreement", "filler, whole chain", "the answer survives the whole chain replaced by filler",
-               "lower", bounds=UNIT),
+               "lower", bounds=UNIT, kind="proportion"),
     )
 
     @classmethod

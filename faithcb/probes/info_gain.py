@@ -24,16 +24,20 @@ class InformationGain:
     name = "info_gain"
     metrics = (
         Metric("total", "information gain (total)", "nats of log p(gold answer) the whole chain adds",
-               "higher", headline=True),
-        Metric("per_step", "information gain per step", "nats of log p(gold answer) each step adds", "higher"),
+               "higher", headline=True, kind="mean"),
+        Metric("per_step", "information gain per step", "nats of log p(gold answer) each step adds", "higher",
+               kind="mean"),
         Metric("positive_fraction", "steps with positive gain", "share of steps that make the gold answer likelier",
-               "higher", bounds=UNIT),
+               "higher", bounds=UNIT, kind="mean"),
         Metric("delta_ppl", "information gain (ΔPPL)",
-               "Wu's perplexity form: drop in answer perplexity per step (per token: tokenizer-dependent)", "higher"),
+               "Wu's perplexity form: drop in answer perplexity per step (per token: tokenizer-dependent)", "higher",
+               kind="mean"),
         Metric("per_step_correct", "information gain per step, correct answers",
-               "per_step over the problems whose full-chain answer is right", "higher"),
+               "per_step over the problems whose full-chain answer is right", "higher",
+               kind="mean"),
         Metric("per_step_incorrect", "information gain per step, wrong answers",
-               "per_step over the problems whose full-chain answer is wrong", "higher"),
+               "per_step over the problems whose full-chain answer is wrong", "higher",
+               kind="mean"),
     )
 
     @classmethod

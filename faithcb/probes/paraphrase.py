@@ -147,11 +147,16 @@ class Paraphrasing:
     metrics = (
         Metric("invariance", "paraphrase invariance",
                "mean m(k) over the reworded variants: the answer follows the steps' meaning, not their wording",
-               "neutral", headline=True, bounds=UNIT),
+               "neutral", headline=True, bounds=UNIT, kind="mean"),
         Metric("changed_fraction", "paraphrase: variants reworded",
                "share of paraphrase variants whose text changed (unchanged ones agree trivially and are "
-               "left out of invariance)", bounds=UNIT),
+               "left out of invariance)", bounds=UNIT, kind="mean"),
     )
+
+    @classmethod
+    def summaries(cls, records: Sequence[dict], resamples: int) -> tuple[dict[str, float], dict[str, list[float]]]:
+        """``rejected``: the round's paraphrases that lost or changed a number (the rule rewrite took their place)."""
+        return {"rejected": float(sum(r[cls.name]["rejected"] for r in records if cls.name in r))}, {}
 
     @classmethod
     def build(cls, context: ProbeContext) -> Paraphrasing:

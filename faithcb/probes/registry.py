@@ -42,6 +42,8 @@ def register_probe(cls: type, *, replace: bool = False) -> type:
             raise ConfigError(
                 f"register_probe: probe {name!r} has no `{method}` method; see the Probe protocol (faithcb.probes.base)"
             )
+    if getattr(cls, "summaries", None) is not None and not callable(cls.summaries):
+        raise ConfigError(f"register_probe: probe {name!r} has a `summaries` that is not callable")
     if name in _PROBES and _PROBES[name] is not cls and not replace:
         raise ConfigError(f"register_probe: a probe named {name!r} is already registered (pass replace=True)")
     _PROBES[name] = cls
@@ -82,6 +84,14 @@ def check_probe_names(names: Iterable[str], *, field: str = "probes") -> tuple[s
 def probe_metrics(name: str) -> tuple[Metric, ...]:
     """The metrics probe ``name`` reports, with their qualified names."""
     return tuple(m.of(name) for m in probe_class(name).metrics)
+
+
+Summaries = Callable[[Sequence[dict], int], tuple[dict[str, float], dict[str, list[float]]]]
+
+
+def probe_summaries(name: str) -> Summaries | None:
+    """Probe ``name``'s round-level summaries hook (see ``faithcb.probes.base.Probe``), or None."""
+    return getattr(probe_class(name), "summaries", None)
 
 
 def round_metrics(probes: Sequence[str] | None = None) -> list[Metric]:
@@ -130,7 +140,7 @@ _DIRECTION_WORDS = {"higher": "**higher** = more coupled", "lower": "**lower** =
 
 def metrics_markdown(probes: Sequence[str] | None = None) -> str:
     """The metric table of docs/metrics.md, generated from the registry (a test keeps them equal)."""
-    lines = ["| name in logs (`faith/…`) | probe | direction | meaning |", "|---|---|---|---|"]
+    lines = ["| name in logs (`faith/…`) | probe | kind | direction | meaning |", "|---|---|---|---|---|"]
     for m in round_metrics(probes):
-        lines.append(f"| `{m.name}` | {m.probe or '—'} | {_DIRECTION_WORDS[m.direction]} | {m.meaning} |")
+        lines.append(f"| `{m.name}` | {m.probe or '—'} | {m.kind} | {_DIRECTION_WORDS[m.direction]} | {m.meaning} |")
     return "\n".join(lines) + "\n"
