@@ -183,12 +183,24 @@ def forwards_in_lockstep(model, accelerator) -> Iterator[None]:
 
 @contextlib.contextmanager
 def unwrapped_model(trainer) -> Iterator[Any]:
-    """The bare model, with ZeRO-3 weights gathered and gradient checkpointing paused (TRL's helper)."""
+    """The bare model, with ZeRO-3 weights gathered and gradient checkpointing paused (TRL's helper).
+
+    TRL's helper puts things back (gradient checkpointing on, ZeRO-3's hooks) after its ``yield``
+    without a ``finally``: a round that raised would leave them off for the rest of training. So
+    the round's exception (a ``KeyboardInterrupt`` too) is held until TRL's helper has finished,
+    then raised again.
+    """
     from trl.models import unwrap_model_for_generation
 
     wrapped = getattr(trainer, "model_wrapped", None) or trainer.model
+    failure: BaseException | None = None
     with unwrap_model_for_generation(
         wrapped, trainer.accelerator,
         gradient_checkpointing_kwargs=getattr(trainer.args, "gradient_checkpointing_kwargs", None),
     ) as model:
-        yield model
+        try:
+            yield model
+        except BaseException as exc:  # noqa: BLE001 - re-raised below, once TRL has cleaned up
+            failure = exc
+    if failure is not None:
+        raise failure

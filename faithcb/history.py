@@ -88,10 +88,20 @@ class HistoryWriter:
 
         They came from the run that went on past the checkpoint; the resumed run probes those
         steps again, and keeping both would put every later step twice in the history and report.
+        A last line cut short (a run killed mid-write: no newline, no valid JSON) is dropped with a
+        warning; left in place, the next round would be appended to it and spoil both.
         """
         if not self.path.is_file():
             return
         lines = self.path.read_text(encoding="utf-8").splitlines(keepends=True)
+        if lines and not lines[-1].endswith("\n") and not _parses(lines[-1]):
+            warnings.warn(
+                f"faithcb: {self.path}: dropping the cut last line of the history (a run killed while "
+                f"writing it?): {lines[-1][:60]!r}", RuntimeWarning, stacklevel=2,
+            )
+            lines, cut = lines[:-1], True
+        else:
+            cut = False
         kept = []
         for line in lines:
             try:
@@ -100,8 +110,16 @@ class HistoryWriter:
                 later = False  # not ours to judge: keep it
             if not later:
                 kept.append(line)
-        if len(kept) != len(lines):
+        if cut or len(kept) != len(lines):
             self.path.write_text("".join(kept), encoding="utf-8")
+
+
+def _parses(line: str) -> bool:
+    try:
+        json.loads(line)
+    except ValueError:
+        return False
+    return True
 
 
 def find_history(path: str | os.PathLike) -> Path:
