@@ -3,18 +3,21 @@
 The prefix lets a recipe parse it next to ``SFTConfig`` or ``GRPOConfig`` with one ``TrlParser``
 (``GRPOConfig`` already owns ``temperature``, ``num_generations``, ``seed``...). Values are
 checked in ``__post_init__`` with messages that name the field and the allowed values; the round's
-part becomes an immutable ``ProbeSettings`` (``probe_settings()``). No torch is imported here.
+part becomes an immutable ``ProbeSettings`` (``probe_settings()``), which holds the one definition
+of its checks: their errors are relabelled with the ``faith_`` name. No torch is imported here.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 
 from faithcb.errors import ConfigError
-from faithcb.probes import DEFAULT_PROBES, check_probe_names, find_metric, probe_names, round_metrics
+from faithcb.probes import DEFAULT_PROBES, find_metric, probe_names, round_metrics
 from faithcb.probes.registry import did_you_mean
 from faithcb.prompting import LAYOUTS, PromptStyle
-from faithcb.settings import EVALUATORS, GENERATION_PATHS, PARAPHRASERS, ProbeSettings
+from faithcb.settings import EVALUATORS, GENERATION_PATHS, ProbeSettings
 from faithcb.stopping import REFERENCES
 
 STOP_MODES = ("auto", "max", "min")
@@ -153,17 +156,11 @@ class FaithConfig:
     def __post_init__(self) -> None:
         if isinstance(self.faith_probes, str):
             self.faith_probes = [p.strip() for p in self.faith_probes.split(",") if p.strip()]
-        self.faith_probes = list(check_probe_names(self.faith_probes, field="faith_probes"))
-        _choice("faith_paraphraser", self.faith_paraphraser, PARAPHRASERS)
-        _choice("faith_evaluator", self.faith_evaluator, EVALUATORS)
-        _choice("faith_layout", self.faith_layout, LAYOUTS)
-        _choice("faith_generation", self.faith_generation, GENERATION_PATHS)
-        if self.faith_max_cuts < 2:
-            raise ConfigError(f"faith_max_cuts: must be >= 2 (k = 0 and k = n), got {self.faith_max_cuts}")
+        # The round's settings are checked by ProbeSettings (and PromptStyle), nowhere else.
+        self.faith_probes = list(self.probe_settings().probes)
         _choice("faith_stop_mode", self.faith_stop_mode, STOP_MODES)
         _choice("faith_stop_reference", self.faith_stop_reference, REFERENCES)
-        for name in ("faith_num_problems", "faith_max_chain_tokens", "faith_answer_max_tokens",
-                     "faith_num_samples", "faith_batch_size", "faith_stop_patience", "faith_bootstrap_resamples"):
+        for name in ("faith_num_problems", "faith_stop_patience"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: must be >= 1, got {getattr(self, name)}")
         for name in ("faith_num_rounds", "faith_every_n_steps"):
@@ -176,8 +173,6 @@ class FaithConfig:
                 "faith_round_at_end: this cadence never probes; set faith_num_rounds > 0 or faith_every_n_steps > 0"
             )
         self._check_stop_metric()
-        if self.faith_temperature <= 0:
-            raise ConfigError(f"faith_temperature: must be > 0, got {self.faith_temperature}")
         # A negative margin would count a round that equals the reference as bad, so a flat metric
         # would stop training after faith_stop_patience rounds.
         if not self.faith_max_overhead >= 0:
@@ -222,41 +217,63 @@ class FaithConfig:
 
     def prompt_style(self) -> PromptStyle:
         """The layout and wording the ``faith_*`` fields set."""
-        return PromptStyle(
-            layout=self.faith_layout,
-            instruction=self.faith_instruction,
-            cue_question=self.faith_cue_question,
-            number_answer_prefix=self.faith_number_answer_prefix,
-            choice_answer_prefix=self.faith_choice_answer_prefix,
-            text_answer_prefix=self.faith_text_answer_prefix,
-        )
+        with _faith_names():
+            return PromptStyle(
+                layout=self.faith_layout,
+                instruction=self.faith_instruction,
+                cue_question=self.faith_cue_question,
+                number_answer_prefix=self.faith_number_answer_prefix,
+                choice_answer_prefix=self.faith_choice_answer_prefix,
+                text_answer_prefix=self.faith_text_answer_prefix,
+            )
 
     def probe_settings(self, *, style: PromptStyle | None = None) -> ProbeSettings:
         """The round's settings (immutable); ``style`` (Python only) overrides the faith_* wording and layout."""
-        return ProbeSettings(
-            probes=tuple(self.faith_probes),
-            max_chain_tokens=self.faith_max_chain_tokens,
-            answer_max_tokens=self.faith_answer_max_tokens,
-            do_sample=self.faith_do_sample,
-            temperature=self.faith_temperature,
-            num_samples=self.faith_num_samples,
-            seed=self.faith_seed,
-            paraphraser=self.faith_paraphraser,
-            evaluator=self.faith_evaluator,
-            batch_size=self.faith_batch_size,
-            fast=self.faith_fast,
-            bootstrap_resamples=self.faith_bootstrap_resamples,
-            choice_permutations=self.faith_choice_permutations,
-            generation=self.faith_generation,
-            max_cuts=self.faith_max_cuts,
-            style=style if style is not None else self.prompt_style(),
-        )
+        style = style if style is not None else self.prompt_style()
+        with _faith_names():
+            return ProbeSettings(
+                probes=tuple(self.faith_probes),
+                max_chain_tokens=self.faith_max_chain_tokens,
+                answer_max_tokens=self.faith_answer_max_tokens,
+                do_sample=self.faith_do_sample,
+                temperature=self.faith_temperature,
+                num_samples=self.faith_num_samples,
+                seed=self.faith_seed,
+                paraphraser=self.faith_paraphraser,
+                evaluator=self.faith_evaluator,
+                batch_size=self.faith_batch_size,
+                fast=self.faith_fast,
+                bootstrap_resamples=self.faith_bootstrap_resamples,
+                choice_permutations=self.faith_choice_permutations,
+                generation=self.faith_generation,
+                max_cuts=self.faith_max_cuts,
+                style=style,
+            )
 
     @classmethod
     def field_names(cls) -> list[str]:
         return [f.name for f in fields(cls)]
 
 
+@contextmanager
+def _faith_names() -> Iterator[None]:
+    """Relabel a ``ProbeSettings``/``PromptStyle`` error with the ``faith_`` field that set the value.
+
+    Their messages start with the field's name (``max_chain_tokens: must be >= 1``); here the
+    user wrote ``faith_max_chain_tokens``, so that is the name the error gives.
+    """
+    try:
+        yield
+    except ConfigError as error:
+        name, sep, rest = str(error).partition(":")
+        if sep and f"faith_{name}" in _FIELDS:
+            raise type(error)(f"faith_{name}:{rest}") from None
+        raise
+
+
 def _choice(name: str, value: str, allowed) -> None:
     if value not in allowed:
         raise ConfigError(f"{name}: {value!r} is not one of {list(allowed)}")
+
+
+_FIELDS = frozenset(FaithConfig.field_names())

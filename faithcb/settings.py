@@ -1,7 +1,8 @@
 """``ProbeSettings``: what one round measures and how — validated once, immutable after.
 
 ``FaithConfig`` (the callback's ``faith_*`` fields) and the CLI build it; the engine only reads
-it. A change (for example the base-model round's evaluator) is a new object through
+it. Its checks are the only ones of these settings: ``FaithConfig`` validates through it and
+names the ``faith_`` field in the error. A change (for example the base-model round's evaluator) is a new object through
 ``dataclasses.replace``, which validates again. No torch here, so configs parse without it.
 """
 
@@ -58,7 +59,7 @@ class ProbeSettings:
         if self.generation not in GENERATION_PATHS:
             raise ConfigError(f"generation: {self.generation!r} is not one of {list(GENERATION_PATHS)}")
         if isinstance(self.paraphraser, str) and self.paraphraser not in PARAPHRASERS:
-            raise ConfigError(f"paraphraser: {self.paraphraser!r} is not 'rule', 'model' or a callable")
+            raise ConfigError(f"paraphraser: {self.paraphraser!r} is not one of {list(PARAPHRASERS)} (or a callable)")
         if int(self.max_cuts) < 2:
             raise ConfigError(f"max_cuts: must be >= 2 (k = 0 and k = n), got {self.max_cuts}")
         for name in ("max_chain_tokens", "answer_max_tokens", "num_samples", "batch_size", "bootstrap_resamples"):

@@ -14,6 +14,8 @@ from faithcb.callback import FaithfulnessCallback
 from faithcb.config import FaithConfig, metric_names
 from faithcb.errors import ConfigError, ProblemFormatError
 from faithcb.probes import probe_names
+from faithcb.prompting import PromptStyle
+from faithcb.settings import ProbeSettings
 from faithcb.tasks.arithmetic import make_problems
 from faithcb.testing import tiny_tokenizer
 
@@ -77,6 +79,52 @@ def test_invalid_values_name_the_field_and_the_choices(kwargs, pattern):
     with pytest.raises(ConfigError, match=pattern) as info:
         FaithConfig(**kwargs)
     assert isinstance(info.value, ValueError)  # catchable as the builtin too
+
+
+# Every check ProbeSettings makes, with a value that fails it. FaithConfig has none of its own for
+# these fields: it validates through ProbeSettings and names the faith_ field.
+PROBE_SETTINGS_CHECKS = [
+    ("probes", ("early_answering", "nope")),
+    ("probes", ()),
+    ("max_chain_tokens", 0),
+    ("answer_max_tokens", 0),
+    ("num_samples", 0),
+    ("batch_size", 0),
+    ("bootstrap_resamples", 0),
+    ("max_cuts", 1),
+    ("temperature", 0.0),
+    ("temperature", -1.0),
+    ("paraphraser", "llm"),
+    ("evaluator", "frozen"),
+    ("generation", "eager"),
+]
+UNCHECKED = {"do_sample", "seed", "fast", "choice_permutations"}  # any value of their type is valid
+NO_FAITH_FIELD = {"top_p", "style", "splitter"}  # set from Python only (style: through the faith_ wording)
+
+
+@pytest.mark.parametrize(("name", "bad"), PROBE_SETTINGS_CHECKS, ids=lambda v: repr(v))
+def test_probe_settings_checks_are_reached_through_faith_config_with_its_name(name, bad):
+    with pytest.raises(ConfigError) as plain:
+        ProbeSettings(**{name: bad})
+    assert str(plain.value).startswith(f"{name}: ")
+    with pytest.raises(ConfigError) as faith:
+        FaithConfig(**{f"faith_{name}": list(bad) if name == "probes" else bad})
+    assert str(faith.value) == f"faith_{str(plain.value)}"  # the same check, relabelled
+
+
+def test_the_layout_check_of_prompt_style_is_reached_with_its_faith_name():
+    with pytest.raises(ConfigError) as plain:
+        PromptStyle(layout="chat")
+    with pytest.raises(ConfigError) as faith:
+        FaithConfig(faith_layout="chat")
+    assert str(faith.value) == f"faith_{str(plain.value)}"
+
+
+def test_every_probe_settings_field_is_checked_in_the_table_or_says_why_not():
+    """A new ProbeSettings field must be placed: a row above, unchecked, or not a faith_ field."""
+    names = {f.name for f in dataclasses.fields(ProbeSettings)}
+    assert names == {name for name, _ in PROBE_SETTINGS_CHECKS} | UNCHECKED | NO_FAITH_FIELD
+    assert all(f"faith_{name}" in FaithConfig.field_names() for name in names - NO_FAITH_FIELD)
 
 
 @pytest.mark.parametrize(
