@@ -513,3 +513,14 @@ def test_a_headline_metric_that_cannot_be_measured_is_flagged(tok, tmp_path, mon
     assert all(step_logs.get("faith_missing/early_answering_aoc") == 1.0 for step_logs in logs.values())
     assert all("faith/early_answering_aoc" not in step_logs for step_logs in logs.values())
     assert all("faith_missing/filler_invariance" not in step_logs for step_logs in logs.values())
+
+
+def test_stop_on_nan_without_early_stopping_trains_to_the_end(tok, tmp_path, monkeypatch):
+    """Regression (issue 19, bug 2): faith_stop_on_nan alone must not stop a run whose stopping is off."""
+    _script_records(monkeypatch, [0.8, math.nan, math.nan, math.nan, math.nan])
+    trainer = make_trainer("trainer", tmp_path, tok=tok, max_steps=4)
+    cb = attach(trainer, faith_config(faith_every_n_steps=1, faith_early_stopping=False,
+                                      faith_stop_on_nan=True, faith_stop_patience=1))
+    trainer.train()
+    assert trainer.state.global_step == 4 and cb.stopped_at is None
+    assert not any("faith/early_stop" in e for e in trainer.state.log_history)

@@ -118,3 +118,28 @@ def test_nan_rounds_count_as_bad_only_when_asked():
     cfg = FaithConfig(faith_early_stopping=True, faith_stop_on_nan=True, faith_stop_reference="paired")
     stopper = EarlyStopper.from_config(cfg)
     assert stopper.nan_is_bad and stopper.reference == "paired"
+
+
+# Regression (issue 19, bug 2): a NaN round counted as bad under faith_stop_on_nan although early
+# stopping itself was off -- training stopped though the user had turned stopping off. Every way of
+# turning stopping off must hold against every kind of round: NaN, a drop, a paired drop.
+@pytest.mark.parametrize("reference", ["best", "baseline", "paired"])
+@pytest.mark.parametrize("require_ci", [False, True])
+@pytest.mark.parametrize("nan_is_bad", [False, True])
+def test_disabled_stopping_never_stops_and_counts_nothing(reference, require_ci, nan_is_bad):
+    stopper = EarlyStopper("m", patience=1, reference=reference, require_ci=require_ci,
+                           enabled=False, nan_is_bad=nan_is_bad)
+    drop = change(-0.7, -0.8, -0.6)
+    rounds = [(0.9, (0.8, 1.0), None), (NAN, (NAN, NAN), None), (0.1, (0.0, 0.2), drop),
+              (NAN, (NAN, NAN), drop), (0.0, (0.0, 0.1), drop)]
+    for value, interval, paired in rounds:
+        assert stopper.update(value, interval, change=paired) is None
+        assert stopper.bad_rounds == 0
+    # It still tracks best and baseline (they are exported with the state).
+    assert stopper.best == 0.9 and stopper.baseline == 0.9
+
+
+def test_disabled_stopping_from_config_with_stop_on_nan_set():
+    cfg = FaithConfig(faith_early_stopping=False, faith_stop_on_nan=True, faith_stop_patience=1)
+    stopper = EarlyStopper.from_config(cfg)
+    assert [stopper.update(v) for v in (0.8, NAN, NAN)] == [None, None, None]
