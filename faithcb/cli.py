@@ -28,6 +28,7 @@ from typing import Any
 from faithcb import demo, report, show
 from faithcb.config import FaithConfig
 from faithcb.errors import FaithcbError
+from faithcb.models import EMBEDDED
 from faithcb.probes.registry import (
     did_you_mean,
     in_registry_order,
@@ -37,8 +38,6 @@ from faithcb.probes.registry import (
 from faithcb.prompting import LAYOUTS
 from faithcb.results import RoundResult, round_warnings
 from faithcb.settings import EVALUATORS, GENERATION_PATHS, PARAPHRASERS, ProbeSettings
-
-EMBEDDED = "embedded"
 
 _FIELDS = {f.name: f for f in fields(FaithConfig)}
 

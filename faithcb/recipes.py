@@ -14,6 +14,7 @@ from pathlib import Path
 
 from faithcb.data import ProbeSet
 from faithcb.errors import ProblemFormatError
+from faithcb.models import EMBEDDED
 from faithcb.problem import Problem
 from faithcb.prompting import PromptStyle
 from faithcb.tasks.arithmetic import make_examples, make_problems
@@ -29,8 +30,6 @@ __all__ = [
     "load_model_and_tokenizer",
     "sft_dataset",
 ]
-
-EMBEDDED = "embedded"
 
 
 @dataclass

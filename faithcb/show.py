@@ -18,10 +18,10 @@ from collections.abc import Sequence
 
 from faithcb.config import FaithConfig
 from faithcb.errors import ConfigError
+from faithcb.models import EMBEDDED
 from faithcb.prompting import LAYOUTS
 from faithcb.settings import ProbeSettings
 
-EMBEDDED = "embedded"
 # Shown when no problem file is given: a two-step word problem.
 EXAMPLE = {"question": "Tom has 3 boxes of 12 pencils. He gives away 7 pencils. How many pencils does he have left?",
            "answer": "29"}

