@@ -524,3 +524,27 @@ def test_stop_on_nan_without_early_stopping_trains_to_the_end(tok, tmp_path, mon
     trainer.train()
     assert trainer.state.global_step == 4 and cb.stopped_at is None
     assert not any("faith/early_stop" in e for e in trainer.state.log_history)
+
+
+def test_a_runner_injected_through_the_seam_measures_every_round(tok, tmp_path):
+    """``runner_class`` is the seam for tests: the callback's rounds come from the injected runner."""
+    from faithcb.results import aggregate
+
+    class Scripted(RoundRunner):
+        def measure(self, *, base):
+            return aggregate(_records(0.25, len(self.problems)), resamples=50), None
+
+    class Callback(FaithfulnessCallback):
+        runner_class = Scripted
+
+    trainer = make_trainer("trainer", tmp_path, tok=tok, max_steps=2)
+    # The model is never probed: a forward pass without gradients (a round's) would fail.
+    def no_rounds(_module, _args):
+        assert torch.is_grad_enabled(), "the real model was probed"
+
+    trainer.model.get_input_embeddings().register_forward_pre_hook(no_rounds)
+    trainer.add_callback(Callback(trainer, probe_problems(), faith_config(faith_every_n_steps=1), style=STYLE))
+    trainer.train()
+    rounds = faith_logs(trainer)
+    assert sorted(rounds) == [0, 1, 2]
+    assert all(logs["faith/early_answering_aoc"] == 0.25 for logs in rounds.values())
