@@ -28,7 +28,7 @@ from faithcb.probes.base import Chain, Outcome, Variant, chain_status
 from faithcb.problem import Problem
 from faithcb.prompting import LETTERS, Prompter
 from faithcb.results import RoundResult, aggregate, chain_record
-from faithcb.scoring import ScoreRequest, ScoreResult, ScoringLM
+from faithcb.scoring import EndRule, ScoreRequest, ScoreResult, ScoringLM
 from faithcb.settings import ProbeSettings
 from faithcb.text import answer_is_computation, before_cue, extract_answer, locate_steps, step_spans
 
@@ -175,11 +175,8 @@ class FaithfulnessEngine:
         closing it (its own answer) is replaced by the cue. A special-token end mark (harmony's
         ``<|end|>``) is found here because decoding drops special tokens.
         """
-        stops = set(self.lm.eos_ids) | set(self._reasoning_end_ids)
-        for i, token in enumerate(generated):
-            if token in stops:
-                return list(generated[:i]), True
-        return list(generated), False
+        end = EndRule(frozenset(self.lm.eos_ids) | frozenset(self._reasoning_end_ids)).end(generated)
+        return (list(generated), False) if end is None else (list(generated[:end]), True)
 
     def chain_from_text(
         self, problem: Problem, text: str, *, sample: int = 0, key: int = 0, ended: bool = True
@@ -272,6 +269,7 @@ class FaithfulnessEngine:
     def read_full_answers(self, chains: Sequence[Chain]) -> list[Chain]:
         """Each chain with a_full, its answer under its own full chain (letters are scored, not decoded)."""
         lm = self.lm
+        answer_end = EndRule.for_answers(lm)
         answered: dict[int, Chain] = {}
         free = [c for c in chains if c.problem.kind != "choice"]
         contexts = [c.prefix + c.cue_ids for c in free]
@@ -279,7 +277,7 @@ class FaithfulnessEngine:
             text = lm.decode(ids)
             # An answer the window cut before its terminator may be a prefix ("1,250" of
             # "1,250,000"): unparsed, and counted, rather than read as a wrong number.
-            ended = bool(ids) and (ids[-1] in lm.eos_ids or ids[-1] in lm.newline_ids)
+            ended = answer_end.ended(ids)
             kind = chain.problem.kind
             answer = extract_answer(text, kind, after_cue=True) if ended else None
             computed = ended and answer_is_computation(text, kind, after_cue=True)

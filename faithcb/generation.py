@@ -38,6 +38,7 @@ import torch
 
 from faithcb.errors import ConfigError
 from faithcb.lm import left_pad, sampling_kwargs
+from faithcb.scoring import EndRule
 from faithcb.settings import GENERATION_PATHS
 
 __all__ = ["STATIC_CACHE_BUCKET", "ChainGenerator", "check_generation"]
@@ -194,11 +195,8 @@ class ChainGenerator:
     # ------------------------------------------------------------------ shared
     def _finish(self, new: list[list[int]]) -> list[list[int]]:
         """Cut each sequence after its first end token (kept), as ``ProbeLM.generate(keep_stop=True)``."""
-        stops = set(self._stops or ())
-        out = []
-        for seq in new:
-            end = next((i for i, t in enumerate(seq) if t in stops), None)
-            out.append(seq if end is None else seq[: end + 1])
+        rule = EndRule(frozenset(self._stops or ()))
+        out = [rule.cut(seq, keep=True) for seq in new]
         counter = getattr(self.lm, "counter", None)
         if counter is not None:
             counter.generated += sum(len(s) for s in out)

@@ -30,6 +30,7 @@ import torch
 from faithcb.packed import PackedScorer, group_problems, packing_supported
 from faithcb.scoring import (
     ContinuationScore,
+    EndRule,
     ScoreRequest,
     ScoreResult,
     ScoringLM,
@@ -201,15 +202,15 @@ class ProbeLM:
         )
         self._count(mask, "generate")
         new = out[:, ids.shape[1] :].tolist()
-        cut = [self._cut_at_end(seq, stops, stop_at_newline, keep_stop) for seq in new]
+        rule = EndRule(frozenset(stops), self.newline_ids if stop_at_newline else frozenset())
+        cut = [rule.cut(seq, keep=keep_stop) for seq in new]
         self.counter.generated += sum(len(seq) for seq in cut)
         return cut
 
-    def _cut_at_end(self, seq: list[int], stops: Collection[int], stop_at_newline: bool, keep_stop: bool) -> list[int]:
-        for i, tok in enumerate(seq):
-            if tok in stops or (stop_at_newline and i > 0 and tok in self.newline_ids):
-                return seq[: i + 1] if keep_stop else seq[:i]
-        return seq
+    @property
+    def answer_end(self) -> EndRule:
+        """Where ``answer`` (and a decoded answer while scoring) ends: ``EndRule.for_answers``."""
+        return EndRule.for_answers(self)
 
     def _count(self, mask: torch.Tensor, stage: str) -> None:
         self.counter.add(int(mask.numel()), int(mask.sum()), stage)
@@ -235,8 +236,7 @@ class ProbeLM:
         packed = PackedScorer(
             self.model,
             pad_id=self.pad_id,
-            end_ids=self.eos_ids,
-            newline_ids=self.newline_ids,
+            answer_end=self.answer_end,
             max_batch_size=self.max_batch_size,
             max_batch_tokens=self.max_batch_tokens,
             bin_tokens=self.bin_tokens,

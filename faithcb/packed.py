@@ -12,7 +12,7 @@ position ids give it the same positions, so each distinct token is read about on
 of 16 problems takes a few dozen forward passes.
 
 The scorer never sees text: where a decoded answer ends (an end-of-sequence id, or a newline
-after its first token) is decided from id sets computed once by the caller. Session handling,
+after its first token) is the caller's ``faithcb.scoring.EndRule``, on id sets computed once. Session handling,
 batching under out-of-memory and the plain reference path stay in ``faithcb.lm.ProbeLM``.
 """
 
@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from collections.abc import Collection, Hashable, Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
 import torch
 
-from faithcb.scoring import ContinuationScore, ScoreRequest, ScoreResult, TokenCounter, needs_decode
+from faithcb.scoring import ContinuationScore, EndRule, ScoreRequest, ScoreResult, TokenCounter, needs_decode
 
 __all__ = [
     "PackedScorer",
@@ -152,9 +152,8 @@ def _check_shared_prefix(reqs: Sequence[ScoreRequest]) -> None:
 class PackedScorer:
     """Packed scoring of several problems' requests per forward pass.
 
-    ``end_ids`` end a decoded answer anywhere, ``newline_ids`` (the ids whose text contains a
-    newline) after its first token: the same rule as ``ProbeLM.answer``. Every forward pass is
-    recorded in ``counter``.
+    ``answer_end`` says where a decoded answer ends: the rule of ``ProbeLM.answer``
+    (``EndRule.for_answers``). Every forward pass is recorded in ``counter``.
     """
 
     def __init__(
@@ -162,8 +161,7 @@ class PackedScorer:
         model,
         *,
         pad_id: int,
-        end_ids: Collection[int],
-        newline_ids: Collection[int],
+        answer_end: EndRule,
         max_batch_size: int,
         max_batch_tokens: int,
         bin_tokens: int,
@@ -172,8 +170,7 @@ class PackedScorer:
         self.model = model
         self.device = next(model.parameters()).device
         self.pad_id = pad_id
-        self.end_ids = frozenset(end_ids)
-        self.newline_ids = frozenset(newline_ids)
+        self.answer_end = answer_end
         self.max_batch_size = max(1, int(max_batch_size))
         # Packed tokens per forward pass (several problems), bounding the activation and
         # vocabulary-logit memory of one pass; a single problem may exceed it.
@@ -303,7 +300,8 @@ class PackedScorer:
         token it would). The first step feeds them all at once: an answer that differs from a_full
         only in its last digits costs one pass for its shared head, not one per token.
         """
-        outs = [self._until_answer_ends(k) for k in known]
+        # A checked continuation may run past the answer's end: decoding starts from its answer.
+        outs = [self.answer_end.cut(k, keep=True) for k in known]
         fed = [0] * len(todo)  # tokens of outs[i] already in the cache
         # Decode on the rows that hold these requests only: every pass reads (and grows) the
         # whole cache of every row it runs, and usually a few requests of a few rows need decoding.
@@ -317,7 +315,7 @@ class PackedScorer:
         while True:
             active = [
                 i for i, (g, r) in enumerate(todo)
-                if len(outs[i]) < problems[g][r].decode_tokens and not self._ends_answer(outs[i])
+                if len(outs[i]) < problems[g][r].decode_tokens and not self.answer_end.ended(outs[i])
             ]
             if not active:
                 break
@@ -336,18 +334,6 @@ class PackedScorer:
             for i, pick in zip(order, nxt):
                 outs[i].append(pick.argmax)
         return outs
-
-    def _until_answer_ends(self, tokens: Sequence[int]) -> list[int]:
-        """``tokens`` up to the one that ends an answer (a checked continuation may run past it)."""
-        for n in range(1, len(tokens) + 1):
-            if self._ends_answer(list(tokens[:n])):
-                return list(tokens[:n])
-        return list(tokens)
-
-    def _ends_answer(self, answer: list[int]) -> bool:
-        # Like ``ProbeLM.answer``: an end token ends it anywhere, a newline only after the first token.
-        last = answer[-1]
-        return last in self.end_ids or (len(answer) > 1 and last in self.newline_ids)
 
     def _count(self, real: torch.Tensor, stage: str) -> None:
         self.counter.add(int(real.numel()), int(real.sum()), stage)

@@ -1,7 +1,8 @@
 """The scoring vocabulary: what probing asks a language model and what it gets back.
 
 ``ScoreRequest``/``ScoreResult``/``ContinuationScore`` are the request and result types of
-teacher-forced scoring, ``TokenCounter`` is the forward-pass accounting hook, and ``ScoringLM``
+teacher-forced scoring, ``EndRule`` is the one rule for where generated tokens end (chains,
+answers, decoded answers), ``TokenCounter`` is the forward-pass accounting hook, and ``ScoringLM``
 is the protocol every model wrapper implements (``faithcb.lm.ProbeLM`` on a real model, the
 scripted fakes of the tests). Plain data and typing only: importing this module does not import
 torch, so probes and tests can build requests without it.
@@ -16,6 +17,7 @@ from typing import Any, Protocol, runtime_checkable
 
 __all__ = [
     "ContinuationScore",
+    "EndRule",
     "ScoreRequest",
     "ScoreResult",
     "ScoringLM",
@@ -70,6 +72,51 @@ class ScoreResult:
 def needs_decode(request: ScoreRequest, result: ScoreResult) -> bool:
     """Whether ``request`` asked for its greedy answer and the exact check says it differs."""
     return bool(request.decode_tokens and result.continuations and not result.continuations[0].greedy)
+
+
+@dataclass(frozen=True)
+class EndRule:
+    """Where generated tokens end: the one rule every generation and decoding path applies.
+
+    A token of ``end_ids`` ends the tokens anywhere (end of sequence; the think layout's reasoning
+    end for chains). A token of ``newline_ids`` ends them only after the first token: an answer
+    ends with its line, but the cue may be followed by a line break before the answer starts. A
+    chain ends at ``end_ids`` only (its rule has no ``newline_ids``).
+
+    ``ScoringLM`` paths that cut generated tokens (``ProbeLM.generate``, the packed decoder, the
+    chain generators) and the engine that reads whether a chain or an answer ended all ask this.
+    """
+
+    end_ids: frozenset[int]
+    newline_ids: frozenset[int] = frozenset()
+
+    @classmethod
+    def for_answers(cls, lm: ScoringLM) -> EndRule:
+        """The rule of ``lm.answer``: its end tokens anywhere, a newline after the first token."""
+        return cls(frozenset(lm.eos_ids), frozenset(lm.newline_ids))
+
+    def ends_at(self, token: int, index: int) -> bool:
+        """Whether ``token``, at position ``index`` of the generated tokens, ends them."""
+        return token in self.end_ids or (index > 0 and token in self.newline_ids)
+
+    def end(self, tokens: Sequence[int]) -> int | None:
+        """The index of the token that ends ``tokens``, or None (cut by a length limit)."""
+        return next((i for i, token in enumerate(tokens) if self.ends_at(token, i)), None)
+
+    def cut(self, tokens: Sequence[int], *, keep: bool) -> list[int]:
+        """``tokens`` up to their end, with the ending token (``keep``) or without it.
+
+        An answer keeps its terminator (the teacher-forced greedy check of "14" then the end
+        token is not that of "140"); a chain drops it (its text is the chain).
+        """
+        at = self.end(tokens)
+        if at is None:
+            return list(tokens)
+        return list(tokens[: at + 1 if keep else at])
+
+    def ended(self, tokens: Sequence[int]) -> bool:
+        """Whether ``tokens`` (cut by ``cut(keep=True)``) end on their terminator rather than a limit."""
+        return bool(tokens) and self.ends_at(tokens[-1], len(tokens) - 1)
 
 
 @dataclass

@@ -16,7 +16,7 @@ import torch
 
 from faithcb.lm import ProbeLM, newline_ids
 from faithcb.packed import cache_keyword
-from faithcb.scoring import ScoreRequest, ScoringLM
+from faithcb.scoring import EndRule, ScoreRequest, ScoringLM
 from faithcb.testing import FAMILIES, tiny_model, tiny_tokenizer
 
 
@@ -169,6 +169,45 @@ def test_newline_ids_are_the_ids_whose_text_has_a_newline(chat):
     expected = {t for t in range(len(tok) + 5) if "\n" in tok.decode([t])}
     assert expected and newline_ids(tok) == expected
     assert ProbeLM(tiny_model(tok, "gpt2", hidden_size=16, num_layers=1), tok).newline_ids == expected
+
+
+def test_one_end_rule_for_chains_answers_and_decoded_answers():
+    """``EndRule``: an end id ends anywhere, a newline id only after the first token; the cut keeps
+    the terminator or drops it; ``ended`` tells a terminated answer from one a limit cut."""
+    END, NL, A, B = 1, 2, 7, 8
+    answers = EndRule(frozenset({END}), frozenset({NL}))
+    assert answers.cut([A, B, NL, A], keep=True) == [A, B, NL]
+    assert answers.cut([A, B, NL, A], keep=False) == [A, B]
+    assert answers.cut([NL, A, NL, B], keep=True) == [NL, A, NL]  # a leading newline opens the answer
+    assert answers.cut([END, A], keep=True) == [END] and answers.cut([END, A], keep=False) == []
+    assert answers.cut([A, B], keep=True) == [A, B] and answers.end([A, B]) is None
+    assert answers.ended([A, NL]) and answers.ended([END]) and answers.ended([A, END])
+    assert not answers.ended([NL]) and not answers.ended([A, B]) and not answers.ended([])
+    chains = EndRule(frozenset({END}))  # a chain runs over lines: only its end ids end it
+    assert chains.cut([A, NL, B, END, A], keep=False) == [A, NL, B] and chains.end([A, NL, B]) is None
+
+
+def test_probe_lm_cuts_generation_by_the_end_rule(models, tok):
+    """``generate``/``answer`` return what ``EndRule`` cuts from the model's uncut output, with end
+    and newline ids picked from that output so that every case happens: an end id mid-answer, a
+    newline id as the first token (not an end) and later (an end)."""
+    lm = ProbeLM(models["llama"], tok, answer_max_tokens=10)
+    rng = random.Random(4)
+    contexts = [_rand(rng, 9) for _ in range(3)]
+    with lm.session():
+        lm.eos_ids = set()  # nothing ends: the model's own output, 10 tokens each
+        uncut = lm.generate(contexts, max_new_tokens=10)
+        assert all(len(seq) == 10 for seq in uncut)
+        end, newline = uncut[0][4], uncut[1][0]
+        lm.eos_ids, lm.newline_ids = {end}, frozenset({newline})
+        chains = lm.generate(contexts, max_new_tokens=10)
+        answers = lm.answer(contexts)
+    rule = lm.answer_end
+    assert rule == EndRule(frozenset({end}), frozenset({newline}))
+    assert chains == [EndRule(frozenset({end})).cut(seq, keep=False) for seq in uncut]
+    assert answers == [rule.cut(seq, keep=True) for seq in uncut]
+    assert len(answers[0]) <= 5 and answers[0][-1] in (end, newline)
+    assert answers[1][0] == newline and len(answers[1]) > 1  # the leading newline did not end it
 
 
 def test_cache_keyword_follows_the_model_signature(models):
