@@ -38,6 +38,7 @@ from faithcb.callback import FaithfulnessCallback
 from faithcb.config import FaithConfig
 from faithcb.data import ProbeSet
 from faithcb.engine import FaithfulnessEngine
+from faithcb.history import read_history
 from faithcb.problem import Problem
 from faithcb.scoring import TokenCounter
 from faithcb.tasks.arithmetic import make_examples
@@ -132,12 +133,9 @@ def run_arm(with_callback: bool, args, texts, problems, out_root: str) -> dict[s
     seconds = time.perf_counter() - start
     rounds: list[dict[str, Any]] = []
     if cb is not None:
-        path = os.path.join(out, cfg.faith_history_file)
-        with open(path) as f:
-            for line in f:
-                row = json.loads(line)
-                secs = row.get("seconds", row.get("scalars", {}).get("seconds"))
-                rounds.append({"step": row["step"], "role": row["role"], "seconds": secs})
+        for row in read_history(os.path.join(out, cfg.faith_history_file)):
+            secs = row.get("seconds", row.get("scalars", {}).get("seconds"))
+            rounds.append({"step": row["step"], "role": row["role"], "seconds": secs})
     # Training tokens actually fed: the collator's batches are not visible to callbacks, so count the
     # dataset's tokenized lengths over the batches the sampler drew (approximation: mean length x batch).
     lengths = [len(x) for x in trainer.train_dataset["input_ids"]]

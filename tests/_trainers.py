@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import random
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from faithcb import history
 from faithcb.callback import FaithfulnessCallback
 from faithcb.config import FaithConfig
 from faithcb.problem import Problem
@@ -278,9 +278,8 @@ def faith_logs(trainer, prefix: str = "faith/") -> dict[int, dict[str, float]]:
 
 
 def read_history(output_dir: str | Path, name: str = "faith_history.jsonl") -> list[dict[str, Any]]:
-    """The callback's JSONL history lines (NaN parses back as float nan)."""
-    path = Path(output_dir) / name
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    """The callback's JSONL history lines, through the one reader (NaN parses back as float nan)."""
+    return history.read_history(Path(output_dir) / name)
 
 
 def with_dropout(model, p: float = 0.1):

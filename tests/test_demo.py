@@ -7,6 +7,7 @@ import json
 import pytest
 
 from faithcb import demo
+from faithcb.history import read_history
 
 
 def _settings(argv):
@@ -134,15 +135,12 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
     assert demo.demo_main(["--quick", "--output-dir", str(out), "--no-wandb"]) == 0
     for arm in demo.ARMS:
-        lines = [
-            json.loads(x) for x in (out / arm / "faith_history.jsonl").read_text().splitlines() if x.strip()
-        ]
-        rounds = [x for x in lines if x.get("role", "model") == "model"]
+        rounds = [x for x in read_history(out / arm) if x.get("role", "model") == "model"]
         assert [r["step"] for r in rounds] == [0, 2]
         assert all("metrics" in r and "error" not in r for r in rounds)
         assert rounds[0]["run"] == f"faithcb-demo-{arm}"
     # Both arms start from the same model: the control arm logs the shortcut arm's step-0 round.
-    first = [json.loads((out / arm / "faith_history.jsonl").read_text().splitlines()[0]) for arm in demo.ARMS]
+    first = [read_history(out / arm)[0] for arm in demo.ARMS]
     assert json.dumps(first[0]["metrics"], sort_keys=True) == json.dumps(first[1]["metrics"], sort_keys=True)
     assert first[1]["seconds"] < 1 and first[0]["seconds"] > first[1]["seconds"]  # logged, not measured
     assert (out / "report.png").stat().st_size > 10_000

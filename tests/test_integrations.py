@@ -37,6 +37,7 @@ from _trainers import (
     one_thread,
     pretrained_model,
     probe_problems,
+    read_history,
 )
 
 TESTS = Path(__file__).resolve().parent
@@ -425,8 +426,7 @@ def test_ddp_two_processes_match_one(tmp_path, weights):
                 assert r1[step][key] == pytest.approx(r0[step][key], abs=1e-12), (step, key)
 
     # Only rank 0 writes the history: one line per round, not one per rank.
-    history = (two / "run" / "faith_history.jsonl").read_text(encoding="utf-8").splitlines()
-    assert [json.loads(line)["step"] for line in history] == [0, 2]
+    assert [h["step"] for h in read_history(two / "run")] == [0, 2]
 
 
 def test_ddp_probe_failure_on_one_rank_does_not_hang(tmp_path, weights):
@@ -445,7 +445,7 @@ def test_ddp_probe_failure_on_one_rank_does_not_hang(tmp_path, weights):
             0: {"faith/probe_failed": 1.0, "faith/rounds_skipped": 0.0},
             2: {"faith/probe_failed": 1.0, "faith/rounds_skipped": 0.0},
         }
-    history = [json.loads(line) for line in (out / "run" / "faith_history.jsonl").read_text().splitlines()]
+    history = read_history(out / "run")
     assert [h["step"] for h in history] == [0, 2]
     assert all("injected failure on rank 1" in h["error"] for h in history)
     # Rank 0 warns once per failed round (the error was gathered); rank 1 stays quiet.

@@ -12,6 +12,7 @@ import pytest
 
 import faithcb.recipes as helpers
 from faithcb.errors import ProblemFormatError
+from faithcb.history import read_history
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes"
@@ -220,7 +221,7 @@ def test_recipe_runs_on_the_embedded_model(name, tmp_path):
         cmd += ["--per_device_train_batch_size", "2"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    history = [json.loads(x) for x in (out / "faith_history.jsonl").read_text().splitlines() if x.strip()]
+    history = read_history(out)
     steps = sorted({h["step"] for h in history if h.get("role", "model") == "model"})
     assert steps[0] == 0 and steps[-1] == 2
     assert all("error" not in h for h in history)

@@ -226,3 +226,26 @@ def test_metric_kind_is_checked():
     with pytest.raises(ConfigError, match=r"kind 'ratio'"):
         Metric("x", "x", "x", kind="ratio")
     assert {m.kind for m in CHAIN_METRICS} == {"proportion", "count"}
+
+
+def test_histories_are_read_only_through_read_history():
+    """No function outside faithcb/history.py both names a history file and parses JSON lines itself."""
+    root = Path(results.__file__).resolve().parents[1]
+    hand_parsers = []
+    for path in sorted([*root.glob("faithcb/**/*.py"), *root.glob("bench/*.py"), *root.glob("tests/*.py")]):
+        if path == root / "faithcb" / "history.py":
+            continue
+        for fn in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            nodes = list(ast.walk(fn))
+            names_history = any(
+                (isinstance(n, ast.Constant) and isinstance(n.value, str) and "faith_history" in n.value)
+                or (isinstance(n, (ast.Name, ast.Attribute)) and "history_file" in ast.unparse(n))
+                or (isinstance(n, ast.Name) and n.id == "HISTORY_NAME")
+                for n in nodes
+            )
+            parses = any(isinstance(n, ast.Call) and ast.unparse(n.func) == "json.loads" for n in nodes)
+            if names_history and parses:
+                hand_parsers.append(f"{path.relative_to(root)}:{fn.lineno} {fn.name}")
+    assert not hand_parsers, "read histories with faithcb.history.read_history:\n" + "\n".join(hand_parsers)
