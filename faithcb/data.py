@@ -228,6 +228,7 @@ def _parse_records(
     fmap = dict(field_map or {})
     reverse = {ours: theirs for theirs, ours in fmap.items()}
     problems = []
+    first_seen: dict[str, int] = {}  # id -> the record number that first used it
     for number, record in rows:
         where = f"{source} {unit} {number}"
         if not isinstance(record, Mapping):
@@ -245,6 +246,11 @@ def _parse_records(
             named = f'"{field}"' if field not in reverse else f'"{field}" (from "{reverse[field]}")'
             raise ProblemFormatError(f"{where}: field {named}: {e.message}") from None
         pid = str(mapped["id"]) if mapped.get("id") is not None else f"{source}:{number}"
+        # Records, histories and paired comparisons are keyed by id: two problems sharing one
+        # would silently pair the wrong answers.
+        if pid in first_seen:
+            raise ProblemFormatError(f"{where}: duplicate id {pid!r} (first used at {unit} {first_seen[pid]})")
+        first_seen[pid] = number
         problems.append(
             Problem(
                 question=question, answer=answer, kind=kind, choices=choices, id=pid, reference_chain=chain
@@ -253,31 +259,61 @@ def _parse_records(
     return problems
 
 
+def _json(text: str) -> Any:
+    """``json.loads`` with every way it fails on bad input as a ValueError: JSONDecodeError, an
+    integer over Python's digit limit (a plain ValueError), or nesting deeper than the recursion
+    limit (RecursionError, which is not a ValueError)."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
+def _json_failure(e: ValueError) -> str:
+    if isinstance(e, json.JSONDecodeError):
+        return f"{e.msg}, column {e.colno}"
+    return str(e).split(";")[0]  # the digit limit's advice to call sys.set_int_max_str_digits is not for users
+
+
+def _decode(path: Path, data: bytes) -> str:
+    """The file's text (UTF-8, a BOM allowed); a binary or otherwise encoded file names the line
+    of its first undecodable byte instead of raising UnicodeDecodeError."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise ProblemFormatError(
+            f"{path} line {line}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}); "
+            "problems are JSON lines or a JSON array"
+        ) from None
+
+
 def _read_json_rows(path: Path) -> tuple[list[tuple[int, Any]], str]:
     """Records with their 1-based line (JSON lines) or item number (JSON array), and that unit."""
     try:
-        content = path.read_text(encoding="utf-8-sig")
+        data = path.read_bytes()
     except OSError as e:
         raise ProblemFormatError(f"{path}: cannot read problems: {e.strerror or e}") from None
+    content = _decode(path, data)
     if content.lstrip().startswith("["):
         try:
-            data = json.loads(content)
+            array = _json(content)
         except json.JSONDecodeError as e:
-            raise ProblemFormatError(
-                f"{path} line {e.lineno}: invalid JSON array ({e.msg}, column {e.colno})"
-            ) from None
-        return list(enumerate(data, start=1)), "item"
+            raise ProblemFormatError(f"{path} line {e.lineno}: invalid JSON array ({_json_failure(e)})") from None
+        except ValueError as e:
+            raise ProblemFormatError(f"{path}: invalid JSON array ({_json_failure(e)})") from None
+        return list(enumerate(array, start=1)), "item"
     # JSON lines, whatever the suffix: some ".json" sets (AQuA's dev.json) hold one object a line.
+    # Lines end at "\n" only (as in JSON Lines): str.splitlines would also split at U+2028 and other
+    # separators JSON allows inside a string, rejecting a valid record and miscounting lines.
     rows = []
-    for line_no, line in enumerate(content.splitlines(), start=1):
+    for line_no, line in enumerate(content.split("\n"), start=1):
         if not line.strip():
             continue
         try:
-            rows.append((line_no, json.loads(line)))
-        except json.JSONDecodeError as e:
-            raise ProblemFormatError(
-                f"{path} line {line_no}: invalid JSON ({e.msg}, column {e.colno})"
-            ) from None
+            rows.append((line_no, _json(line)))
+        except ValueError as e:
+            raise ProblemFormatError(f"{path} line {line_no}: invalid JSON ({_json_failure(e)})") from None
     return rows, "line"
 
 
@@ -450,8 +486,11 @@ def _load_saved_dataset(path: Path, *, format: str, field_map: Mapping[str, str]
 
     try:
         ds = datasets.load_from_disk(str(path))
-    except (FileNotFoundError, ValueError) as e:
-        raise ProblemFormatError(f"{path}: not a directory written by datasets save_to_disk ({e})") from None
+    except Exception as e:  # noqa: BLE001
+        # `datasets` reports a directory it cannot read with whatever its parsing hit (KeyError,
+        # AttributeError, ArrowInvalid, ...): any of them means "not a saved dataset".
+        detail = " ".join(str(e).split()) or type(e).__name__
+        raise ProblemFormatError(f"{path}: not a directory written by datasets save_to_disk ({detail})") from None
     if isinstance(ds, datasets.DatasetDict):
         splits = list(ds.keys())
         raise ProblemFormatError(

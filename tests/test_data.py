@@ -664,3 +664,140 @@ def test_real_aqua_dev() -> None:
 def test_real_files_through_load() -> None:
     path = _shared("gsm8k/train.jsonl")
     assert load(str(path))[0].answer == "72"
+
+
+# ---------------------------------------------------------------------------------------------
+# Malformed problem files: one line naming the file (and the line where there is one), through
+# the Python API and `faithcb eval --problems`, never a traceback (issue 19)
+# ---------------------------------------------------------------------------------------------
+
+GOOD_LINE = json.dumps({"question": "Sam has 3 apples and gets 2. How many?", "answer": "5"})
+
+
+def _lines(*lines: str) -> bytes:
+    return "".join(line + "\n" for line in lines).encode()
+
+
+def _saved_dataset_dir(files: dict[str, str]):
+    def build(path: Path) -> None:
+        path.mkdir()
+        for name, text in files.items():
+            (path / name).write_text(text)
+
+    return build
+
+
+# (id, what goes at the path: bytes for a file, a callable building a directory; the expected
+# message with {path} for the path given)
+MALFORMED_FILES = [
+    ("empty file", b"", "{path}: no problems found"),
+    ("only whitespace", b" \n\t\n\n", "{path}: no problems found"),
+    ("wrong JSON on line 7", _lines(*[GOOD_LINE] * 6, '{"question": "q?" "answer": "1"}', GOOD_LINE),
+     "{path} line 7: invalid JSON (Expecting ',' delimiter, column 19)"),
+    ("last line cut mid-write", _lines(GOOD_LINE, GOOD_LINE[:25]), "{path} line 2: invalid JSON"),
+    ("JSON array cut off", b'[\n  {"question": "q?", "answer": "1"},\n  {"question": \n',
+     "{path} line 4: invalid JSON array"),
+    ("empty JSON array", b"[]", "{path}: no problems found"),
+    ("object spread over lines", b'{\n  "question": "q?",\n  "answer": "1"\n}\n',
+     "{path} line 1: invalid JSON (Expecting property name"),
+    ("a line that is a list", _lines(GOOD_LINE, "[1, 2]"),
+     "{path} line 2: expected an object with a question and an answer, got list"),
+    ("a line that is a string", _lines('"What is 2+2?"'), "{path} line 1: expected an object"),
+    ("a line that is null", _lines(GOOD_LINE, GOOD_LINE, "null"), "{path} line 3: expected an object"),
+    ("missing question", _lines(GOOD_LINE, json.dumps({"answer": "4"})), '{path} line 2: field "question": missing'),
+    ("missing answer", _lines(json.dumps({"question": "q?"})), '{path} line 1: field "answer": missing'),
+    ("missing both fields", _lines(json.dumps({"id": "a"})), '{path} line 1: field "question": missing'),
+    ("empty question", _lines(json.dumps({"question": "  ", "answer": "4"})), '{path} line 1: field "question": empty'),
+    ("answer a list", _lines(json.dumps({"question": "q?", "answer": [4]})),
+     '{path} line 1: field "answer": expected a string or number, got list'),
+    ("GSM8K answer without a number", _lines(json.dumps({"question": "q?", "answer": "so #### many"})),
+     '{path} line 1: field "answer": cannot read a number'),
+    ("choice letter out of range", _lines(json.dumps({"question": "q?", "choices": ["a", "b"], "correct": "D"})),
+     "{path} line 1: field \"correct\": choice letter 'D' out of range A-B"),
+    ("options without letters", _lines(json.dumps({"question": "q?", "options": ["32", "64"], "correct": "A"})),
+     '{path} line 1: field "options": option 1'),
+    ("duplicate ids", _lines(*(json.dumps({"id": i, "question": "q?", "answer": "1"}) for i in "abcdb")),
+     "{path} line 5: duplicate id 'b' (first used at line 2)"),
+    ("duplicate ids in a JSON array", json.dumps([{"id": 7, "question": "q?", "answer": "1"}] * 2).encode(),
+     "{path} item 2: duplicate id '7' (first used at item 1)"),
+    ("a binary file", bytes(range(256)) * 4, "{path} line 2: not UTF-8 text (byte 0x80 at offset 128)"),
+    ("gzip-compressed lines", b"\x1f\x8b\x08\x00" + bytes(range(200, 256)), "{path} line 1: not UTF-8 text"),
+    ("Latin-1 text on line 3", _lines(GOOD_LINE, GOOD_LINE) + '{"question": "caf\xe9?", "answer": "1"}\n'.encode("latin-1"),
+     "{path} line 3: not UTF-8 text (byte 0xe9"),
+    ("UTF-16 text", (GOOD_LINE + "\n").encode("utf-16"), "{path} line 1: not UTF-8 text (byte 0xff at offset 0)"),
+    ("an integer over the digit limit", _lines(GOOD_LINE, '{"question": "q?", "answer": ' + "9" * 5000 + "}"),
+     "{path} line 2: invalid JSON (Exceeds the limit (4300 digits) for integer string conversion"),
+    ("nesting deeper than the recursion limit", _lines(GOOD_LINE, '{"question": ' + "[" * 100_000),
+     "{path} line 2: invalid JSON (nested too deeply)"),
+    ("a JSON array nested too deeply", b"[" * 100_000, "{path}: invalid JSON array (nested too deeply)"),
+    ("an empty directory", _saved_dataset_dir({}), "{path}: not a directory written by datasets save_to_disk"),
+    ("a directory of other files", _saved_dataset_dir({"notes.txt": "hello"}),
+     "{path}: not a directory written by datasets save_to_disk"),
+    ("a saved dataset with a broken state.json", _saved_dataset_dir({"state.json": "{bad", "dataset_info.json": "{}"}),
+     "{path}: not a directory written by datasets save_to_disk"),
+    ("a saved dataset whose state.json lacks its keys", _saved_dataset_dir({"state.json": "{}", "dataset_info.json": "{}"}),
+     "{path}: not a directory written by datasets save_to_disk ('_data_files')"),
+    ("a saved dataset whose metadata is a list", _saved_dataset_dir({"state.json": "[1]", "dataset_info.json": "[]"}),
+     "{path}: not a directory written by datasets save_to_disk"),
+]
+
+
+def _malformed(tmp_path: Path, content) -> Path:
+    path = tmp_path / "problems.jsonl"
+    if callable(content):
+        content(path)
+    else:
+        path.write_bytes(content)
+    return path
+
+
+@pytest.mark.parametrize("content, expected", [c[1:] for c in MALFORMED_FILES], ids=[c[0] for c in MALFORMED_FILES])
+def test_malformed_problem_file_is_one_line_naming_file_and_line(tmp_path: Path, content, expected: str) -> None:
+    path = _malformed(tmp_path, content)
+    with pytest.raises(ProblemFormatError) as info:  # any other exception fails the test with its traceback
+        ProbeSet.load(str(path))
+    message = str(info.value)
+    assert "\n" not in message, message
+    assert message.startswith(expected.format(path=path)), message
+
+
+@pytest.mark.parametrize("content, expected", [c[1:] for c in MALFORMED_FILES], ids=[c[0] for c in MALFORMED_FILES])
+def test_malformed_problem_file_through_the_cli_exits_2_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content, expected: str
+) -> None:
+    from faithcb import cli
+
+    path = _malformed(tmp_path, content)
+    # Problems are read before any model is loaded, so the embedded model's absence does not matter.
+    assert cli.main(["eval", "--problems", str(path), "--no-progress"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    (line,) = err.splitlines()
+    assert line.startswith("faithcb eval: error: " + expected.format(path=path)), err
+
+
+def test_malformed_problem_file_through_the_installed_command(tmp_path: Path) -> None:
+    """The console script itself (not cli.main): a binary file gives one line on stderr and status 2."""
+    import shutil
+    import subprocess
+
+    command = shutil.which("faithcb")
+    if command is None:
+        pytest.skip("the faithcb console script is not on PATH")
+    path = _malformed(tmp_path, bytes(range(256)))
+    done = subprocess.run([command, "eval", "--problems", str(path)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines() == [f"faithcb eval: error: {path} line 2: not UTF-8 text (byte 0x80 at offset 128); "
+                                        "problems are JSON lines or a JSON array"]
+
+
+def test_a_line_separator_inside_a_json_string_does_not_split_the_record(tmp_path: Path) -> None:
+    """JSON allows a raw U+2028 inside a string; lines end at "\\n" only, so the record loads and
+    later lines keep their numbers."""
+    record = json.dumps({"question": "Two lines\u2028of question?", "answer": "4"}, ensure_ascii=False)
+    path = tmp_path / "p.jsonl"
+    path.write_text(record + "\n" + "{broken\n", encoding="utf-8")
+    with pytest.raises(ProblemFormatError, match=r"p\.jsonl line 2: invalid JSON"):
+        ProbeSet.from_jsonl(path)
+    path.write_text(record + "\n", encoding="utf-8")
+    assert ProbeSet.from_jsonl(path)[0].question == "Two lines\u2028of question?"
