@@ -68,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     model.to(args.device)
     problems = ProbeSet.load(args.problems).sample(args.num_problems, args.seed)
     engine = FaithfulnessEngine(model, tokenizer, ProbeSettings(batch_size=args.batch_size), show_progress=False)
-    prompts = [engine._prompt(p)[0] for p in problems]
+    prompts = [engine.prompt_ids(p) for p in problems]
     load = os.getloadavg()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average at start {load[0]:.1f}")
     print(f"{len(prompts)} prompts, {sum(map(len, prompts))} prompt tokens, limit {args.max_chain_tokens} new tokens")

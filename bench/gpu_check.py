@@ -224,7 +224,7 @@ def main(argv=None) -> int:
             continue
         model = build_model(shape, dtype, device)
         engine = FaithfulnessEngine(model, tok, settings, show_progress=False, strict=True)
-        prompts = [engine._prompt(Problem(f"Problem {i}: what is {i} + {i + 1}?", "1"))[0]
+        prompts = [engine.prompt_ids(Problem(f"Problem {i}: what is {i} + {i + 1}?", "1"))
                    for i in range(args.problems)]
         row: dict = {"model": shape, "dtype": str(dtype).removeprefix("torch."), "rounds": []}
         for path in args.paths.split(","):

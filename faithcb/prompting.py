@@ -29,10 +29,9 @@ import warnings
 from dataclasses import dataclass
 
 from faithcb.errors import ConfigError
-from faithcb.problem import Problem
+from faithcb.problem import LETTERS, Problem
 
 _SENTINEL = "\u2063FAITHCB_CHAIN\u2063"
-LETTERS = "ABCDEFGHIJ"
 # How the pieces are laid out (docs/layouts.md). 'auto' resolves per tokenizer.
 LAYOUTS = ("auto", "two_turn", "think", "plain")
 # The date templates that stamp one see (gpt-oss, SmolLM3, Llama 3.2+): any fixed day will do.

@@ -30,7 +30,7 @@ def model(tok, one_thread):
 @pytest.fixture(scope="module")
 def prompts(tok, model):
     engine = FaithfulnessEngine(model, tok, ProbeSettings(style=STYLE), show_progress=False)
-    return [engine._prompt(p)[0] for p in probe_problems(5)]
+    return [engine.prompt_ids(p) for p in probe_problems(5)]
 
 
 def _generate(model, tok, prompts, path, max_new_tokens, **kw):

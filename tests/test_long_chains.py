@@ -105,8 +105,8 @@ def test_a_think_chain_ends_where_the_model_closes_its_reasoning(one_thread):
     # Generated ids: the end tokens of the reasoning stop the chain, whatever follows.
     body = tok("2 + 3 = 5.", add_special_tokens=False)["input_ids"]
     closer = tok.convert_tokens_to_ids("</think>")
-    assert engine._chain_ids([*body, closer, *body]) == (body, True)
-    assert engine._chain_ids(body) == (body, False)
+    assert engine.chains.cut_generated([*body, closer, *body]) == (body, True)
+    assert engine.chains.cut_generated(body) == (body, False)
 
 
 def test_a_harmony_chain_ends_at_the_special_end_token(one_thread):
@@ -116,7 +116,7 @@ def test_a_harmony_chain_ends_at_the_special_end_token(one_thread):
     body = tok("2 + 3 = 5.", add_special_tokens=False)["input_ids"]
     end = tok.convert_tokens_to_ids("<|end|>")
     final = tok("<|start|>assistant<|channel|>final<|message|>5", add_special_tokens=False)["input_ids"]
-    assert engine._chain_ids([*body, end, *final]) == (body, True)
+    assert engine.chains.cut_generated([*body, end, *final]) == (body, True)
 
 
 # ---------------------------------------------------------------------- faithcb show

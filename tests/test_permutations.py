@@ -16,9 +16,8 @@ from conftest import STYLE
 
 from faithcb import cli
 from faithcb.config import FaithConfig
-from faithcb.engine import FaithfulnessEngine, ProbeSettings, rotate_choices
-from faithcb.problem import Problem
-from faithcb.prompting import LETTERS
+from faithcb.engine import FaithfulnessEngine, ProbeSettings
+from faithcb.problem import LETTERS, Problem, rotate_choices
 from faithcb.results import aggregate, metric_values, problem_key
 from faithcb.scoring import ContinuationScore, ScoreRequest, ScoreResult
 from faithcb.testing import tiny_model, tiny_tokenizer
