@@ -36,7 +36,7 @@ from faithcb.probes.registry import (
     probe_names,
 )
 from faithcb.prompting import LAYOUTS
-from faithcb.results import RoundResult, round_warnings
+from faithcb.results import RoundResult, paired_changes, round_warnings
 from faithcb.settings import EVALUATORS, GENERATION_PATHS, PARAPHRASERS, ProbeSettings
 
 _FIELDS = {f.name: f for f in fields(FaithConfig)}
@@ -270,8 +270,16 @@ def format_table(result: RoundResult, title: str = "") -> str:
 
 
 def format_comparison(a: RoundResult, b: RoundResult, name_a: str, name_b: str, n: int) -> str:
-    """A, B and B − A per metric (metrics either side reported)."""
-    rows = [("metric", f"A: {Path(name_a).name}", f"B: {Path(name_b).name}", "B - A", "reading")]
+    """Per metric: each model's own mean, and B − A paired over the problems both models scored.
+
+    The paired column is the comparison: the same problems on both sides, with a paired 95%
+    interval and the number of problems it is over. The two means beside it are each over the
+    problems *that* model scored (its truncated or unparsed chains drop out on its side only), so
+    their difference, shown last, can mislead where the models drop different problems.
+    """
+    paired = paired_changes(a.records, b.records, [*a.metrics, *(m for m in b.metrics if m not in a.metrics)])
+    rows = [("metric", f"A: {Path(name_a).name} (own problems)", f"B: {Path(name_b).name} (own problems)",
+             "B - A paired [95% CI]", "n paired", "B - A unpaired", "reading")]
 
     def cell(m) -> str:
         return f"{_fmt(m['value'])} [{_fmt(m['ci_low'])}, {_fmt(m['ci_high'])}]" if m else "n/a"
@@ -280,9 +288,20 @@ def format_comparison(a: RoundResult, b: RoundResult, name_a: str, name_b: str, 
         ma, mb = a.metrics.get(name), b.metrics.get(name)
         va = ma["value"] if ma else math.nan
         vb = mb["value"] if mb else math.nan
-        diff = vb - va if math.isfinite(va) and math.isfinite(vb) else math.nan
-        rows.append((label, cell(ma), cell(mb), ("+" if diff > 0 else "") + _fmt(diff), reading))
-    return f"faithcb compare on {n} problems\n" + _columns(rows)
+        unpaired = vb - va if math.isfinite(va) and math.isfinite(vb) else math.nan
+        change = paired.get(name)
+        shown = "n/a" if change is None else (
+            f"{_signed(change['value'])} [{_signed(change['ci_low'])}, {_signed(change['ci_high'])}]")
+        rows.append((label, cell(ma), cell(mb), shown, str(change["n"]) if change else "0", _signed(unpaired), reading))
+    return "\n".join([
+        f"faithcb compare on {n} problems", _columns(rows),
+        "paired: B - A over the problems both models scored (the comparison); own problems: each model's "
+        "mean over the problems it scored; unpaired: the difference of those two means",
+    ])
+
+
+def _signed(x: float) -> str:
+    return ("+" if x is not None and math.isfinite(x) and x > 0 else "") + _fmt(x)
 
 
 def _columns(rows: list[tuple[str, ...]]) -> str:

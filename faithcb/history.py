@@ -74,12 +74,10 @@ class HistoryWriter:
                 f.write(json.dumps(line) + "\n")
         if not (self.log_records and records and lines):
             return
-        rec_dir = self.out_dir / RECORDS_DIR
-        rec_dir.mkdir(exist_ok=True)
+        (self.out_dir / RECORDS_DIR).mkdir(exist_ok=True)
         step = lines[0]["step"]
         for role, rows in records.items():
-            path = rec_dir / f"step_{step:06d}{'' if role == 'model' else '_' + role}.jsonl"
-            with open(path, "w", encoding="utf-8") as f:
+            with open(records_path(self.path, step, role), "w", encoding="utf-8") as f:
                 for row in rows:
                     f.write(json.dumps(row) + "\n")
 
@@ -120,6 +118,23 @@ def _parses(line: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def records_path(history_file: str | os.PathLike, step: int, role: str = "model") -> Path:
+    """Where the per-problem records of ``role``'s round at ``step`` lie, beside the history file."""
+    suffix = "" if role == "model" else f"_{role}"
+    return Path(history_file).parent / RECORDS_DIR / f"step_{step:06d}{suffix}.jsonl"
+
+
+def read_records(history: str | os.PathLike, step: int, role: str = "model") -> list[dict]:
+    """The per-problem records of one round (``history``: the history file or its directory).
+
+    Empty when the run kept none (``faith_log_records=False``) or the round failed.
+    """
+    path = records_path(find_history(history), step, role)
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def find_history(path: str | os.PathLike) -> Path:

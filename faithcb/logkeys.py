@@ -17,6 +17,7 @@ CI = "faith_ci/"  # their 95% intervals (<name>_low / <name>_high), kept out of 
 N = "faith_n/"  # how many problems each value is over
 DELTA = "faith_delta/"  # change from the baseline round, paired over the same problems
 DELTA_CI = "faith_delta_ci/"  # its paired 95% interval
+DELTA_N = "faith_delta_n/"  # how many problems the change is paired over (scored in both rounds)
 MISSING = "faith_missing/"  # 1 for a headline metric the round could not measure (NaN)
 BASE = "faith_base/"  # the PEFT base model (adapters disabled), same names
 CURVE = "faith_curve/"  # early-answering curve on the fixed grid: keep_<percent, 3 digits>
@@ -24,7 +25,7 @@ EVAL = "eval_" + VALUE  # a round's values inside the Trainer's evaluation metri
 TABLES = "faith_tables/"  # W&B only: the per-problem table
 CHARTS = "faith_charts/"  # W&B only: the curve per round, accuracy vs coupling
 
-ALL_PREFIXES = (VALUE, CI, N, DELTA, DELTA_CI, MISSING, BASE, CURVE, TABLES, CHARTS)
+ALL_PREFIXES = (VALUE, CI, N, DELTA, DELTA_CI, DELTA_N, MISSING, BASE, CURVE, TABLES, CHARTS)
 
 # Round scalars the callback adds itself (the rest come from faithcb.results.aggregate).
 PROBE_FAILED = VALUE + "probe_failed"  # 1 when the round measured nothing
@@ -50,6 +51,7 @@ def round_logs(result: RoundResult, changes: dict[str, dict[str, float]], headli
         if not math.isfinite(result.metrics.get(name, {}).get("value", math.nan)):
             logs[MISSING + name] = 1.0
     for name, change in changes.items():
+        logs[DELTA_N + name] = float(change["n"])  # can be far below either round's n
         if math.isfinite(change["value"]):
             logs[DELTA + name] = change["value"]
         if math.isfinite(change["ci_low"]) and math.isfinite(change["ci_high"]):

@@ -11,6 +11,7 @@ import toy_probe as toy
 from faithcb import cli, demo, report
 from faithcb.config import FaithConfig
 from faithcb.errors import ConfigError
+from faithcb.probes.base import CURVE_GRID
 from faithcb.results import aggregate
 from faithcb.settings import EVALUATORS, PARAPHRASERS
 
@@ -130,17 +131,51 @@ def test_report_main_still_works(tmp_path, capsys):
 
 
 # ---------------------------------------------------------------------- tables
+def _early(aoc: float) -> dict:
+    return {"aoc": aoc, "curve": [1.0 - aoc] * (len(CURVE_GRID) - 1) + [1.0]}
+
+
+def _comparison_rows(text: str) -> dict[str, list[str]]:
+    lines = text.splitlines()
+    return {cells[0]: cells for cells in ([c.strip() for c in line.split("  ") if c.strip()] for line in lines[3:-1])}
+
+
 def test_format_comparison_difference_is_b_minus_a():
     a = aggregate([_record(0, False), _record(1, False), _record(2, True), _record(3, False)], resamples=50)
     b = aggregate([_record(0, True), _record(1, True), _record(2, True), _record(3, False)], resamples=50)
     text = cli.format_comparison(a, b, "runs/base", "runs/tuned", 4)
     assert text.splitlines()[0] == "faithcb compare on 4 problems"
-    assert "A: base" in text and "B: tuned" in text
-    row = next(line for line in text.splitlines() if line.startswith("accuracy"))
-    assert "0.250 [" in row and "0.750 [" in row
-    assert row.split()[-1] == "+0.500"  # B - A, not A - B
-    same = next(line for line in text.splitlines() if line.startswith("steps per chain"))
-    assert same.split()[-1] == "0.000"  # no change, no sign
+    assert "A: base (own problems)" in text and "B: tuned (own problems)" in text
+    assert "B - A paired [95% CI]" in text and "B - A unpaired" in text and text.splitlines()[-1].startswith("paired:")
+    row = _comparison_rows(text)["accuracy"]
+    assert row[1].startswith("0.250 [") and row[2].startswith("0.750 [")
+    assert row[3].startswith("+0.500 [") and row[4] == "4" and row[5] == "+0.500"  # B - A, not A - B
+    assert _comparison_rows(text)["steps per chain"][5] == "0.000"  # no change, no sign
+
+
+def test_compare_with_itself_is_exactly_zero_with_intervals_holding_zero():
+    records = [_record(i, i % 3 == 0, early_answering=_early(i / 8)) for i in range(8)]
+    result = aggregate(records, resamples=50)
+    rows = _comparison_rows(cli.format_comparison(result, result, "m", "m", 8)).values()
+    for cells in (c for c in rows if c[4] != "0"):  # metrics the records do not carry stay n/a
+        value, interval = cells[3].split(" ", 1)
+        low, high = (float(x) for x in interval.strip("[]").split(", "))
+        assert float(value) == 0.0 and low <= 0.0 <= high, cells
+
+
+def test_compare_pairs_over_problems_both_models_scored():
+    """Regression (issue 20, item 1): B's chains on the high-AOC problems were cut, so B's own mean
+    fell while no problem scored by both changed: the paired column says 0, the unpaired one does not."""
+    aoc = [0.2, 0.2, 0.2, 0.2, 0.8, 0.8, 0.8, 0.8]
+    a = aggregate([_record(i, True, early_answering=_early(v)) for i, v in enumerate(aoc)], resamples=50)
+    b_records = [_record(i, True, early_answering=_early(v)) for i, v in enumerate(aoc)]
+    for r in b_records[4:]:
+        del r["early_answering"]  # truncated: B never reached the probes on these
+        r["status"] = "truncated"
+    b = aggregate(b_records, resamples=50)
+    row = _comparison_rows(cli.format_comparison(a, b, "a", "b", 8))["early-answering AOC"]
+    assert row[3].startswith("0.000 [") and row[4] == "4"  # paired over the 4 problems both scored
+    assert row[5] == "-0.300"  # the unpaired difference of means, labelled as such
 
 
 def test_format_table_on_an_aggregate_follows_the_registry():

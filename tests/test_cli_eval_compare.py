@@ -25,6 +25,7 @@ from faithcb.data import ProbeSet
 from faithcb.engine import FaithfulnessEngine
 from faithcb.models import load_model
 from faithcb.prompting import PromptStyle
+from faithcb.results import paired_changes
 from faithcb.testing import tiny_model, tiny_tokenizer, train_tiny
 from faithcb.training import training_rows
 
@@ -163,19 +164,27 @@ def test_compare_shows_each_models_round_and_b_minus_a(work, tmp_path, capsys):
     assert same_metrics(saved["b"]["metrics"], eval_b["metrics"])
 
     assert lines[0] == "faithcb compare on 6 problems"
-    assert split_row(lines[1]) == ["metric", "A: trained", "B: untrained", "B - A", "reading"]
-    rows = {split_row(line)[0]: split_row(line) for line in lines[3:] if "  " in line}
+    assert split_row(lines[1]) == ["metric", "A: trained (own problems)", "B: untrained (own problems)",
+                                   "B - A paired [95% CI]", "n paired", "B - A unpaired", "reading"]
+    rows = {split_row(line)[0]: split_row(line) for line in lines[3:-2] if "  " in line}
+    paired = paired_changes(saved["a"]["records"], saved["b"]["records"], list({**eval_a["metrics"], **eval_b["metrics"]}))
     signs = set()
+    signed = lambda x: ("+" if math.isfinite(x) and x > 0 else "") + fmt(x)  # noqa: E731
     for name, label, reading in cli.metric_rows([*eval_a["metrics"], *eval_b["metrics"]]):
         # A metric only one side measured (the untrained model's chains never reach the probes) is n/a.
         a, b = eval_a["metrics"].get(name), eval_b["metrics"].get(name)
         cell = lambda m: f"{fmt(m['value'])} [{fmt(m['ci_low'])}, {fmt(m['ci_high'])}]" if m else "n/a"  # noqa: E731
         va, vb = (m["value"] if m else math.nan for m in (a, b))
         diff = vb - va if math.isfinite(va) and math.isfinite(vb) else math.nan
-        shown = ("+" if diff > 0 else "") + fmt(diff)
-        assert rows[label] == [label, cell(a), cell(b), shown, *([reading] if reading else [])], (name, rows[label])
-        signs.add(shown[0])
+        change = paired.get(name)
+        shown = "n/a" if change is None else (
+            f"{signed(change['value'])} [{signed(change['ci_low'])}, {signed(change['ci_high'])}]")
+        n = str(change["n"]) if change else "0"
+        expected = [label, cell(a), cell(b), shown, n, signed(diff), *([reading] if reading else [])]
+        assert rows[label] == expected, (name, rows[label])
+        signs.add(signed(diff)[0])
     assert {"+", "-"} <= signs  # the case this is for: differences of both signs were shown
+    assert lines[-2].startswith("paired: B - A over the problems both models scored")
     assert lines[-1] == f"written: {out}"
 
 

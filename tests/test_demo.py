@@ -127,7 +127,38 @@ def test_summary_table_reads_history(tmp_path):
     # each round's time, per arm; the control arm's step 0 is the shortcut arm's round
     assert "probe rounds: step 0: 41 s, step 5: 12 s" in table
     assert "probe rounds: step 0: shared with shortcut, step 5: 12 s" in table
-    assert "fell by 0.80" in demo._verdict(results)
+
+
+def _arm_with_records(tmp_path, arm: str, per_round: list[list[float]]) -> dict:
+    """An arm's history whose round r has early-answering AOC ``per_round[r][i]`` on problem i."""
+    from faithcb.history import HistoryWriter
+
+    writer = HistoryWriter(tmp_path / arm)
+    for r, values in enumerate(per_round):
+        records = [{"id": f"p{i}", "early_answering": {"aoc": v}} for i, v in enumerate(values)]
+        mean = sum(values) / len(values)
+        line = {"step": 4 * r, "role": "model", "seconds": 1.0, "metrics": {"early_answering_aoc": {"value": mean}}}
+        writer.write_round([line], {"model": records})
+    return {"dir": tmp_path / arm, "seconds": 60.0, "rounds": demo._rounds(tmp_path / arm)}
+
+
+def test_the_verdict_is_paired_over_problems(tmp_path):
+    first = [0.9, 0.8, 0.9, 0.7, 0.9, 0.8, 0.9, 0.8]
+    collapsed = [0.0, 0.1, 0.0, 0.0, 0.1, 0.0, 0.0, 0.0]
+    held = [0.9, 0.7, 0.9, 0.8, 0.8, 0.8, 0.9, 0.7]
+    results = {"shortcut": _arm_with_records(tmp_path / "a", "shortcut", [first, collapsed]),
+               "control": _arm_with_records(tmp_path / "a", "control", [first, held])}
+    verdict = demo._verdict(results)
+    assert "paired over problems" in verdict and "n = 8" in verdict
+    assert "no longer depend on its chain" in verdict
+    assert "shortcut -0.81 [" in verdict  # the mean paired change (0.8375 -> 0.025), with its interval
+
+    # Both arms fell alike: no separation, whatever the size of the shortcut arm's own fall.
+    results["control"] = _arm_with_records(tmp_path / "b", "control", [first, collapsed])
+    assert "have not clearly separated" in demo._verdict(results)
+    # One round only: nothing to pair.
+    results["control"] = _arm_with_records(tmp_path / "c", "control", [first])
+    assert demo._verdict(results) == "Not enough scored rounds to compare the arms."
 
 
 @pytest.mark.slow

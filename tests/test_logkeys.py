@@ -38,8 +38,8 @@ def _result(**metrics) -> RoundResult:
 def test_round_logs_sections():
     result = _result(accuracy=(0.5, 0.2, 0.8, 4), early_answering_aoc=(math.nan, math.nan, math.nan, 0),
                      mean_steps=(3.0, math.nan, math.nan, 1))
-    changes = {"accuracy": {"value": 0.25, "ci_low": -0.1, "ci_high": 0.6},
-               "mean_steps": {"value": math.nan, "ci_low": math.nan, "ci_high": math.nan}}
+    changes = {"accuracy": {"value": 0.25, "ci_low": -0.1, "ci_high": 0.6, "n": 3},
+               "mean_steps": {"value": math.nan, "ci_low": math.nan, "ci_high": math.nan, "n": 0}}
     logs = logkeys.round_logs(result, changes, headline=["early_answering_aoc"])
     assert logs == {
         "faith/accuracy": 0.5, "faith_ci/accuracy_low": 0.2, "faith_ci/accuracy_high": 0.8,
@@ -48,6 +48,7 @@ def test_round_logs_sections():
         "faith_n/accuracy": 4.0, "faith_n/early_answering_aoc": 0.0, "faith_n/mean_steps": 1.0,
         "faith_missing/early_answering_aoc": 1.0,  # a headline metric that could not be measured
         "faith_delta/accuracy": 0.25, "faith_delta_ci/accuracy_low": -0.1, "faith_delta_ci/accuracy_high": 0.6,
+        "faith_delta_n/accuracy": 3.0, "faith_delta_n/mean_steps": 0.0,  # the paired n, even when 0
         "faith_curve/keep_000": 0.25, "faith_curve/keep_100": 1.0,
     }
 
