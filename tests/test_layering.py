@@ -107,3 +107,44 @@ def test_configs_import_without_torch(statement):
     code = f"import sys; {statement}; print('torch' in sys.modules, 'transformers' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+ARCHITECTURE = PACKAGE.parent / "docs" / "architecture.md"
+
+
+def documented_layers() -> list[tuple[str, set[str]]]:
+    """The layer table of docs/architecture.md as ``[(layer name, {module, ...}), ...]``, lowest first.
+
+    A row that starts a layer reads ``| 3 settings | `config` | ... |``; the rows after it leave the
+    first cell empty. ``probes.<name>`` stands for every probe module not named on a row of its own.
+    """
+    layers: list[tuple[str, set[str]]] = []
+    header = "| layer | module |"
+    lines = ARCHITECTURE.read_text(encoding="utf-8").splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(header))
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        layer, module = (cell.strip() for cell in line.strip("|").split("|")[:2])
+        if layer:
+            number, name = layer.split(" ", 1)
+            assert number == str(len(layers)), f"docs/architecture.md: layer {layer!r} is numbered out of order"
+            layers.append((name, set()))
+        layers[-1][1].add(module.strip("`"))
+    return layers
+
+
+def test_the_layer_table_in_the_docs_lists_exactly_the_modules_of_layers():
+    documented = documented_layers()
+    assert [name for name, _ in documented] == [name for name, _ in LAYERS]
+    for (name, in_docs), (_, in_test) in zip(documented, LAYERS):
+        # A package's __init__ (probes, tasks) is implied by its modules; the docs do not list it.
+        expected = {m for m in in_test if not (PACKAGE / m.replace(".", "/")).is_dir()}
+        if "probes.<name>" in in_docs:
+            in_docs = (in_docs - {"probes.<name>"}) | {
+                m for m in expected if m.startswith("probes.") and m not in in_docs
+            }
+        assert in_docs == expected, (
+            f"layer {name!r}: only in docs/architecture.md {sorted(in_docs - expected)}, "
+            f"only in tests/test_layering.py LAYERS {sorted(expected - in_docs)}"
+        )
