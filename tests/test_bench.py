@@ -13,6 +13,9 @@ import sys
 import pytest
 from conftest import STYLE, probe_problems, trained_model
 
+# The naive side generates once per variant (10 s on 2 shared cores); the GPU check runs a bench script.
+pytestmark = pytest.mark.slow
+
 BENCH = pathlib.Path(__file__).resolve().parent.parent / "bench" / "bench_probes.py"
 
 

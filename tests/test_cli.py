@@ -243,6 +243,7 @@ def test_user_probe_metric_in_report(toy_probe, tmp_path):
 
 
 # ---------------------------------------------------------------------- eval end to end (tiny model)
+@pytest.mark.slow
 def test_eval_end_to_end_with_a_tiny_model(monkeypatch, tmp_path, capsys):
     from faithcb.testing import tiny_model, tiny_tokenizer
 

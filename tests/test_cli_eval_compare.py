@@ -29,6 +29,9 @@ from faithcb.results import paired_changes
 from faithcb.testing import tiny_model, tiny_tokenizer, train_tiny
 from faithcb.training import training_rows
 
+# Trains its own model and saves checkpoints: seconds to tens of seconds on 2 shared cores.
+pytestmark = pytest.mark.slow
+
 PROBES = ["early_answering", "filler"]
 MAX_CHAIN = "128"  # room for the chain and the cue the model writes after it (about 90 characters)
 

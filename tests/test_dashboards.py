@@ -121,6 +121,7 @@ def _read_layout(logdir):
     return events, layout_pb2.Layout.FromString(stored.tensor_proto.string_val[0])
 
 
+@pytest.mark.slow
 def test_training_run_writes_the_layout_beside_the_scalars(tmp_path, monkeypatch):
     pytest.importorskip("tensorboard")
     logdir = tmp_path / "tb"
@@ -207,6 +208,7 @@ def _wandb_config_updates(path: Path) -> dict[tuple[str, ...], object]:
     return updates
 
 
+@pytest.mark.slow
 def test_wandb_offline_run_draws_each_rounds_early_answering_curve(tmp_path, weights):  # noqa: F811
     """A real offline W&B run (rounds at steps 0, 2, 4): one line plot, keep -> agreement, per round."""
     pytest.importorskip("wandb")

@@ -236,6 +236,7 @@ def _close(a: float, b: float, tol: float) -> bool:
 
 
 # ---------------------------------------------------------------------- W&B
+@pytest.mark.slow
 def test_wandb_offline_run_holds_scalars_tables_and_chart(tmp_path, weights):
     pytest.importorskip("wandb")
     out = tmp_path / "out"
@@ -324,6 +325,7 @@ def test_wandb_offline_run_holds_scalars_tables_and_chart(tmp_path, weights):
     assert series["early-answering AOC (coupling)"] == pytest.approx(aoc, nan_ok=True)
 
 
+@pytest.mark.slow
 def test_wandb_table_and_scalars_carry_a_registered_user_probe(tmp_path, weights):
     """tests/toy_probe.py's metric reaches W&B's scalars and table columns; no faithcb edit needed."""
     pytest.importorskip("wandb")
@@ -350,6 +352,7 @@ def test_wandb_table_and_scalars_carry_a_registered_user_probe(tmp_path, weights
 
 
 # ---------------------------------------------------------------------- TensorBoard
+@pytest.mark.slow
 def test_tensorboard_event_files_hold_every_round(tmp_path, monkeypatch):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -376,6 +379,7 @@ def test_tensorboard_event_files_hold_every_round(tmp_path, monkeypatch):
 
 
 # ---------------------------------------------------------------------- DDP (torchrun, gloo, CPU)
+@pytest.mark.dist
 def test_ddp_two_processes_match_one(tmp_path, weights):
     """Each rank probes its share of the problems; the gathered round equals a single-process one."""
     one, two = tmp_path / "one", tmp_path / "two"
@@ -429,6 +433,7 @@ def test_ddp_two_processes_match_one(tmp_path, weights):
     assert [h["step"] for h in read_history(two / "run")] == [0, 2]
 
 
+@pytest.mark.dist
 def test_ddp_probe_failure_on_one_rank_does_not_hang(tmp_path, weights):
     """Rank 1 raises inside every probe: both ranks still finish training, rank 0 logs the failure."""
     out = tmp_path / "fail"
@@ -454,6 +459,7 @@ def test_ddp_probe_failure_on_one_rank_does_not_hang(tmp_path, weights):
     )
 
 
+@pytest.mark.dist
 def test_ddp_ranks_keep_the_time_budget_at_the_same_steps(tmp_path, weights):
     """With faith_max_overhead, rank 0 decides which rounds run: both ranks probe the same steps.
 

@@ -50,6 +50,7 @@ def _train(kind: str, out, *, with_callback: bool):
     return trainer, rng_states()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["trainer", "sft", "sft_lora", "grpo"])
 def test_training_is_bit_identical_with_sampled_rounds_and_dropout(kind, tmp_path):
     plain, plain_rng = _train(kind, tmp_path / "plain", with_callback=False)
@@ -73,6 +74,7 @@ def test_training_is_bit_identical_with_sampled_rounds_and_dropout(kind, tmp_pat
         assert any(not torch.equal(start[k], base[k]) for k in start)
 
 
+@pytest.mark.dist
 def test_ddp_training_is_bit_identical_with_sampled_rounds_and_dropout(tmp_path, weights):  # noqa: F811
     """2-process DDP (gloo): each rank's weights and RNG states are those of the run without rounds."""
     probed, plain = tmp_path / "probed", tmp_path / "plain"

@@ -295,6 +295,7 @@ def test_bug05_wandb_table_columns_hold_the_values_their_names_say(tmp_path, mon
 
 
 # ---------------------------------------------------------------------------------------------- 6
+@pytest.mark.slow
 def test_bug06_schedule_upper_bound_without_a_closing_round(tok, tmp_path):
     """Bug 6: the schedule's upper bound (faithcb/callback.py) with ``faith_round_at_end`` off.
 
@@ -327,6 +328,7 @@ def test_bug06_schedule_upper_bound_without_a_closing_round(tok, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- 7
+@pytest.mark.slow
 def test_bug07_a_round_runs_in_eval_mode_without_gradients_and_training_resumes_in_train_mode(tok, tmp_path):
     """Bug 7: probing outside the model session (train mode, gradients on).
 
@@ -404,6 +406,7 @@ def test_bug08_mistakes_continue_from_the_corrupted_step_right_after_the_steps_b
 
 
 # ---------------------------------------------------------------------------------------------- 9
+@pytest.mark.slow
 def test_bug09_faith_do_sample_samples_chains_through_engine_and_callback(tok, tmp_path):
     """Bug 9: ``faith_do_sample`` ignored; the sampling path end to end.
 
@@ -458,6 +461,7 @@ class _StopAt(TrainerCallback):
         return control
 
 
+@pytest.mark.slow
 def test_bug10_training_stopped_by_another_callback_still_gets_a_closing_round(tok, tmp_path):
     """Bug 10: no closing round when training is stopped by another callback.
 
@@ -476,6 +480,7 @@ def test_bug10_training_stopped_by_another_callback_still_gets_a_closing_round(t
 
 
 # --------------------------------------------------------------------------------------------- 11
+@pytest.mark.slow
 def test_bug11_compare_reports_b_minus_a_with_its_sign_in_the_right_columns(tok, tmp_path, monkeypatch, capsys):
     """Bug 11: the sign of ``faithcb compare``'s difference and its table.
 

@@ -34,6 +34,7 @@ def test_share_pads_every_rank_to_the_longest_share():
             assert len({len(mine) + len(pad) for mine, pad in parts}) == 1 or n == 0
 
 
+@pytest.mark.dist
 def test_ddp_ranks_make_the_same_forward_passes(tmp_path, weights):  # noqa: F811
     """5 problems on 2 ranks (3 + 2, the short share padded): equal passes per rank at every round,
     and the gathered records equal a single process's (the padding's records are discarded)."""
@@ -94,6 +95,7 @@ def _checkpoint_weights(kind: str, checkpoint) -> dict:
     return AutoModelForCausalLM.from_pretrained(checkpoint).state_dict()
 
 
+@pytest.mark.dist
 @pytest.mark.parametrize("kind", ["trainer", "sft_lora"])
 def test_fsdp2_rounds_leave_training_and_checkpoint_unchanged(kind, tmp_path, weights):  # noqa: F811
     """Full fine-tuning and LoRA under FSDP2 (accelerate's path, torch ``fully_shard`` on gloo):
@@ -122,6 +124,7 @@ def test_fsdp2_rounds_leave_training_and_checkpoint_unchanged(kind, tmp_path, we
 
 
 # ---------------------------------------------------------------------- DeepSpeed ZeRO-3 (CPU accelerator)
+@pytest.mark.dist
 @pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None, reason="deepspeed is not installed")
 @pytest.mark.parametrize("kind", ["trainer", "sft_lora"])
 def test_zero3_rounds_leave_training_and_checkpoint_unchanged(kind, tmp_path, weights):  # noqa: F811
