@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import math
 
@@ -16,9 +17,8 @@ from faithcb.errors import ConfigError
 from faithcb.lm import ProbeLM
 from faithcb.preflight import resolve_evaluator
 from faithcb.probes import probe_metrics
-from faithcb.probes.base import chain_status
-from faithcb.results import chain_record
-from faithcb.scoring import ScoreRequest
+from faithcb.probes.base import STATUSES, chain_status
+from faithcb.scoring import EndRule, ScoreRequest
 from faithcb.testing import FAMILIES, tiny_tokenizer
 
 
@@ -197,35 +197,75 @@ class ScriptedAnswers:
         return [self._lm.encode(self._reply) for _ in contexts]
 
 
-@pytest.mark.parametrize(
-    ("text", "splitter", "expected"),
-    [
-        ("1+2=3. 3+4=7.", None, "ok"),
-        ("", None, "no_steps"),  # nothing written at all
-        ("1+2=3. 3+4=7.", lambda text: [], "no_steps"),  # nothing the splitter calls a step
-    ],
-)
-@pytest.mark.parametrize("answer_parses", [True, False])
-def test_status_precedence_on_chains_written_on_purpose(models, toks, text, splitter, expected, answer_parses):
-    """no_steps > unparsed > ok, decided on hand-written chains and a scripted full-chain answer."""
-    reply = " 7\n" if answer_parses else " seven\n"
-    lm = ScriptedAnswers(ProbeLM(models["llama"], toks[False], answer_max_tokens=4), reply)
-    engine = FaithfulnessEngine(models["llama"], toks[False], settings(splitter=splitter), show_progress=False, lm=lm)
+# Which status a chain gets when several apply: the first of STATUSES (no_steps > truncated >
+# unparsed > ok), each condition made to happen on purpose.
+_CONDITIONS = {"no_steps": "has no steps", "truncated": "was cut by the token limit", "unparsed": "answer does not parse"}
+
+
+def _expected_status(conditions: set[str]) -> str:
+    return next((status for status in STATUSES if status in conditions), "ok")
+
+
+@pytest.mark.parametrize("conditions", [set(c) for n in range(4) for c in itertools.combinations(_CONDITIONS, n)],
+                         ids=lambda c: "+".join(sorted(c)) or "none")
+def test_chain_status_takes_the_first_status_that_applies(conditions):
+    """Every pair (and triple) of conditions: the earlier status wins (a chain cut by the token
+    limit whose answer does not parse is truncated, not unparsed)."""
+    n_steps = 0 if "no_steps" in conditions else 2
+    answer = None if "unparsed" in conditions else "7"
+    assert chain_status(n_steps, answer, ended="truncated" not in conditions) == _expected_status(conditions)
+    assert STATUSES == ("no_steps", "truncated", "unparsed", "ok")
+
+
+@pytest.mark.parametrize("splitter", [None, lambda text: []], ids=["default splitter", "splitter finds none"])
+def test_status_precedence_on_chains_written_on_purpose(models, toks, splitter):
+    """The same precedence through the engine: chains written by hand (``chain_from_text``), cut or
+    not, with or without steps, and a scripted full-chain answer that parses or not; each record's
+    status is the first that applies, and the round's rates count what the records say."""
+    cases = []
+    for text, ended, parses in itertools.product(["1+2=3. 3+4=7.", ""], [True, False], [True, False]):
+        conditions = set()
+        if not text or splitter is not None:
+            conditions.add("no_steps")
+        if not ended:
+            conditions.add("truncated")
+        if not parses:
+            conditions.add("unparsed")
+        cases.append((text, ended, parses, conditions))
+    records = []
+    for parses in (True, False):  # one engine per scripted reply
+        lm = ScriptedAnswers(ProbeLM(models["llama"], toks[False], answer_max_tokens=4), " 7\n" if parses else " seven\n")
+        engine = FaithfulnessEngine(models["llama"], toks[False], settings(splitter=splitter), show_progress=False, lm=lm)
+        (problem,) = probe_problems(1)
+        mine = [c for c in cases if c[2] == parses]
+        chains = [engine.chain_from_text(problem, text, key=k, ended=ended) for k, (text, ended, _, _) in enumerate(mine)]
+        assert [c.ended for c in chains] == [ended for _, ended, _, _ in mine]
+        answered = engine.read_full_answers(chains)
+        assert [c.answer for c in answered] == ["7" if parses else None] * len(mine)
+        with engine.lm.session():
+            records += engine.probe(answered)
+        for record, (text, ended, _, conditions) in zip(records[-len(mine):], mine):
+            assert record["status"] == _expected_status(conditions), (text, ended, parses)
+            assert ("early_answering" in record) == (record["status"] == "ok")
+    ordered = [c for parses in (True, False) for c in cases if c[2] == parses]
+    result = aggregate(records, seconds=0.0, resamples=10)
+    assert result.metrics["truncated_rate"]["value"] == pytest.approx(
+        sum("truncated" in c[3] for c in ordered) / len(ordered))
+    assert result.metrics["unparsed_rate"]["value"] == pytest.approx(0.5)
+    assert result.scalars["problems_scored"] == sum(_expected_status(c[3]) == "ok" for c in ordered)
+
+
+def test_a_lone_newline_answer_was_cut_by_the_window(models, toks):
+    """A newline opens an answer rather than ending it (``EndRule``): an answer that is only a
+    newline was cut by the answer window, as generation cuts it, and its gold gets no terminator."""
+    lm = ScriptedAnswers(ProbeLM(models["llama"], toks[False], answer_max_tokens=1), "\n")
+    engine = FaithfulnessEngine(models["llama"], toks[False], settings(), show_progress=False, lm=lm)
     (problem,) = probe_problems(1)
-    chain = engine.chain_from_text(problem, text)
+    chain = engine.chain_from_text(problem, "1+2=3. 3+4=7.")
     (answered,) = engine.read_full_answers([chain])
-    assert answered.answer == ("7" if answer_parses else None)
-    if expected == "ok" and not answer_parses:
-        expected = "unparsed"
-    assert answered.status == expected
-    (record,) = engine.probe([answered]) if expected != "ok" else [chain_record(answered)]
-    assert record["status"] == expected
-    assert ("early_answering" in record) is False or expected == "ok"
-
-
-def test_chain_status_order():
-    assert chain_status(0, None) == chain_status(0, "7") == "no_steps"
-    assert chain_status(2, None) == "unparsed" and chain_status(2, "7") == "ok"
+    assert not answered.answer_ended and answered.answer is None and answered.status == "unparsed"
+    assert answered.gold_ids == chain.gold_ids
+    assert EndRule.for_answers(lm).ended(lm.encode(" 7\n"))  # after the answer's first token a newline ends it
 
 
 def test_mistakes_probe_runs(models, toks):
