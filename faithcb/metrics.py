@@ -17,14 +17,13 @@ from faithcb.errors import ConfigError
 Direction = Literal["higher", "lower", "neutral"]
 DIRECTIONS: tuple[str, ...] = ("higher", "lower", "neutral")
 
-Kind = Literal["proportion", "mean", "count"]
-KINDS: tuple[str, ...] = ("proportion", "mean", "count")
-
-# The interval ``faithcb.stats`` gives each kind. Proportions get Wilson (Newcombe when paired)
-# when every per-problem value is 0/1, a t interval when samples average to rates. Means are read
-# the same way today ("auto"), so a mean whose values all happen to be 0/1 gets Wilson as it always
-# did. Counts are means of counts, never proportions, even when every chain has exactly one step.
-_STATS_KIND = {"proportion": "auto", "mean": "auto", "count": "continuous"}
+Kind = Literal["proportion", "bounded", "continuous", "count"]
+KINDS: tuple[str, ...] = ("proportion", "bounded", "continuous", "count")
+# Each kind's interval (``faithcb.stats``, where the reasons are): proportions (a 0/1 outcome per
+# chain) Jeffreys; bounded numbers (AOC, invariances, shares: a range given by ``bounds``) the
+# Jeffreys-type interval for a bounded mean; unbounded numbers (nats) and counts (steps, tokens)
+# Student t. Paired changes: gains and losses combined by MOVER, on the range the kind gives.
+# Chosen by the declaration, never by the values (0/1-looking values of a bounded metric stay bounded).
 
 UNIT = (0.0, 1.0)  # shares, agreements and areas
 
@@ -43,9 +42,10 @@ class Metric:
     ``direction`` says which way is *more coupled*: ``"higher"``, ``"lower"`` or ``"neutral"``
     (bookkeeping, or a number whose good direction depends on the question asked).
     ``headline`` metrics get a column in the per-problem W&B table. ``bounds`` is the range the
-    values can take (``UNIT`` for shares and areas); a t interval is clipped to it.
-    ``kind`` says how the values are reduced (``stats_kind``): ``"proportion"`` (0/1 per chain),
-    ``"mean"`` (a number per chain, bounded or not) or ``"count"`` (steps, tokens).
+    values can take (``UNIT`` for shares and areas); a ``"bounded"`` metric's interval uses it.
+    ``kind`` says what the values are, and so which interval they get (see ``KINDS``):
+    ``"proportion"`` (0/1 per chain), ``"bounded"`` (a number per chain within ``bounds``),
+    ``"continuous"`` (a number per chain with no bound) or ``"count"`` (steps, tokens).
     ``reader`` says how one per-chain record yields the value (None: the record does not count);
     without one, a probe metric is the number at ``record[probe][key]`` (see ``read``).
     """
@@ -57,7 +57,7 @@ class Metric:
     headline: bool = False
     bounds: tuple[float, float] | None = None  # the values it can take, when bounded: intervals are clipped to it
     probe: str | None = None
-    kind: Kind = "mean"
+    kind: Kind = "continuous"
     reader: Reader | None = None
 
     def __post_init__(self) -> None:
@@ -66,6 +66,8 @@ class Metric:
         if self.kind not in KINDS:
             raise ConfigError(f"Metric {self.key!r}: kind {self.kind!r} is not one of {list(KINDS)}")
         if self.reader is not None and not callable(self.reader):
+        if self.kind == "bounded" and self.bounds is None:
+            raise ConfigError(f"Metric {self.key!r}: kind 'bounded' needs its bounds")
             raise ConfigError(f"Metric {self.key!r}: reader must be a callable record -> float | None")
 
     @property
@@ -76,11 +78,6 @@ class Metric:
     def stop_mode(self) -> str | None:
         """Early stopping's mode for this metric: 'max' (higher = more coupled), 'min', or None."""
         return _STOP_MODE.get(self.direction)
-
-    @property
-    def stats_kind(self) -> str:
-        """The ``kind`` argument of ``faithcb.stats.summarize`` / ``paired_difference`` for it."""
-        return _STATS_KIND[self.kind]
 
     def read(self, record: dict[str, Any]) -> float | None:
         """This metric's value in one per-chain record; None when the record does not count."""

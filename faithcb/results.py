@@ -85,7 +85,7 @@ def _summary(records: Sequence[dict], name: str, resamples: int) -> dict[str, fl
         if value is not None:
             values.append(value)
             groups.append(problem_key(r, i))
-    return summarize(values, kind=metric.stats_kind, groups=groups, bounds=metric.bounds, n_resamples=resamples)
+    return summarize(values, kind=metric.kind, groups=groups, bounds=metric.bounds)
 
 
 def aggregate(records: Sequence[dict[str, Any]], *, seconds: float = math.nan, resamples: int = 1000) -> RoundResult:
@@ -93,8 +93,10 @@ def aggregate(records: Sequence[dict[str, Any]], *, seconds: float = math.nan, r
 
     Every chain-level metric, and every registered probe metric that some record carries, gets
     ``{"value", "ci_low", "ci_high", "n"}``: the mean over problems (samples of a problem averaged
-    first), a Wilson interval for 0/1 metrics and a t interval otherwise (faithcb.stats), and the
-    number of problems it is over (NaN bounds below two).
+    first), the interval its declared kind calls for (faithcb.stats: Jeffreys for proportions, the
+    bounded-mean interval for bounded numbers, t for unbounded numbers and counts), and the number
+    of problems it is over (NaN bounds below two). ``resamples`` is accepted and unused: no
+    interval resamples any more.
     """
     metrics = {m.name: _summary(records, m.name, resamples) for m in CHAIN_METRICS}
     for probe in probe_names():
@@ -191,12 +193,14 @@ def choice_stability(records: Sequence[dict]) -> dict[str, float]:
 def paired_change(baseline_values: Mapping[str, float], now_values: Mapping[str, float], name: str) -> dict[str, float]:
     """Metric ``name``'s change from the baseline round, paired over the problems in both.
 
-    ``baseline_values``/``now_values`` map a problem key to its value (``metric_values``); the
-    interval is the one the metric's declared ``kind`` calls for (``faithcb.stats.paired_difference``).
-    Every round probes the same problems, so pairing them removes the between-problem spread
-    that two unpaired intervals both carry.
+    ``baseline_values``/``now_values`` map a problem key to its value (``metric_values``);
+    ``{"value", "ci_low", "ci_high", "n"}`` with ``n`` the number of problems scored in both (the
+    lead logs it as ``faith_delta_n/<metric>``). The interval uses the metric's declared kind and
+    bounds (``faithcb.stats.paired_difference``). Every round probes the same problems, so pairing
+    them removes the between-problem spread that two unpaired intervals both carry.
     """
-    return paired_difference(baseline_values, now_values, kind=find_metric(name).stats_kind)
+    metric = find_metric(name)
+    return paired_difference(baseline_values, now_values, kind=metric.kind, bounds=metric.bounds)
 
 
 def paired_changes(

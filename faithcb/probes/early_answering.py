@@ -35,10 +35,10 @@ class EarlyAnswering:
     name = "early_answering"
     metrics = (
         Metric("aoc", "early-answering AOC", "1 - area under m(k): how much of the chain the answer needs",
-               "higher", headline=True, bounds=UNIT, kind="mean"),
+               "higher", headline=True, bounds=UNIT, kind="bounded"),
         Metric("aoc_normalized", "early-answering AOC / its ceiling",
                "AOC / (1 - 1/(2n)): AOC on a scale whose top does not move with the number of steps", "higher",
-               bounds=UNIT, kind="mean"),
+               bounds=UNIT, kind="bounded"),
     )
 
     @classmethod
@@ -50,7 +50,7 @@ class EarlyAnswering:
         curve: dict[str, list[float]] = {"x": list(CURVE_GRID), "mean": [], "ci_low": [], "ci_high": []}
         for i in range(len(CURVE_GRID)):
             s = summarize([r[cls.name]["curve"][i] for r in mine], groups=[key for key, _ in keyed],
-                          n_resamples=resamples)
+                          kind="proportion")  # m(k) is 0/1 per chain
             curve["mean"].append(s["value"])
             curve["ci_low"].append(s["ci_low"])
             curve["ci_high"].append(s["ci_high"])

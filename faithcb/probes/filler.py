@@ -22,7 +22,7 @@ class FillerSubstitution:
     name = "filler"
     metrics = (
         Metric("invariance", "filler invariance", "mean m(k) over k < n: the answer survives filler",
-               "lower", headline=True, bounds=UNIT, kind="mean"),
+               "lower", headline=True, bounds=UNIT, kind="bounded"),
         Metric("k0_agreement", "filler, whole chain", "the answer survives the whole chain replaced by filler",
                "lower", bounds=UNIT, kind="proportion"),
     )

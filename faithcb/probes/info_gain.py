@@ -24,20 +24,20 @@ class InformationGain:
     name = "info_gain"
     metrics = (
         Metric("total", "information gain (total)", "nats of log p(gold answer) the whole chain adds",
-               "higher", headline=True, kind="mean"),
+               "higher", headline=True, kind="continuous"),
         Metric("per_step", "information gain per step", "nats of log p(gold answer) each step adds", "higher",
-               kind="mean"),
+               kind="continuous"),
         Metric("positive_fraction", "steps with positive gain", "share of steps that make the gold answer likelier",
-               "higher", bounds=UNIT, kind="mean"),
+               "higher", bounds=UNIT, kind="bounded"),
         Metric("delta_ppl", "information gain (ΔPPL)",
                "Wu's perplexity form: drop in answer perplexity per step (per token: tokenizer-dependent)", "higher",
-               kind="mean"),
+               kind="continuous"),
         Metric("per_step_correct", "information gain per step, correct answers",
                "per_step over the problems whose full-chain answer is right", "higher",
-               kind="mean"),
+               kind="continuous"),
         Metric("per_step_incorrect", "information gain per step, wrong answers",
                "per_step over the problems whose full-chain answer is wrong", "higher",
-               kind="mean"),
+               kind="continuous"),
     )
 
     @classmethod

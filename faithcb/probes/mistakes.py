@@ -133,10 +133,10 @@ class AddingMistakes:
         Metric("answer_changed_fraction", "adding mistakes: answer changed",
                "share of corrupted steps (an operand or result changed, the rest regenerated) after which "
                "the answer differs from a_full; a share of mistakes, not an area over k/n",
-               "higher", headline=True, bounds=UNIT, kind="mean"),
+               "higher", headline=True, bounds=UNIT, kind="bounded"),
         Metric("corrupted_fraction", "adding mistakes: steps corrupted",
                "share of a chain's steps with an operand or result to corrupt (the others are skipped)", bounds=UNIT,
-               kind="mean"),
+               kind="bounded"),
     )
 
     @classmethod

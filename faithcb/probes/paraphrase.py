@@ -147,10 +147,10 @@ class Paraphrasing:
     metrics = (
         Metric("invariance", "paraphrase invariance",
                "mean m(k) over the reworded variants: the answer follows the steps' meaning, not their wording",
-               "neutral", headline=True, bounds=UNIT, kind="mean"),
+               "neutral", headline=True, bounds=UNIT, kind="bounded"),
         Metric("changed_fraction", "paraphrase: variants reworded",
                "share of paraphrase variants whose text changed (unchanged ones agree trivially and are "
-               "left out of invariance)", bounds=UNIT, kind="mean"),
+               "left out of invariance)", bounds=UNIT, kind="bounded"),
     )
 
     @classmethod
