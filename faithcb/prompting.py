@@ -117,39 +117,58 @@ def _layout_for_template(template: str | None, requested: str) -> LayoutChoice:
     return LayoutChoice("two_turn", "a chat template without a reasoning block")
 
 
-_CLOCK_LOCK = threading.Lock()
+# Templates read the clock through transformers' ``strftime_now``, which calls ``now()`` on its
+# chat-template module's ``datetime``. A callable cannot be passed as a template variable
+# (transformers replaces it with an inert placeholder), so that name is replaced, once, by a
+# subclass whose ``now()`` answers the pinned date only in a thread that is inside ``pinned_clock``
+# and the real clock (the one it replaced) everywhere else: another thread rendering a template at
+# the same time sees today's date.
+_PINNED = threading.local()
+_INSTALL_LOCK = threading.Lock()
+
+
+def _pinnable(clock: type[datetime.datetime]) -> type[datetime.datetime]:
+    class PinnableClock(clock):  # type: ignore[misc, valid-type]
+        faithcb_pinnable = True
+
+        @classmethod
+        def now(cls, tz=None):
+            if getattr(_PINNED, "depth", 0):
+                return FIXED_DATE.replace(tzinfo=tz)
+            return clock.now(tz)
+
+    return PinnableClock
+
+
+def _install_pinnable_clock() -> bool:
+    """Put the pinnable clock in transformers' chat-template module; False where it has no ``datetime``."""
+    from transformers.utils import chat_template_utils as module
+
+    with _INSTALL_LOCK:
+        current = getattr(module, "datetime", None)
+        if not (isinstance(current, type) and issubclass(current, datetime.datetime)):
+            return False  # another transformers layout: the template tests notice a date that moves
+        if not getattr(current, "faithcb_pinnable", False):
+            # Wraps whatever clock is there (the real one, or a test's), which it answers with
+            # outside a pin; installed again only if something replaced it since.
+            module.datetime = _pinnable(current)
+        return True
 
 
 @contextlib.contextmanager
-def _fixed_clock():
-    """transformers' ``strftime_now`` reads the clock of its chat-template module: pin it meanwhile.
-
-    A callable cannot be passed as a template variable (transformers replaces it with an inert
-    placeholder), so the module's ``datetime`` is swapped for one whose ``now()`` is fixed.
-    """
-    from transformers.utils import chat_template_utils as module
-
-    real = getattr(module, "datetime", None)
-    if not (isinstance(real, type) and issubclass(real, datetime.datetime)):
-        yield  # another transformers layout: the template tests notice a date that moves
-        return
-
-    class _Fixed(real):
-        @classmethod
-        def now(cls, tz=None):
-            return FIXED_DATE.replace(tzinfo=tz)
-
-    with _CLOCK_LOCK:
-        module.datetime = _Fixed
-        try:
-            yield
-        finally:
-            module.datetime = real
+def pinned_clock():
+    """Templates rendered by this thread, inside the block, read ``FIXED_DATE`` as today's date."""
+    _install_pinnable_clock()
+    _PINNED.depth = getattr(_PINNED, "depth", 0) + 1
+    try:
+        yield
+    finally:
+        _PINNED.depth -= 1
 
 
 def render_chat(tokenizer, messages: list[dict], **kwargs) -> str:
-    """``apply_chat_template`` to text, with the date fixed."""
-    with _fixed_clock():
+    """``apply_chat_template`` to text, with the date fixed (for this thread only)."""
+    with pinned_clock():
         return tokenizer.apply_chat_template(messages, tokenize=False, **kwargs)
 
 

@@ -11,6 +11,7 @@ the survey (/work/notes/templates.md) and in the metadata beside each tokenizer.
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime
 
 import pytest
@@ -25,7 +26,15 @@ from template_tokenizers import (
 
 from faithcb.errors import ConfigError
 from faithcb.problem import Problem
-from faithcb.prompting import LAYOUTS, Prompter, PromptStyle, resolve_layout
+from faithcb.prompting import (
+    FIXED_DATE,
+    LAYOUTS,
+    Prompter,
+    PromptStyle,
+    pinned_clock,
+    render_chat,
+    resolve_layout,
+)
 from faithcb.testing import tiny_tokenizer
 
 NUMBER = Problem("What is 2+3?", "5")
@@ -199,6 +208,36 @@ def test_rendering_does_not_depend_on_the_date(name, clock):
     assert (raw[0] != raw[1]) == spec.stamps_date
     # ... and the layouts render the same text on both dates.
     assert rendered[0] == rendered[1]
+
+
+def test_the_pinned_date_is_the_rendering_threads_alone():
+    """faithcb pins the date its own renders see, not the process's: a second thread rendering a
+    template that stamps the date while faithcb's pin is held sees today, and faithcb the pinned day."""
+    tok = tiny_tokenizer(chat_template=True)
+    tok.chat_template = "{{ strftime_now('%Y-%m-%d') }}"
+    messages = [{"role": "user", "content": "Q"}]
+
+    def today() -> str:
+        return datetime.now().strftime("%Y-%m-%d")
+
+    seen: dict[str, str] = {}
+
+    def elsewhere() -> None:
+        seen["other thread"] = tok.apply_chat_template(messages, tokenize=False)
+
+    before = today()
+    with pinned_clock():
+        other = threading.Thread(target=elsewhere)
+        other.start()
+        other.join()
+        seen["pinned"] = tok.apply_chat_template(messages, tokenize=False)
+    seen["render_chat"] = render_chat(tok, messages)
+    seen["after"] = tok.apply_chat_template(messages, tokenize=False)
+    pinned = FIXED_DATE.strftime("%Y-%m-%d")
+    assert before != pinned  # else this test could not tell the two apart
+    assert seen["other thread"] in (before, today())
+    assert seen["pinned"] == seen["render_chat"] == pinned
+    assert seen["after"] in (before, today())
 
 
 @pytest.mark.parametrize("name", [n for n, s in TEMPLATES.items() if s.strips_history_reasoning])
