@@ -8,7 +8,7 @@ full-chain answers ``a_full``) are generated once with the engine, then only the
 - ``naive``: what published faithfulness code does. For every variant of every problem it builds
   the full context token sequence and calls ``model.generate`` (greedy, ``answer_max_tokens`` new
   tokens, batch of one, no cache shared between calls) to read the answer, normalizes it with
-  ``faithcb.text.extract_answer`` and compares it with ``a_full``; for information gain one
+  ``faithcb.answers.extract_answer`` and compares it with ``a_full``; for information gain one
   separate forward pass per truncation scores the gold answer tokens.
 - ``faithcb``: the engine's own probing code path, ``FaithfulnessEngine.probe(chains)`` (variants,
   deduplication, ``ProbeLM.score`` with the shared-prefix KV cache, answers decoded from the cache
@@ -60,7 +60,7 @@ from faithcb.probes.base import Chain, Variant
 from faithcb.prompting import LETTERS
 from faithcb.scoring import TokenCounter
 from faithcb.settings import ProbeSettings
-from faithcb.text import extract_answer
+from faithcb.answers import extract_answer
 
 PROBES = ("early_answering", "filler", "info_gain")
 TOKEN_PROBES = ("early_answering", "info_gain")  # the token-ratio target is about these two

@@ -46,7 +46,7 @@ from faithcb.generation import ChainGenerator  # noqa: E402
 from faithcb.problem import Problem  # noqa: E402
 from faithcb.settings import GENERATION_PATHS, ProbeSettings  # noqa: E402
 from faithcb.testing import tiny_tokenizer  # noqa: E402
-from faithcb.text import extract_answer  # noqa: E402
+from faithcb.answers import extract_answer  # noqa: E402
 
 # Qwen2.5 shapes (config.json of Qwen/Qwen2.5-0.5B / -1.5B); tiny for --tiny.
 SHAPES = {

@@ -16,7 +16,7 @@ from faithcb.probes.base import Chain, chain_status
 from faithcb.problem import LETTERS, Problem
 from faithcb.prompting import Prompter
 from faithcb.scoring import EndRule, ScoringLM
-from faithcb.text import before_cue, locate_steps, step_spans
+from faithcb.steps import before_cue, locate_steps, step_spans
 
 __all__ = ["ChainBuilder"]
 
@@ -24,7 +24,7 @@ __all__ = ["ChainBuilder"]
 class ChainBuilder:
     """Builds ``Chain``s for ``lm``'s tokenizer in ``prompter``'s layout.
 
-    ``splitter`` is ``ProbeSettings.splitter`` (None: ``faithcb.text.step_spans``), ``max_cuts``
+    ``splitter`` is ``ProbeSettings.splitter`` (None: ``faithcb.steps.step_spans``), ``max_cuts``
     its ``max_cuts``.
     """
 

@@ -28,7 +28,7 @@ from faithcb.prompting import Prompter
 from faithcb.results import RoundResult, aggregate, chain_record
 from faithcb.scoring import EndRule, ScoreRequest, ScoringLM
 from faithcb.settings import ProbeSettings
-from faithcb.text import answer_is_computation, extract_answer
+from faithcb.answers import answer_is_computation, extract_answer
 from faithcb.variant_scoring import Planned, score_variants
 
 __all__ = ["FaithfulnessEngine", "ProbeSettings", "RoundResult", "aggregate"]

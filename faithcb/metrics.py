@@ -8,6 +8,7 @@ through ``faithcb.probes.registry`` instead of keeping its own list.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Literal
@@ -65,9 +66,9 @@ class Metric:
             raise ConfigError(f"Metric {self.key!r}: direction {self.direction!r} is not one of {list(DIRECTIONS)}")
         if self.kind not in KINDS:
             raise ConfigError(f"Metric {self.key!r}: kind {self.kind!r} is not one of {list(KINDS)}")
-        if self.reader is not None and not callable(self.reader):
         if self.kind == "bounded" and self.bounds is None:
             raise ConfigError(f"Metric {self.key!r}: kind 'bounded' needs its bounds")
+        if self.reader is not None and not callable(self.reader):
             raise ConfigError(f"Metric {self.key!r}: reader must be a callable record -> float | None")
 
     @property
@@ -105,7 +106,18 @@ def problem_key(record: dict, index: int) -> str:
     included, but a problem counts once, its rotations averaged like samples, so the extra
     orderings do not narrow the intervals as if they were new problems.
     """
-    return str(record.get("base_id") or record.get("id") or f"#{index}")
+    key = record.get("base_id") or record.get("id")
+    if key:
+        return str(key)
+    # A problem without an id is still one unit: its samples share its text (never the record's
+    # index, which would count each sample as a problem of its own).
+    question = record.get("question")
+    return text_key(question, record.get("choices") or ()) if question is not None else f"#{index}"
+
+
+def text_key(question: str, choices=()) -> str:
+    """A problem's stable key made from its text (the same on every process and every run)."""
+    return f"#{zlib.crc32(repr((question, tuple(choices))).encode()):08x}"
 
 
 # Chain-level metrics: measured on every problem before any probe runs, read from the record's

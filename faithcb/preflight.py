@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from faithcb.data import Problem
 from faithcb.errors import ConfigError
+from faithcb.problem import base_id
 from faithcb.prompting import Prompter, check_against_native
 
 
@@ -110,7 +111,7 @@ def check_start_round(start_round, problems, *, round_at_start: bool):
     if not round_at_start:
         raise ConfigError("start_round: given, but faith_round_at_start=False never uses it")
     given = sorted({r["id"] for r in start_round.records})
-    if given != sorted({p.id for p in problems}):
+    if given != sorted({base_id(p) for p in problems}):
         raise ConfigError(
             f"start_round: it probed other problems ({len(given)}) than this callback's "
             f"({len(problems)}); a shared step-0 round must be of the same problems"

@@ -1,20 +1,20 @@
 """The ``Problem`` record: one question, its normalized gold answer and, optionally, a worked chain;
 and the cyclic rotations of a multiple-choice problem's options (``choice_permutations``).
 
-A leaf module (it imports only :mod:`faithcb.errors` and :mod:`faithcb.text`), so that both the
-loaders in :mod:`faithcb.data` and the built-in tasks in :mod:`faithcb.tasks` can build problems
-without importing each other.
+A leaf module (it imports only :mod:`faithcb.errors`, :mod:`faithcb.metrics` and
+:mod:`faithcb.answers`), so that both the loaders in :mod:`faithcb.data` and the built-in tasks in
+:mod:`faithcb.tasks` can build problems without importing each other.
 """
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from faithcb.errors import ProblemFormatError
-from faithcb.text import ANSWER_KINDS
+from faithcb.metrics import text_key
+from faithcb.answers import ANSWER_KINDS
 
 __all__ = ["LETTERS", "Problem", "base_id", "rotate_choices", "with_rotations"]
 
@@ -69,7 +69,7 @@ def rotate_choices(problem: Problem, r: int) -> Problem:
 
 def base_id(problem: Problem) -> str:
     """The problem's id, or one made from its text (the same on every process) when it has none."""
-    return problem.id or f"#{zlib.crc32(repr((problem.question, problem.choices)).encode()):08x}"
+    return problem.id or text_key(problem.question, problem.choices)
 
 
 def with_rotations(problems: Sequence[Problem]) -> tuple[list[Problem], dict[int, dict[str, Any]]]:

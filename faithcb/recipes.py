@@ -18,7 +18,7 @@ from faithcb.models import EMBEDDED
 from faithcb.problem import Problem
 from faithcb.prompting import PromptStyle
 from faithcb.tasks.arithmetic import make_examples, make_problems
-from faithcb.text import extract_answer
+from faithcb.answers import extract_answer
 from faithcb.training import training_rows
 
 __all__ = [
@@ -149,7 +149,7 @@ def grpo_dataset(train: list[tuple[Problem, str]], tokenizer, style: PromptStyle
 
 
 def correctness_reward(completions, answer, kind, **kwargs) -> list[float]:
-    """1.0 when the completion's final answer (faithcb.text.extract_answer) equals the gold answer."""
+    """1.0 when the completion's final answer (faithcb.answers.extract_answer) equals the gold answer."""
     return [
         float(extract_answer(c if isinstance(c, str) else c[-1]["content"], k) == a)
         for c, a, k in zip(completions, answer, kind)

@@ -17,6 +17,7 @@ from faithcb.metrics import CHAIN_METRICS, problem_key
 from faithcb.probes import find_metric, probe_metrics, probe_names
 from faithcb.probes.base import Chain
 from faithcb.probes.registry import probe_summaries
+from faithcb.problem import base_id
 from faithcb.prompting import LETTERS
 from faithcb.stats import paired_difference, summarize
 
@@ -47,7 +48,7 @@ def chain_record(chain: Chain) -> dict[str, Any]:
     """The chain-level part of a per-problem record (probes add their own entries)."""
     p = chain.problem
     return {
-        "id": p.id,
+        "id": base_id(p),  # a problem without an id gets one from its text: samples stay one unit
         "sample": chain.sample,
         "question": p.question,
         "gold": p.answer,

@@ -18,7 +18,7 @@ from typing import Any
 from faithcb.probes.base import Chain, Outcome, Variant
 from faithcb.problem import LETTERS
 from faithcb.scoring import ScoreRequest, ScoreResult, ScoringLM
-from faithcb.text import extract_answer
+from faithcb.answers import extract_answer
 
 __all__ = ["Planned", "score_variants"]
 

@@ -1,6 +1,6 @@
 """python recipes/grpo.py --config recipes/configs/grpo.yaml
 
-GRPO with a correctness reward (faithcb.text.extract_answer of the completion == the gold answer),
+GRPO with a correctness reward (faithcb.answers.extract_answer of the completion == the gold answer),
 with FaithfulnessCallback probing the live model: does RL on outcomes keep the chain load-bearing?
 
 The prompts are the probes' own chain prompts, so the chains GRPO rewards are the chains the

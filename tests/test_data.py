@@ -14,7 +14,7 @@ import pytest
 from faithcb import problem as problem_module
 from faithcb.data import ProbeSet, Problem, load
 from faithcb.errors import FaithcbError, ProblemFormatError
-from faithcb.text import extract_answer
+from faithcb.answers import extract_answer
 
 SHARED_DATA = Path(
     os.environ.get("FAITHCB_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")

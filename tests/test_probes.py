@@ -28,7 +28,8 @@ from faithcb.probes.base import CURVE_GRID, Chain, trapezoid
 from faithcb.probes.mistakes import corrupt_step
 from faithcb.scoring import ContinuationScore, ScoreRequest, ScoreResult, ScoringLM
 from faithcb.testing import tiny_model, tiny_tokenizer
-from faithcb.text import numbers_in, step_spans
+from faithcb.answers import numbers_in
+from faithcb.steps import step_spans
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -73,7 +73,7 @@ def test_aoc_by_step_count_and_full_chain_disagreements():
 
 
 def test_length_normalized_aoc():
-    from test_probes import make_chain, outcomes  # a real Chain with 3 steps
+    from helpers.chains import make_chain, outcomes
 
     chain = make_chain()
     rec = EarlyAnswering().record(chain, outcomes([False, False, True, True]))
@@ -86,7 +86,7 @@ def test_length_normalized_aoc():
 
 
 def test_information_gain_split_by_correctness():
-    from test_probes import make_chain, outcomes
+    from helpers.chains import make_chain, outcomes
 
     chain = make_chain()  # a_full "14" == gold "14"
     rec = InformationGain().record(chain, outcomes([True] * 4, gold=[-4.0, -3.0, -2.0, -1.0]))
@@ -249,3 +249,26 @@ def test_histories_are_read_only_through_read_history():
             if names_history and parses:
                 hand_parsers.append(f"{path.relative_to(root)}:{fn.lineno} {fn.name}")
     assert not hand_parsers, "read histories with faithcb.history.read_history:\n" + "\n".join(hand_parsers)
+
+
+def test_samples_of_problems_without_ids_are_one_unit_each():
+    """Regression (issue 20, item 2): 8 problems x 5 identical samples without ids were 40 units
+    (n = 40, interval [0.376, 0.524]); they are 8 problems, as with ids."""
+    values = [1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0]
+    records = [{"question": f"q{i}", "answer": "1", "correct": bool(v), "n_steps": 1, "chain_tokens": 3,
+                "status": "ok", "sample": s} for i, v in enumerate(values) for s in range(5)]
+    with_ids = [{**r, "id": r["question"]} for r in records]
+    accuracy = aggregate(records, resamples=50).metrics["accuracy"]
+    assert accuracy["n"] == 8
+    assert accuracy == aggregate(with_ids, resamples=50).metrics["accuracy"]
+    one_each = [r for r in with_ids if r["sample"] == 0]
+    assert accuracy == aggregate(one_each, resamples=50).metrics["accuracy"]  # as one record per problem
+
+
+def test_a_problem_without_an_id_is_recorded_under_its_text_key():
+    from faithcb.metrics import problem_key, text_key
+    from faithcb.problem import Problem, base_id
+
+    problem = Problem("What is 2 + 2?", "4")
+    assert base_id(problem) == text_key("What is 2 + 2?") == problem_key({"question": "What is 2 + 2?"}, 7)
+    assert base_id(Problem("What is 2 + 2?", "4", id="p1")) == "p1"

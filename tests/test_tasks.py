@@ -11,7 +11,8 @@ import pytest
 
 from faithcb.problem import Problem
 from faithcb.tasks import control_examples, make_examples, make_problems, shortcut_examples
-from faithcb.text import extract_answer, split_steps
+from faithcb.answers import extract_answer
+from faithcb.steps import split_steps
 
 _STEP = re.compile(r"^(\d+) ([+-]) (\d+) = (\d+)\.$")
 _KEY = re.compile(r" \(key: (\d+)\)$")
@@ -59,7 +60,7 @@ def test_problem_is_a_leaf() -> None:
         "faithcb",
         "faithcb.errors",
         "faithcb.problem",
-        "faithcb.text",
+        "faithcb.answers",
     }
 
 
@@ -256,7 +257,7 @@ def test_demo_arms() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Interplay with faithcb.text
+# Interplay with faithcb.answers and faithcb.steps
 # ---------------------------------------------------------------------------------------------
 
 

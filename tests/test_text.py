@@ -6,18 +6,16 @@ import re
 
 import pytest
 
-from faithcb.text import (
+from faithcb.answers import (
     answer_is_computation,
     extract_answer,
-    locate_steps,
     normalize_answer,
     normalize_choice,
     normalize_number,
     normalize_text,
     numbers_in,
-    split_steps,
-    step_spans,
 )
+from faithcb.steps import locate_steps, split_steps, step_spans
 
 # ---------------------------------------------------------------------------------------------
 # Steps

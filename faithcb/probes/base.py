@@ -16,7 +16,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from faithcb.metrics import Metric
 from faithcb.problem import Problem
-from faithcb.text import before_cue
+from faithcb.steps import before_cue
 
 
 @dataclass(frozen=True)
@@ -150,7 +150,7 @@ def continue_chains(lm, chains: Sequence[Chain], contexts: Sequence[Sequence[int
     """Let the model continue each context (one per chain, in order), greedily.
 
     A continuation in which the model writes the answer cue itself has ended its chain there:
-    it is cut before the cue (``faithcb.text.before_cue``), as generated chains are.
+    it is cut before the cue (``faithcb.steps.before_cue``), as generated chains are.
     """
     continuations = lm.generate(list(contexts), max_new_tokens=max_new_tokens)
     out = []
