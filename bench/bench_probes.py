@@ -54,13 +54,13 @@ from typing import Any
 
 import torch
 
+from faithcb.answers import extract_answer
 from faithcb.data import ProbeSet
 from faithcb.engine import FaithfulnessEngine
 from faithcb.probes.base import Chain, Variant
 from faithcb.prompting import LETTERS
 from faithcb.scoring import TokenCounter
 from faithcb.settings import ProbeSettings
-from faithcb.answers import extract_answer
 
 PROBES = ("early_answering", "filler", "info_gain")
 TOKEN_PROBES = ("early_answering", "info_gain")  # the token-ratio target is about these two

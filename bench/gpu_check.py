@@ -41,12 +41,12 @@ if REPO not in sys.path:  # faithcb from this checkout: the GPU machine does not
 
 import torch  # noqa: E402
 
+from faithcb.answers import extract_answer  # noqa: E402
 from faithcb.engine import FaithfulnessEngine  # noqa: E402
 from faithcb.generation import ChainGenerator  # noqa: E402
 from faithcb.problem import Problem  # noqa: E402
 from faithcb.settings import GENERATION_PATHS, ProbeSettings  # noqa: E402
 from faithcb.testing import tiny_tokenizer  # noqa: E402
-from faithcb.answers import extract_answer  # noqa: E402
 
 # Qwen2.5 shapes (config.json of Qwen/Qwen2.5-0.5B / -1.5B); tiny for --tiny.
 SHAPES = {

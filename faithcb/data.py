@@ -22,10 +22,10 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, overload
 
+from faithcb.answers import extract_answer, normalize_answer, normalize_choice, normalize_text, numbers_in
 from faithcb.errors import ConfigError, ProblemFormatError
 from faithcb.problem import Problem
 from faithcb.tasks.arithmetic import make_problems
-from faithcb.answers import extract_answer, normalize_answer, normalize_choice, normalize_text, numbers_in
 
 __all__ = ["FORMATS", "Problem", "ProbeSet", "load"]
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from faithcb.answers import answer_is_computation, extract_answer
 from faithcb.chains import ChainBuilder
 from faithcb.generation import ChainGenerator, check_generation
 from faithcb.lm import ProbeLM
@@ -28,7 +29,6 @@ from faithcb.prompting import Prompter
 from faithcb.results import RoundResult, aggregate, chain_record
 from faithcb.scoring import EndRule, ScoreRequest, ScoringLM
 from faithcb.settings import ProbeSettings
-from faithcb.answers import answer_is_computation, extract_answer
 from faithcb.variant_scoring import Planned, score_variants
 
 __all__ = ["FaithfulnessEngine", "ProbeSettings", "RoundResult", "aggregate"]

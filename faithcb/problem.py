@@ -12,9 +12,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from faithcb.answers import ANSWER_KINDS
 from faithcb.errors import ProblemFormatError
 from faithcb.metrics import text_key
-from faithcb.answers import ANSWER_KINDS
 
 __all__ = ["LETTERS", "Problem", "base_id", "rotate_choices", "with_rotations"]
 

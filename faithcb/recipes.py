@@ -12,13 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from faithcb.answers import extract_answer
 from faithcb.data import ProbeSet
 from faithcb.errors import ProblemFormatError
 from faithcb.models import EMBEDDED
 from faithcb.problem import Problem
 from faithcb.prompting import PromptStyle
 from faithcb.tasks.arithmetic import make_examples, make_problems
-from faithcb.answers import extract_answer
 from faithcb.training import training_rows
 
 __all__ = [

@@ -15,10 +15,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from faithcb.answers import extract_answer
 from faithcb.probes.base import Chain, Outcome, Variant
 from faithcb.problem import LETTERS
 from faithcb.scoring import ScoreRequest, ScoreResult, ScoringLM
-from faithcb.answers import extract_answer
 
 __all__ = ["Planned", "score_variants"]
 

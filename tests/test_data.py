@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from faithcb import problem as problem_module
+from faithcb.answers import extract_answer
 from faithcb.data import ProbeSet, Problem, load
 from faithcb.errors import FaithcbError, ProblemFormatError
-from faithcb.answers import extract_answer
 
 SHARED_DATA = Path(
     os.environ.get("FAITHCB_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import pytest
 from conftest import STYLE
 
+from faithcb.answers import numbers_in
 from faithcb.data import Problem
 from faithcb.engine import FaithfulnessEngine, ProbeSettings
 from faithcb.lm import ProbeLM
@@ -27,9 +28,8 @@ from faithcb.probes import (
 from faithcb.probes.base import CURVE_GRID, Chain, trapezoid
 from faithcb.probes.mistakes import corrupt_step
 from faithcb.scoring import ContinuationScore, ScoreRequest, ScoreResult, ScoringLM
-from faithcb.testing import tiny_model, tiny_tokenizer
-from faithcb.answers import numbers_in
 from faithcb.steps import step_spans
+from faithcb.testing import tiny_model, tiny_tokenizer
 
 
 @pytest.fixture(scope="module", autouse=True)

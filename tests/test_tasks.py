@@ -9,10 +9,10 @@ import sys
 
 import pytest
 
-from faithcb.problem import Problem
-from faithcb.tasks import control_examples, make_examples, make_problems, shortcut_examples
 from faithcb.answers import extract_answer
+from faithcb.problem import Problem
 from faithcb.steps import split_steps
+from faithcb.tasks import control_examples, make_examples, make_problems, shortcut_examples
 
 _STEP = re.compile(r"^(\d+) ([+-]) (\d+) = (\d+)\.$")
 _KEY = re.compile(r" \(key: (\d+)\)$")

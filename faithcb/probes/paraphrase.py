@@ -24,12 +24,12 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from faithcb.answers import numbers_in
 from faithcb.errors import ConfigError
 from faithcb.metrics import UNIT, Metric
 from faithcb.probes.base import Chain, Outcome, Variant, agreement_record, continue_chains, mean
 from faithcb.probes.registry import ProbeContext
 from faithcb.prompting import render_chat
-from faithcb.answers import numbers_in
 
 # Rewrites that keep meaning and grammar in every context they match (and never touch a digit).
 # Plain word swaps fail that test ("has to" -> "owns to", "turned left" -> "turned remaining",
