@@ -1,69 +1,19 @@
-"""Shared fixtures for the probe-engine tests (test_lm, test_probes, test_engine).
+"""Fixtures every test file can use; the helpers themselves are in ``tests/helpers/`` (one module
+per concern, see its ``__init__``).
 
-Models are tiny char-level LMs from :mod:`faithcb.testing`. Training happens at most once per
-session per family (cached state dicts); every test gets a fresh model loaded from that state, so
-no test can leak weights or modes into another.
+Markers (pyproject.toml): ``slow`` (over ~3 s: SmolLM2, trainings, recipes, the demo) and ``dist``
+(torchrun). Run the fast subset first: ``pytest -m "not slow and not dist"``.
 """
 
 from __future__ import annotations
 
-import functools
+from pathlib import Path
 
 import pytest
 import torch
-from _trainers import one_thread
+from helpers.models import one_thread, pretrained_model
 
-from faithcb.problem import Problem
-from faithcb.prompting import PromptStyle
-from faithcb.tasks.arithmetic import make_examples, make_problems
-from faithcb.testing import tiny_model, tiny_tokenizer, train_tiny
-from faithcb.training import training_rows
-
-# "Raj has 6 pens, wins 4 more, then gives away 4. How many pens now?\n<chain>\nSo 6"
-STYLE = PromptStyle(
-    plain_question="{question}\n",
-    instruction="",
-    plain_cue="\n",
-    number_answer_prefix="So",
-    text_answer_prefix="So",
-    choice_answer_prefix="So (",
-    cue_question="Answer?",
-)
-
-
-def train_texts(n: int = 40, seed: int = 1) -> tuple[list[str], list[int]]:
-    """Arithmetic examples in both layouts (plain and chat), as ``training_rows`` builds them."""
-    examples = make_examples(n, seed=seed)
-    problems = [Problem(e["question"], e["answer"]) for e in examples]
-    texts, starts = [], []
-    for chat in (False, True):
-        tok = tiny_tokenizer(chat_template=chat)
-        for row in training_rows(
-            problems, tok, chains=[e["chain"] for e in examples], style=STYLE, fmt="text"
-        ):
-            texts.append(row["text"])
-            starts.append(row["completion_start"])
-    return texts, starts
-
-
-@functools.cache
-def _trained_state(family: str) -> dict[str, torch.Tensor]:
-    tok = tiny_tokenizer()  # same ids as the chat variant; <eos> ends every text
-    model = tiny_model(tok, family, seed=0)
-    texts, starts = train_texts()
-    train_tiny(model, tok, texts, steps=120, batch_size=8, completion_starts=starts)
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def trained_model(family: str = "llama", tok=None):
-    """A fresh tiny model of ``family`` with the session's trained weights (eval mode)."""
-    model = tiny_model(tok or tiny_tokenizer(), family, seed=0)
-    model.load_state_dict(_trained_state(family))
-    return model.eval()
-
-
-def probe_problems(n: int = 3, seed: int = 5) -> list[Problem]:
-    return make_problems(n, seed=seed)
+from faithcb.testing import tiny_tokenizer
 
 
 @pytest.fixture(scope="session")
@@ -81,3 +31,11 @@ def one_thread_fixture():
     """Tiny models gain nothing from intra-op threads; on a busy machine spinning pools are slow."""
     with one_thread():
         yield
+
+
+@pytest.fixture(scope="session")
+def weights(tmp_path_factory) -> Path:
+    """The session's pre-trained tiny llama, saved once so subprocesses start from the same weights."""
+    path = tmp_path_factory.mktemp("weights") / "pretrained.pt"
+    torch.save(pretrained_model().state_dict(), path)
+    return path

@@ -34,16 +34,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _trainers import (  # noqa: E402
-    attach,
-    faith_config,
-    make_trainer,
-    pretrained_model,
-    probe_problems,
-    rng_states,
-    tokenizer,
-    with_dropout,
-)
+from helpers.models import pretrained_model, rng_states, tokenizer, with_dropout  # noqa: E402
+from helpers.trainers import attach, faith_config, make_trainer  # noqa: E402
+from helpers.vocabulary import arithmetic_problems as probe_problems  # noqa: E402
 
 import faithcb.rounds as rounds_module  # noqa: E402
 from faithcb.engine import FaithfulnessEngine  # noqa: E402

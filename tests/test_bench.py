@@ -11,7 +11,8 @@ import pathlib
 import sys
 
 import pytest
-from conftest import STYLE, probe_problems, trained_model
+from helpers.models import trained_model
+from helpers.vocabulary import STYLE, probe_problems
 
 # The naive side generates once per variant (10 s on 2 shared cores); the GPU check runs a bench script.
 pytestmark = pytest.mark.slow

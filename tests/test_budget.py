@@ -6,7 +6,7 @@ import math
 import time
 
 import pytest
-from _trainers import attach, faith_config, faith_logs, make_trainer, read_history
+from helpers.trainers import attach, faith_config, faith_logs, make_trainer, read_history
 
 from faithcb.budget import OverheadBudget
 from faithcb.config import FaithConfig

@@ -13,18 +13,10 @@ import warnings
 
 import pytest
 import torch
-from _trainers import (
-    STYLE,
-    attach,
-    faith_config,
-    faith_logs,
-    make_trainer,
-    one_thread,
-    pretrained_model,
-    probe_problems,
-    read_history,
-    tokenizer,
-)
+from helpers.models import one_thread, pretrained_model, tokenizer
+from helpers.trainers import attach, faith_config, faith_logs, make_trainer, read_history
+from helpers.vocabulary import STYLE
+from helpers.vocabulary import arithmetic_problems as probe_problems
 from transformers import TrainerCallback
 
 from faithcb.callback import FaithfulnessCallback

@@ -18,7 +18,8 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from _trainers import arithmetic, one_thread
+from helpers.models import one_thread, pretrained_model
+from helpers.vocabulary import STYLE, arithmetic
 
 from faithcb import cli
 from faithcb.data import ProbeSet
@@ -26,6 +27,7 @@ from faithcb.engine import FaithfulnessEngine
 from faithcb.models import load_model
 from faithcb.prompting import PromptStyle
 from faithcb.results import paired_changes
+from faithcb.settings import ProbeSettings
 from faithcb.testing import tiny_model, tiny_tokenizer, train_tiny
 from faithcb.training import training_rows
 
@@ -197,3 +199,50 @@ def test_compare_reports_a_bad_model_path_in_one_line(work, tmp_path, capsys):
     assert cli.main(["compare", str(not_a_dir), work.trained, *engine_args(work)]) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("faithcb compare")]
     assert err == [f"faithcb compare: error: {not_a_dir} is a file; pass a checkpoint directory or a Hugging Face Hub id"]
+
+
+# ---------------------------------------------------------------------------------- regressions
+# Moved from tests/test_regressions.py (issue 13's review, one bug each; issue 19 sorted them by subject).
+
+
+@pytest.mark.slow
+def test_compare_reports_b_minus_a_with_its_sign_in_the_right_columns(tok, tmp_path, monkeypatch, capsys):
+    """Regression (issue 13, bug 11): the sign of ``faithcb compare``'s difference and its table.
+
+    Two different tiny models through ``faithcb compare`` (loading replaced by the tiny models, as in
+    tests/test_cli.py; tests/test_cli_eval_compare.py runs it on saved checkpoints): each column
+    holds its own model's value, and the difference is B - A, with a '+' when B is higher. Run both
+    ways round, the difference changes sign.
+    """
+    models = {"trained": pretrained_model(tok).eval(), "untrained": tiny_model(tok, "llama", seed=0)}
+    monkeypatch.setattr(cli, "_load", lambda name, adapter: (models[name], tok))
+    # The CLI probes in the default prompt layout; the tiny models were trained on STYLE's.
+    monkeypatch.setattr(cli, "probe_settings", lambda args: ProbeSettings(
+        probes=tuple(args.probes), style=STYLE, max_chain_tokens=40, answer_max_tokens=4, bootstrap_resamples=50))
+    common = ["--problems", "synthetic:4", "--n", "4", "--no-progress", "--probes", "early_answering"]
+
+    def table(a: str, b: str) -> dict[str, list[str]]:
+        out = tmp_path / f"{a}-{b}.json"
+        assert cli.main(["compare", a, b, *common, "--out", str(out)]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        header = lines[1]
+        assert re.split(r"\s{2,}", header)[:4] == ["metric", f"A: {a}", f"B: {b}", "B - A"]
+        rows = {}
+        for line in lines[3:]:
+            if line.startswith("written:"):
+                break
+            label = re.split(r"\s{2,}", line)[0]
+            rows[label] = re.findall(r"([+-]?\d+\.\d{3}|n/a)(?: \[[^\]]*\])?", line[len(label):])[:3]
+        return rows, json.loads(out.read_text())
+
+    ab, saved_ab = table("trained", "untrained")
+    ba, saved_ba = table("untrained", "trained")
+    tokens_a = saved_ab["a"]["metrics"]["mean_chain_tokens"]["value"]
+    tokens_b = saved_ab["b"]["metrics"]["mean_chain_tokens"]["value"]
+    assert tokens_a < tokens_b  # the trained model ends its chains; the untrained one runs to the limit
+    same = lambda x, y: json.dumps(x, sort_keys=True) == json.dumps(y, sort_keys=True)  # noqa: E731 (NaN-safe)
+    assert same(saved_ba["a"]["metrics"], saved_ab["b"]["metrics"]) and same(saved_ba["b"]["metrics"], saved_ab["a"]["metrics"])
+    a_cell, b_cell, diff = ab["tokens per chain"]
+    assert (a_cell, b_cell) == (f"{tokens_a:.3f}", f"{tokens_b:.3f}"), ab["tokens per chain"]
+    assert diff == f"+{tokens_b - tokens_a:.3f}", f"B - A = {tokens_b - tokens_a:+.3f} shown as {diff}"
+    assert ba["tokens per chain"] == [f"{tokens_b:.3f}", f"{tokens_a:.3f}", f"-{tokens_b - tokens_a:.3f}"]

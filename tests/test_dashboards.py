@@ -16,8 +16,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from _trainers import attach, faith_config, faith_logs, make_trainer, one_thread
-from test_integrations import WORKER, _run, wandb_history, wandb_records, weights  # noqa: F401 (a fixture)
+from helpers.distributed import WORKER, run_process
+from helpers.models import one_thread
+from helpers.trainers import attach, faith_config, faith_logs, make_trainer
+from helpers.wandb_log import wandb_history, wandb_records
 
 from faithcb import tensorboard_layout
 from faithcb.probes import DEFAULT_PROBES
@@ -81,7 +83,7 @@ def test_layout_for_the_default_probes():
     assert all(t.endswith("$") for chart in charts["faithcb: health"].values() for t in chart.multiline.tag)
 
 
-def test_layout_follows_the_probes_that_run():
+def test_layout_follows_the_probes_thatrun_process():
     pytest.importorskip("tensorboard")
     (faithfulness, *_) = tensorboard_layout.build_layout(["filler"]).category
     titles = [chart.title for chart in tensorboard_layout.displayed_order(faithfulness.chart)]
@@ -186,7 +188,7 @@ def test_wandb_definitions_follow_each_metrics_direction(monkeypatch):
     )
 
 
-def test_wandb_definitions_need_a_run(monkeypatch):
+def test_wandb_definitions_need_arun_process(monkeypatch):
     monkeypatch.setattr("faithcb.wandb_sink.active_run", lambda: None)
     WandbReporter(DEFAULT_PROBES).define_metrics()  # nothing to define on, nothing raised
 
@@ -209,7 +211,7 @@ def _wandb_config_updates(path: Path) -> dict[tuple[str, ...], object]:
 
 
 @pytest.mark.slow
-def test_wandb_offline_run_draws_each_rounds_early_answering_curve(tmp_path, weights):  # noqa: F811
+def test_wandb_offline_run_draws_each_rounds_early_answering_curve(tmp_path, weights):
     """A real offline W&B run (rounds at steps 0, 2, 4): one line plot, keep -> agreement, per round."""
     pytest.importorskip("wandb")
     out = tmp_path / "out"
@@ -217,7 +219,7 @@ def test_wandb_offline_run_draws_each_rounds_early_answering_curve(tmp_path, wei
             "--problems", "3", "--max-steps", "4", "--every", "2", "--probes", "early_answering"]
     env = {"WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "WANDB_PROJECT": "faithcb-tests",
            "WANDB_SILENT": "true"}
-    rc, output = _run(argv, env)
+    rc, output = run_process(argv, env)
     assert rc == 0, output[-4000:]
     (run_dir,) = (Path(p) for p in glob.glob(str(tmp_path / "wandb" / "offline-run-*")))
     (log_file,) = run_dir.glob("run-*.wandb")
@@ -251,3 +253,55 @@ def test_wandb_offline_run_draws_each_rounds_early_answering_curve(tmp_path, wei
         assert sorted(lines) == [s for s in (0, 2, 4) if s <= step]
         for s, points in lines.items():
             assert points == pytest.approx(scalars[s]), (step, s)
+
+
+# ---------------------------------------------------------------------------------- regressions
+# Moved from tests/test_regressions.py (issue 13's review, one bug each; issue 19 sorted them by subject).
+
+
+def test_wandb_table_columns_hold_the_values_their_names_say(tmp_path, monkeypatch):
+    """Regression (issue 13, bug 5): W&B per-round table columns swapped (faithcb/wandb_sink.py).
+
+    A real offline W&B run; the table file it writes is read back and every column checked by name
+    against the record. Every field has a distinct value, so any swap of two columns shows.
+    """
+    wandb = pytest.importorskip("wandb")
+    from faithcb.wandb_sink import WandbReporter
+
+    monkeypatch.delenv("WANDB_DISABLED", raising=False)
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    probes = ["early_answering", "filler", "paraphrase", "info_gain", "mistakes"]
+    records = [
+        {
+            "id": f"p{i}", "question": f"question {i}?", "chain": f"chain {i}.", "answer": str(10 + i),
+            "gold": str(20 + i), "correct": bool(i % 2), "n_steps": 3 + i,
+            "early_answering": {"aoc": 0.11 + i}, "filler": {"invariance": 0.22 + i},
+            "paraphrase": {"invariance": 0.33 + i}, "info_gain": {"total": 0.44 + i},
+            "mistakes": {"answer_changed_fraction": 0.55 + i},
+        }
+        for i in range(2)
+    ]
+    expected = {
+        "step": lambda r: 7, "id": lambda r: r["id"], "question": lambda r: r["question"],
+        "chain": lambda r: r["chain"], "answer": lambda r: r["answer"], "gold": lambda r: r["gold"],
+        "correct": lambda r: r["correct"], "n_steps": lambda r: r["n_steps"],
+        "early_answering_aoc": lambda r: r["early_answering"]["aoc"],
+        "filler_invariance": lambda r: r["filler"]["invariance"],
+        "paraphrase_invariance": lambda r: r["paraphrase"]["invariance"],
+        "info_gain_total": lambda r: r["info_gain"]["total"],
+        "mistakes_answer_changed_fraction": lambda r: r["mistakes"]["answer_changed_fraction"],
+    }
+    run = wandb.init(mode="offline", dir=str(tmp_path), project="faithcb-tests")
+    try:
+        WandbReporter(probes).log_round_table(7, records)
+    finally:
+        run.finish()
+    (path,) = glob.glob(str(tmp_path / "wandb" / "offline-run-*" / "files" / "media" / "table" / "faith_tables" / "records_*.table.json"))
+    table = json.loads(Path(path).read_text(encoding="utf-8"))
+    assert sorted(table["columns"]) == sorted(expected)
+    assert len(table["data"]) == len(records)
+    for row, record in zip(table["data"], records):
+        by_name = dict(zip(table["columns"], row))
+        for name, value_of in expected.items():
+            assert by_name[name] == value_of(record), f"column {name!r} holds {by_name[name]!r}, record has {value_of(record)!r}"
+

@@ -9,7 +9,9 @@ import math
 
 import pytest
 import torch
-from conftest import STYLE, probe_problems, trained_model
+from helpers.chains import ScriptedAnswers
+from helpers.models import trained_model
+from helpers.vocabulary import STYLE, probe_problems
 
 from faithcb.data import Problem
 from faithcb.engine import FaithfulnessEngine, ProbeSettings, aggregate
@@ -182,19 +184,6 @@ def test_chain_without_steps_is_no_steps(models, toks):
     assert [r["status"] for r in res.records] == ["no_steps", "no_steps"]
     assert all(r["n_steps"] == 0 and "early_answering" not in r for r in res.records)
     assert math.isnan(res.metrics.get("early_answering_aoc", {"value": math.nan})["value"])
-
-
-class ScriptedAnswers:
-    """A ScoringLM that is ``lm`` except that every full-chain answer is ``reply``."""
-
-    def __init__(self, lm: ProbeLM, reply: str):
-        self._lm, self._reply = lm, reply
-
-    def __getattr__(self, name):
-        return getattr(self._lm, name)
-
-    def answer(self, contexts):
-        return [self._lm.encode(self._reply) for _ in contexts]
 
 
 # Which status a chain gets when several apply: the first of STATUSES (no_steps > truncated >

@@ -14,7 +14,8 @@ import warnings
 
 import pytest
 import torch
-from _trainers import attach, faith_config, faith_logs, make_trainer, one_thread, pretrained_model, tokenizer
+from helpers.models import one_thread, pretrained_model, tokenizer
+from helpers.trainers import attach, faith_config, faith_logs, make_trainer
 from transformers import TrainerCallback
 
 from faithcb.history import HistoryWriter, read_history

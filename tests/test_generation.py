@@ -11,7 +11,8 @@ import types
 
 import pytest
 import torch
-from conftest import STYLE, probe_problems, trained_model
+from helpers.models import trained_model
+from helpers.vocabulary import STYLE, probe_problems
 
 from faithcb.engine import FaithfulnessEngine
 from faithcb.errors import ConfigError
@@ -136,3 +137,57 @@ def test_continuous_needs_generate_batch():
     check_generation(old_model, "generate")
     with pytest.raises(ConfigError, match="generation"):
         check_generation(old_model, "beam")
+
+
+# ---------------------------------------------------------------------------------- regressions
+# Moved from tests/test_regressions.py (issue 13's review, one bug each; issue 19 sorted them by subject).
+
+
+@pytest.mark.slow
+def test_faith_do_sample_samples_chains_through_engine_and_callback(tok, tmp_path, one_thread):
+    """Regression (issue 13, bug 9): ``faith_do_sample`` ignored; the sampling path end to end.
+
+    Through the callback: a round with faith_do_sample (high temperature, two samples per problem)
+    records chains that differ from the greedy round's and from each other. Through the engine: the
+    same seed gives the same chains, another seed other chains, and the global RNG is left as it was.
+    """
+    import json
+
+    from helpers.models import pretrained_model
+    from helpers.models import tiny_engine as engine_for
+    from helpers.trainers import attach, faith_config, make_trainer
+    from helpers.vocabulary import arithmetic_problems as probe_problems
+
+    def round_records(out, **overrides) -> list[dict]:
+        trainer = make_trainer("trainer", out, tok=tok, max_steps=1)
+        attach(trainer, faith_config(faith_every_n_steps=0, faith_num_rounds=0, faith_round_at_end=False,
+                                     faith_probes=["early_answering"], **overrides))
+        trainer.train()
+        lines = (out / "faith_records" / "step_000000.jsonl").read_text(encoding="utf-8").splitlines()
+        return [json.loads(line) for line in lines]
+
+    greedy = round_records(tmp_path / "greedy")
+    sampled = round_records(tmp_path / "sampled", faith_do_sample=True, faith_temperature=3.0, faith_num_samples=2)
+    assert len(greedy) == 4
+    assert sorted((r["id"], r["sample"]) for r in sampled) == sorted((r["id"], s) for r in greedy for s in (0, 1))
+    greedy_chain = {r["id"]: r["chain"] for r in greedy}
+    differs = [r["id"] for r in sampled if r["chain"] != greedy_chain[r["id"]]]
+    assert len(differs) >= 4, f"only {len(differs)} of 8 sampled chains differ from the greedy ones"
+    by_problem: dict[str, set[str]] = {}
+    for r in sampled:
+        by_problem.setdefault(r["id"], set()).add(r["chain"])
+    assert any(len(chains) == 2 for chains in by_problem.values()), "two samples of a problem were always identical"
+
+    model = pretrained_model(tok).eval()
+    problems = probe_problems()
+
+    def chains(seed: int) -> list[str]:
+        engine = engine_for(model, tok, probes=("early_answering",), do_sample=True, temperature=3.0, seed=seed)
+        with engine.lm.session():
+            return [c.chain_text for c in engine.generate_chains(problems)]
+
+    rng = torch.get_rng_state()
+    assert chains(0) == chains(0)
+    assert chains(0) != chains(1)
+    assert torch.equal(torch.get_rng_state(), rng)
+

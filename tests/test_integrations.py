@@ -17,34 +17,23 @@ from __future__ import annotations
 import glob
 import json
 import math
-import os
-import signal
-import socket
-import struct
-import subprocess
 import sys
-import zlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
-from _trainers import (
-    attach,
-    faith_config,
-    faith_logs,
-    make_trainer,
-    one_thread,
-    pretrained_model,
-    probe_problems,
-    read_history,
+from helpers.distributed import (
+    TIMINGS,
+    WORKER,
+    faith_by_step,
+    rank_state,
+    round_records,
+    run_process,
+    torchrun,
 )
-
-TESTS = Path(__file__).resolve().parent
-WORKER = TESTS / "dist_worker.py"
-TIMEOUT = 300  # seconds for any subprocess run; a deadlock fails the test here
-# Each rank's own clock: the only logged values that may differ between ranks.
-TIMINGS = {"faith/seconds", "faith/overhead_fraction"}
+from helpers.models import one_thread
+from helpers.trainers import attach, faith_config, faith_logs, make_trainer, read_history
+from helpers.vocabulary import arithmetic_problems as probe_problems
+from helpers.wandb_log import wandb_history, wandb_metric_definitions
 
 TABLE_COLUMNS = [
     "step",
@@ -79,158 +68,6 @@ LOGPROB_METRICS = (
 )
 
 
-# ---------------------------------------------------------------------- helpers
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory) -> Path:
-    """The session's pre-trained tiny llama, saved once so subprocesses start from the same weights."""
-    path = tmp_path_factory.mktemp("weights") / "pretrained.pt"
-    torch.save(pretrained_model().state_dict(), path)
-    return path
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _run(cmd: list[str], env_extra: dict[str, str] | None = None, cwd: Path | None = None):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
-    env.update({"OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"})
-    env.update(env_extra or {})
-    # A new session so that on timeout the whole group (torchrun and its workers) can be stopped.
-    proc = subprocess.Popen(
-        cmd,
-        env=env,
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        output, _ = proc.communicate(timeout=TIMEOUT)
-    except subprocess.TimeoutExpired:
-        # torchrun starts its workers in sessions of their own: killing its group leaves them
-        # running with our pipe open. SIGTERM lets torchrun stop its workers first.
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            output, _ = proc.communicate(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            try:
-                output, _ = proc.communicate(timeout=15)
-            except subprocess.TimeoutExpired:  # orphaned workers still hold the pipe
-                output = ""
-        pytest.fail(f"{' '.join(cmd)} did not finish within {TIMEOUT}s (deadlock?)\n{output[-4000:]}")
-    return proc.returncode, output
-
-
-def _torchrun(nproc: int, out: Path, weights: Path, *args: str, env: dict[str, str] | None = None):
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        str(nproc),
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(_free_port()),
-        str(WORKER),
-        "--out",
-        str(out),
-        "--weights",
-        str(weights),
-        *args,
-    ]
-    return _run(cmd, env)
-
-
-def _rank(out: Path, rank: int) -> dict:
-    return json.loads((out / f"rank{rank}.json").read_text(encoding="utf-8"))
-
-
-def _faith_by_step(log_history: list[dict], prefix: str = "faith/") -> dict[int, dict[str, float]]:
-    rounds: dict[int, dict[str, float]] = {}
-    for entry in log_history:
-        keys = {k: v for k, v in entry.items() if k.startswith(prefix)}
-        if keys:
-            rounds.setdefault(entry["step"], {}).update(keys)
-    return rounds
-
-
-def _records(out: Path, step: int) -> list[dict]:
-    path = out / "run" / "faith_records" / f"step_{step:06d}.jsonl"
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-
-
-# ---------------------------------------------------------------------- W&B's on-disk log
-# A ``.wandb`` file is a LevelDB-style log: a 7-byte header (":W&B", magic 0xBEE1, version 0), then
-# 32 KiB blocks of chunks, each ``<crc32 uint32><length uint16><type uint8><payload>``, the crc being
-# zlib's crc32 over the type byte and payload; a record is one FULL chunk or FIRST, MIDDLE..., LAST.
-# Each record is a serialized ``wandb_internal.Record`` protobuf. wandb 0.31 has no Python reader
-# (the old ``wandb.sdk.internal.datastore`` went with the Go core), hence these few lines.
-_BLOCK = 32 * 1024
-_FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
-
-
-def wandb_records(path: Path) -> Iterator:
-    from wandb.proto import wandb_internal_pb2
-
-    data = path.read_bytes()
-    ident, magic, version = struct.unpack("<4sHB", data[:7])
-    assert (ident, magic, version) == (b":W&B", 0xBEE1, 0), f"{path} is not a W&B log"
-    pos, pending = 7, b""
-    while pos + 7 <= len(data):
-        room = _BLOCK - pos % _BLOCK
-        if room < 7:  # a block's tail too short for a chunk header is zero padding
-            pos += room
-            continue
-        crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
-        if kind == 0 and length == 0:  # preallocated, unwritten space
-            pos += room
-            continue
-        payload = data[pos + 7 : pos + 7 + length]
-        assert zlib.crc32(bytes([kind]) + payload) == crc, f"corrupt chunk at byte {pos} of {path}"
-        pos += 7 + length
-        pending = payload if kind in (_FULL, _FIRST) else pending + payload
-        if kind in (_FULL, _LAST):
-            record = wandb_internal_pb2.Record()
-            record.ParseFromString(pending)
-            yield record
-
-
-def wandb_history(path: Path) -> list[dict]:
-    """Every history row of the run (as ``run.log`` received it), nested keys as nested dicts."""
-    rows = []
-    for record in wandb_records(path):
-        if record.WhichOneof("record_type") != "history":
-            continue
-        row: dict = {}
-        for item in record.history.item:
-            value = json.loads(item.value_json)
-            if item.key:
-                row[item.key] = value
-            else:
-                *parents, leaf = item.nested_key
-                node = row
-                for key in parents:
-                    node = node.setdefault(key, {})
-                node[leaf] = value
-        rows.append(row)
-    return rows
-
-
-def wandb_metric_definitions(path: Path) -> dict[str, object]:
-    """The run's ``define_metric`` records, by name or glob."""
-    return {
-        (r.metric.name or r.metric.glob_name): r.metric
-        for r in wandb_records(path)
-        if r.WhichOneof("record_type") == "metric"
-    }
-
-
 def _close(a: float, b: float, tol: float) -> bool:
     return (math.isnan(a) and math.isnan(b)) or abs(a - b) <= tol
 
@@ -240,7 +77,7 @@ def _close(a: float, b: float, tol: float) -> bool:
 def test_wandb_offline_run_holds_scalars_tables_and_chart(tmp_path, weights):
     pytest.importorskip("wandb")
     out = tmp_path / "out"
-    rc, output = _run(
+    rc, output = run_process(
         [
             sys.executable,
             str(WORKER),
@@ -265,7 +102,7 @@ def test_wandb_offline_run_holds_scalars_tables_and_chart(tmp_path, weights):
         },
     )
     assert rc == 0, output[-4000:]
-    logged = _faith_by_step(_rank(out, 0)["log_history"], prefix="faith")  # faith/ and faith_ci/
+    logged = faith_by_step(rank_state(out, 0)["log_history"], prefix="faith")  # faith/ and faith_ci/
     assert sorted(logged) == [0, 2, 4]
 
     (run_dir,) = (Path(p) for p in glob.glob(str(tmp_path / "wandb" / "offline-run-*")))
@@ -299,7 +136,7 @@ def test_wandb_offline_run_holds_scalars_tables_and_chart(tmp_path, weights):
         assert ref["_type"] == "table-file" and ref["nrows"] == 3 and ref["ncols"] == len(TABLE_COLUMNS)
         table = json.loads((run_dir / "files" / ref["path"]).read_text(encoding="utf-8"))
         assert table["columns"] == TABLE_COLUMNS
-        records = _records(out, step)
+        records = round_records(out, step)
         assert len(table["data"]) == len(records) == 3
         col = {name: i for i, name in enumerate(TABLE_COLUMNS)}
         for data_row, record in zip(table["data"], records):
@@ -334,7 +171,7 @@ def test_wandb_table_and_scalars_carry_a_registered_user_probe(tmp_path, weights
             "--problems", "2", "--max-steps", "2", "--every", "2", "--probes", "early_answering,toy", "--toy-probe"]
     env = {"WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "WANDB_PROJECT": "faithcb-tests",
            "WANDB_SILENT": "true"}
-    rc, output = _run(argv, env)
+    rc, output = run_process(argv, env)
     assert rc == 0, output[-4000:]
     (run_dir,) = (Path(p) for p in glob.glob(str(tmp_path / "wandb" / "offline-run-*")))
     (log_file,) = run_dir.glob("run-*.wandb")
@@ -347,7 +184,7 @@ def test_wandb_table_and_scalars_carry_a_registered_user_probe(tmp_path, weights
         scores = [row[-1] for row in table["data"] if row[-1] is not None]
         assert all(score == 0.5 for score in scores)
     scored = [r for r in rows if "train/faith/toy_score" in r]
-    logged = [e for e in _rank(out, 0)["log_history"] if "faith/toy_score" in e]
+    logged = [e for e in rank_state(out, 0)["log_history"] if "faith/toy_score" in e]
     assert len(scored) == len(logged) and all(r["train/faith/toy_score"] == 0.5 for r in scored)
 
 
@@ -383,20 +220,20 @@ def test_tensorboard_event_files_hold_every_round(tmp_path, monkeypatch):
 def test_ddp_two_processes_match_one(tmp_path, weights):
     """Each rank probes its share of the problems; the gathered round equals a single-process one."""
     one, two = tmp_path / "one", tmp_path / "two"
-    rc, output = _torchrun(1, one, weights, "--problems", "5")
+    rc, output = torchrun(1, one, weights, "--problems", "5")
     assert rc == 0, output[-4000:]
-    rc, output = _torchrun(2, two, weights, "--problems", "5")
+    rc, output = torchrun(2, two, weights, "--problems", "5")
     assert rc == 0, output[-4000:]
 
     # The split: 5 problems as 3 + 2, at each of the two rounds (steps 0 and 2).
-    assert _rank(one, 0)["world_size"] == 1 and _rank(two, 0)["world_size"] == 2
-    assert _rank(one, 0)["records_calls"] == [5, 5]
-    assert _rank(two, 0)["records_calls"] == [3, 3]
-    assert _rank(two, 1)["records_calls"] == [2, 2]
+    assert rank_state(one, 0)["world_size"] == 1 and rank_state(two, 0)["world_size"] == 2
+    assert rank_state(one, 0)["records_calls"] == [5, 5]
+    assert rank_state(two, 0)["records_calls"] == [3, 3]
+    assert rank_state(two, 1)["records_calls"] == [2, 2]
 
     # Gathered records at step 0 (before any update, so the weights are identical): same problems
     # in the same order, same answers and agreements, log-probs equal up to batching noise.
-    single, gathered = _records(one, 0), _records(two, 0)
+    single, gathered = round_records(one, 0), round_records(two, 0)
     assert [r["id"] for r in gathered] == [r["id"] for r in single] == [p.id for p in probe_problems(5)]
     for a, b in zip(single, gathered):
         for key in ("chain", "answer", "status", "n_steps", "chain_tokens"):
@@ -412,8 +249,8 @@ def test_ddp_two_processes_match_one(tmp_path, weights):
     assert sum("early_answering" in r for r in single) >= 3  # the pre-trained model's answers parse
 
     # Metrics logged at step 0 agree with the single process.
-    m1 = _faith_by_step(_rank(one, 0)["log_history"])[0]
-    m2 = _faith_by_step(_rank(two, 0)["log_history"])[0]
+    m1 = faith_by_step(rank_state(one, 0)["log_history"])[0]
+    m2 = faith_by_step(rank_state(two, 0)["log_history"])[0]
     assert m2["faith/problems_total"] == 5
     for name in EXACT_METRICS:
         assert m2[f"faith/{name}"] == pytest.approx(m1[f"faith/{name}"], abs=1e-6), name
@@ -421,7 +258,7 @@ def test_ddp_two_processes_match_one(tmp_path, weights):
         assert m2[f"faith/{name}"] == pytest.approx(m1[f"faith/{name}"], abs=1e-3), name
 
     # Every rank ends every round with the same metrics (hence the same early-stopping decision).
-    r0, r1 = (_faith_by_step(_rank(two, r)["log_history"]) for r in (0, 1))
+    r0, r1 = (faith_by_step(rank_state(two, r)["log_history"]) for r in (0, 1))
     assert sorted(r0) == sorted(r1) == [0, 2]
     for step in r0:
         assert set(r0[step]) == set(r1[step])
@@ -437,15 +274,15 @@ def test_ddp_two_processes_match_one(tmp_path, weights):
 def test_ddp_probe_failure_on_one_rank_does_not_hang(tmp_path, weights):
     """Rank 1 raises inside every probe: both ranks still finish training, rank 0 logs the failure."""
     out = tmp_path / "fail"
-    rc, output = _torchrun(
+    rc, output = torchrun(
         2, out, weights, "--problems", "2", "--probes", "early_answering", env={"FAITHCB_TEST_FAIL_RANK": "1"}
     )
     assert rc == 0, output[-4000:]
     for rank in (0, 1):
-        state = _rank(out, rank)
+        state = rank_state(out, rank)
         assert state["records_calls"] == [1, 1]  # both ranks reached both rounds
         assert any("train_runtime" in entry for entry in state["log_history"])  # training finished
-        logged = _faith_by_step(state["log_history"])
+        logged = faith_by_step(state["log_history"])
         assert {step: {k: v for k, v in keys.items() if k not in TIMINGS} for step, keys in logged.items()} == {
             0: {"faith/probe_failed": 1.0, "faith/rounds_skipped": 0.0},
             2: {"faith/probe_failed": 1.0, "faith/rounds_skipped": 0.0},
@@ -467,10 +304,10 @@ def test_ddp_ranks_keep_the_time_budget_at_the_same_steps(tmp_path, weights):
     rank waiting in a gather the other never reaches would hang).
     """
     out = tmp_path / "budget"
-    rc, output = _torchrun(2, out, weights, "--problems", "2", "--max-steps", "6", "--every", "1",
+    rc, output = torchrun(2, out, weights, "--problems", "2", "--max-steps", "6", "--every", "1",
                            "--probes", "early_answering", "--max-overhead", "0.5", "--round-sleep", "0.2")
     assert rc == 0, output[-4000:]
-    steps = [sorted(_faith_by_step(_rank(out, r)["log_history"])) for r in (0, 1)]
+    steps = [sorted(faith_by_step(rank_state(out, r)["log_history"])) for r in (0, 1)]
     assert steps[0] == steps[1]
     assert steps[0][0] == 0 and steps[0][-1] == 6 and len(steps[0]) < 7  # rounds were skipped
-    assert _rank(out, 0)["records_calls"] == [1] * len(steps[0]) == _rank(out, 1)["records_calls"]
+    assert rank_state(out, 0)["records_calls"] == [1] * len(steps[0]) == rank_state(out, 1)["records_calls"]

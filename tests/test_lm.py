@@ -432,7 +432,8 @@ def test_oom_halving_gives_the_same_results(models, tok, monkeypatch, fast):
 def _decoding_contexts(family, tok, cuts):
     """A trained ``family`` model's ``ProbeLM`` and answer contexts ``(problem, prefix, cut, cue)``:
     its own chains on 3 problems, cut ``cuts`` tokens into the chain (None: the whole chain)."""
-    from conftest import STYLE, probe_problems, trained_model
+    from helpers.models import trained_model
+    from helpers.vocabulary import STYLE, probe_problems
 
     from faithcb.prompting import Prompter
 

@@ -140,7 +140,8 @@ def test_show_prints_every_context_with_its_boundaries(one_thread):
 def test_the_layout_is_logged_once_per_run(tmp_path, caplog):
     import logging
 
-    from _trainers import attach, faith_config, make_trainer, tokenizer
+    from helpers.models import tokenizer
+    from helpers.trainers import attach, faith_config, make_trainer
 
     trainer = make_trainer("trainer", tmp_path, tok=tokenizer(), max_steps=2)
     attach(trainer, faith_config(faith_every_n_steps=2, faith_probes=["early_answering"]))

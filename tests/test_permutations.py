@@ -12,7 +12,7 @@ import re
 from collections.abc import Sequence
 
 import pytest
-from conftest import STYLE
+from helpers.vocabulary import STYLE
 
 from faithcb import cli
 from faithcb.config import FaithConfig

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from _trainers import attach, faith_config, make_trainer, tokenizer
+from helpers.models import tokenizer
+from helpers.trainers import attach, faith_config, make_trainer
 from transformers import CanineTokenizer
 
 from faithcb.callback import FaithfulnessCallback

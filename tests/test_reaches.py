@@ -13,7 +13,8 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from _trainers import attach, faith_config, make_trainer, one_thread, tokenizer
+from helpers.models import one_thread, tokenizer
+from helpers.trainers import attach, faith_config, make_trainer
 
 from faithcb.checkpointing import check_save_checkpoint
 from faithcb.distributed import check_zero3_hook, pause_zero3_start_hook

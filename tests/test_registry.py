@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 import toy_probe
-from conftest import STYLE, probe_problems, trained_model
-from test_engine import ScriptedAnswers
+from helpers.chains import ScriptedAnswers
+from helpers.models import trained_model
+from helpers.vocabulary import STYLE, probe_problems
 
 from faithcb.config import FaithConfig
 from faithcb.engine import FaithfulnessEngine, aggregate

@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib.util
 
 import pytest
-from test_integrations import TIMINGS, _rank, _records, _torchrun, weights  # noqa: F401  (weights: a fixture)
+from helpers.distributed import TIMINGS, rank_state, round_records, torchrun
 
 from faithcb.distributed import share as _share
 
@@ -35,17 +35,17 @@ def test_share_pads_every_rank_to_the_longest_share():
 
 
 @pytest.mark.dist
-def test_ddp_ranks_make_the_same_forward_passes(tmp_path, weights):  # noqa: F811
+def test_ddp_ranks_make_the_same_forward_passes(tmp_path, weights):
     """5 problems on 2 ranks (3 + 2, the short share padded): equal passes per rank at every round,
     and the gathered records equal a single process's (the padding's records are discarded)."""
     one, two = tmp_path / "one", tmp_path / "two"
     args = ("--problems", "5", "--probes", "early_answering,filler")
-    rc, output = _torchrun(1, one, weights, *args)
+    rc, output = torchrun(1, one, weights, *args)
     assert rc == 0, output[-4000:]
-    rc, output = _torchrun(2, two, weights, *args)
+    rc, output = torchrun(2, two, weights, *args)
     assert rc == 0, output[-4000:]
 
-    r0, r1 = _rank(two, 0), _rank(two, 1)
+    r0, r1 = rank_state(two, 0), rank_state(two, 1)
     # Rank 1 probes its 2 problems, then 1 repeated problem as padding, at each round (steps 0, 2).
     assert r0["records_calls"] == [3, 3] and r0["padding_calls"] == []
     assert r1["records_calls"] == [2, 2] and r1["padding_calls"] == [1, 1]
@@ -54,7 +54,7 @@ def test_ddp_ranks_make_the_same_forward_passes(tmp_path, weights):  # noqa: F81
     assert r0["round_forwards"] == r1["round_forwards"], (r0["round_forwards"], r1["round_forwards"])
 
     # Step 0 (weights still identical): the gathered round is the single process's, padding gone.
-    single, gathered = _records(one, 0), _records(two, 0)
+    single, gathered = round_records(one, 0), round_records(two, 0)
     assert len(gathered) == 5
     for a, b in zip(single, gathered, strict=True):
         for key in ("id", "chain", "answer", "status", "n_steps", "chain_tokens"):
@@ -84,7 +84,7 @@ def _faith_without_timings(rank: dict) -> dict[int, dict[str, float]]:
 
 def _checkpoint_weights(kind: str, checkpoint) -> dict:
     """The checkpoint loaded the way a user would (transformers / PEFT), as a state dict."""
-    from _trainers import pretrained_model
+    from helpers.models import pretrained_model
 
     if kind == "sft_lora":
         from peft import PeftModel
@@ -97,7 +97,7 @@ def _checkpoint_weights(kind: str, checkpoint) -> dict:
 
 @pytest.mark.dist
 @pytest.mark.parametrize("kind", ["trainer", "sft_lora"])
-def test_fsdp2_rounds_leave_training_and_checkpoint_unchanged(kind, tmp_path, weights):  # noqa: F811
+def test_fsdp2_rounds_leave_training_and_checkpoint_unchanged(kind, tmp_path, weights):
     """Full fine-tuning and LoRA under FSDP2 (accelerate's path, torch ``fully_shard`` on gloo):
     the ranks log the same rounds, make the same forward passes, train the same weights as without
     the callback, and the saved checkpoint loads to exactly the trained weights."""
@@ -107,12 +107,12 @@ def test_fsdp2_rounds_leave_training_and_checkpoint_unchanged(kind, tmp_path, we
     # Sampled chains and dropout: a round that moved the RNG would change what training draws.
     args = ("--fsdp", "--kind", kind, "--problems", "3", "--probes", "early_answering,filler", "--max-steps", "2",
             "--save-state", "--save-steps", "2", "--do-sample", "--dropout", "0.1")
-    rc, output = _torchrun(2, probed, weights, *args)
+    rc, output = torchrun(2, probed, weights, *args)
     assert rc == 0, output[-4000:]
-    rc, output = _torchrun(2, plain, weights, *args, "--no-callback")
+    rc, output = torchrun(2, plain, weights, *args, "--no-callback")
     assert rc == 0, output[-4000:]
 
-    assert _rank(probed, 0)["world_size"] == 2
+    assert rank_state(probed, 0)["world_size"] == 2
     # Training is unchanged by the rounds (full weights gathered from the shards on rank 0).
     trained = _rounds_agree_and_training_unchanged(probed, plain, kind, weights, "FSDP")
 
@@ -127,7 +127,7 @@ def test_fsdp2_rounds_leave_training_and_checkpoint_unchanged(kind, tmp_path, we
 @pytest.mark.dist
 @pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None, reason="deepspeed is not installed")
 @pytest.mark.parametrize("kind", ["trainer", "sft_lora"])
-def test_zero3_rounds_leave_training_and_checkpoint_unchanged(kind, tmp_path, weights):  # noqa: F811
+def test_zero3_rounds_leave_training_and_checkpoint_unchanged(kind, tmp_path, weights):
     """The same under DeepSpeed ZeRO-3 through the Trainer, on DeepSpeed's CPU accelerator (gloo).
 
     Needs ``deepspeed`` (in the ``test`` extra; skipped without it). TRL's unwrap gathers the
@@ -143,9 +143,9 @@ def test_zero3_rounds_leave_training_and_checkpoint_unchanged(kind, tmp_path, we
     probed, plain = tmp_path / "probed", tmp_path / "plain"
     args = ("--zero3", "--kind", kind, "--problems", "3", "--probes", "early_answering,filler", "--max-steps", "2",
             "--save-state", "--save-steps", "2", "--do-sample", "--dropout", "0.1")
-    rc, output = _torchrun(2, probed, weights, *args, env=env)
+    rc, output = torchrun(2, probed, weights, *args, env=env)
     assert rc == 0, output[-4000:]
-    rc, output = _torchrun(2, plain, weights, *args, "--no-callback", env=env)
+    rc, output = torchrun(2, plain, weights, *args, "--no-callback", env=env)
     assert rc == 0, output[-4000:]
 
     trained = _rounds_agree_and_training_unchanged(probed, plain, kind, weights, "ZeRO-3")
@@ -159,7 +159,7 @@ def _rounds_agree_and_training_unchanged(probed, plain, kind: str, start_weights
     callback, and the run did train (so the comparison is not vacuous). Returns the trained weights."""
     import torch
 
-    r0, r1 = _rank(probed, 0), _rank(probed, 1)
+    r0, r1 = rank_state(probed, 0), rank_state(probed, 1)
     rounds = _faith_without_timings(r0)
     assert sorted(rounds) == [0, 2] and rounds[0]["faith/problems_total"] == 3
     assert "faith/probe_failed" not in rounds[0] and rounds[0]["faith/problems_scored"] >= 2

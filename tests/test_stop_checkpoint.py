@@ -12,7 +12,8 @@ import json
 
 import pytest
 import torch
-from _trainers import attach, faith_config, make_trainer, one_thread, read_history, tokenizer
+from helpers.models import one_thread, tokenizer
+from helpers.trainers import attach, faith_config, make_trainer, read_history
 from safetensors.torch import load_file
 from test_callback import _script_records
 from transformers import TrainerCallback

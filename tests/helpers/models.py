@@ -1,0 +1,102 @@
+"""Tiny models trained once per session on :mod:`helpers.vocabulary`, and running them on one thread.
+
+Training happens at most once per session per model (cached state dicts); every call returns a
+fresh model loaded from that state, so no test can leak weights or modes into another.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import random
+from typing import Any
+
+import torch
+
+from faithcb.testing import tiny_model, tiny_tokenizer, train_tiny
+from helpers.vocabulary import arithmetic_texts, train_texts
+
+
+def tokenizer():
+    """The character-level tiny tokenizer without a chat template (the plain layout)."""
+    return tiny_tokenizer()
+
+
+@functools.cache
+def _trained_state(family: str) -> dict[str, torch.Tensor]:
+    tok = tiny_tokenizer()  # same ids as the chat variant; <eos> ends every text
+    model = tiny_model(tok, family, seed=0)
+    texts, starts = train_texts()
+    train_tiny(model, tok, texts, steps=120, batch_size=8, completion_starts=starts)
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def trained_model(family: str = "llama", tok=None):
+    """A fresh tiny model of ``family`` trained on the word problems (eval mode)."""
+    model = tiny_model(tok or tiny_tokenizer(), family, seed=0)
+    model.load_state_dict(_trained_state(family))
+    return model.eval()
+
+
+@functools.cache
+def _pretrained_state() -> dict[str, torch.Tensor]:
+    tok = tokenizer()
+    model = tiny_model(tok, "llama", seed=0)
+    texts, starts = arithmetic_texts(tok, n=64, seed=1)
+    train_tiny(model, tok, texts, steps=200, completion_starts=starts)
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def pretrained_model(tok=None):
+    """A fresh tiny llama pre-trained on the compact arithmetic, so greedy chains already end in a
+    parsable answer and every probe of a training-loop round reports a number."""
+    model = tiny_model(tok or tokenizer(), "llama", seed=0)
+    model.load_state_dict(_pretrained_state())
+    return model
+
+
+@contextlib.contextmanager
+def one_thread():
+    """Run tiny CPU models on one thread: on a busy machine the spinning intra-op pool of 2+
+    threads made tiny forward passes 10-20x slower (see ``faithcb.testing.train_tiny``)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def with_dropout(model, p: float = 0.1):
+    """``model`` (a tiny llama) with attention dropout ``p``: training then draws from the torch RNG,
+    so a probe round that moved the RNG would change the weights training produces."""
+    model.config.attention_dropout = p
+    for module in model.modules():
+        if hasattr(module, "attention_dropout"):
+            module.attention_dropout = p
+    return model
+
+
+def rng_states() -> dict[str, Any]:
+    """The global Python, NumPy, torch CPU (and CUDA) RNG states, comparable with ``==``/``equal``."""
+    import numpy as np
+
+    state = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": (state[0], state[1].tolist(), *state[2:]),
+        "torch": torch.get_rng_state().tolist(),
+        "cuda": [s.tolist() for s in torch.cuda.get_rng_state_all()] if torch.cuda.is_available() else [],
+    }
+
+
+def tiny_engine(model, tok, **settings):
+    """A strict ``FaithfulnessEngine`` over ``model`` in the tests' :data:`~helpers.vocabulary.STYLE`
+    layout, sized for tiny models (short chains and answers, few resamples)."""
+    from faithcb.engine import FaithfulnessEngine
+    from faithcb.settings import ProbeSettings
+    from helpers.vocabulary import STYLE
+
+    values = {"style": STYLE, "max_chain_tokens": 40, "answer_max_tokens": 4, "bootstrap_resamples": 50}
+    values.update(settings)
+    return FaithfulnessEngine(model, tok, ProbeSettings(**values), show_progress=False, strict=True)
