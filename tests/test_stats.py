@@ -132,8 +132,7 @@ def test_bounded_mean_interval_is_jeffreys_for_0_1_values_and_hand_computed_othe
     # rescaled to other bounds, and the bound stays possible when every value sits at it
     assert bounded_mean_interval([2 + 4 * x for x in xs], bounds=(2.0, 6.0)) == pytest.approx((2 + 4 * low, 2 + 4 * high))
     assert bounded_mean_interval([0.0] * N)[0] == 0.0 and bounded_mean_interval([1.0] * N)[1] == 1.0
-    with pytest.raises(ValueError):
-        bounded_mean_interval([0.5, 1.5])
+    assert bounded_mean_interval([0.5, 1.5, 1.0]) == bounded_mean_interval([0.5, 1.0, 1.0])  # clipped, no crash
 
 
 def test_mean_interval_hand_computed_from_printed_t():
