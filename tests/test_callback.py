@@ -14,6 +14,7 @@ import warnings
 import pytest
 import torch
 from helpers.models import one_thread, pretrained_model, tokenizer
+from helpers.scripted import script_records, scripted_records
 from helpers.trainers import attach, faith_config, faith_logs, make_trainer, read_history
 from helpers.vocabulary import STYLE
 from helpers.vocabulary import arithmetic_problems as probe_problems
@@ -22,7 +23,6 @@ from transformers import TrainerCallback
 from faithcb.callback import FaithfulnessCallback
 from faithcb.engine import FaithfulnessEngine
 from faithcb.errors import ConfigError
-from faithcb.probes.base import CURVE_GRID
 from faithcb.rounds import RoundRunner
 
 # Reported on every round, whatever the model writes (unparsed answers included).
@@ -136,7 +136,7 @@ def test_training_changes_the_logged_metrics(tok, tmp_path):
     ],
 )
 def test_schedule(overrides, max_steps, expected, tok, tmp_path, monkeypatch):
-    _script_records(monkeypatch, [0.5] * 10)
+    script_records(monkeypatch, [0.5] * 10)
     trainer = make_trainer("trainer", tmp_path, tok=tok, max_steps=max_steps)
     attach(trainer, faith_config(**overrides))
     trainer.train()
@@ -145,7 +145,7 @@ def test_schedule(overrides, max_steps, expected, tok, tmp_path, monkeypatch):
 
 def test_rounds_on_evaluate(tok, tmp_path, monkeypatch):
     """faith_on_evaluate alone probes after each evaluation, at the evaluation's step."""
-    _script_records(monkeypatch, [0.5] * 10)
+    script_records(monkeypatch, [0.5] * 10)
     trainer = make_trainer(
         "trainer", tmp_path, tok=tok, max_steps=4, n_eval=4, eval_strategy="steps", eval_steps=2
     )
@@ -250,38 +250,6 @@ def test_callback_does_not_change_training(kind, gradient_checkpointing, tok, tm
 
 
 # ---------------------------------------------------------------------- early stopping
-def _records(aoc: float, n: int = 4) -> list[dict]:
-    """Records for ``aggregate`` whose early-answering AOC is ``aoc`` on every problem."""
-    return [
-        {
-            "id": f"p{i}",
-            "question": "q",
-            "gold": "1",
-            "answer": "1",
-            "correct": True,
-            "chain": "1+0=1.",
-            "n_steps": 1,
-            "chain_tokens": 6,
-            "status": "ok",
-            "early_answering": {"aoc": aoc, "curve": [0.0] * (len(CURVE_GRID) - 1) + [1.0]},
-            # The same value as filler invariance, where *lower* = more coupled.
-            "filler": {"invariance": aoc, "k0_agreement": aoc},
-        }
-        for i in range(n)
-    ]
-
-
-def _script_records(monkeypatch, values: list[float]) -> list[int]:
-    """Each engine round returns records with the next AOC in ``values``; returns the steps seen."""
-    queue = list(values)
-    seen: list[int] = []
-
-    def scripted(self, problems):
-        seen.append(len(seen))
-        return _records(queue.pop(0), len(problems))
-
-    monkeypatch.setattr(FaithfulnessEngine, "records", scripted)
-    return seen
 
 
 @pytest.mark.parametrize(
@@ -306,7 +274,7 @@ def _script_records(monkeypatch, values: list[float]) -> list[int]:
     ],
 )
 def test_early_stopping_stops_at_the_predicted_step(values, settings, stop_step, tok, tmp_path, monkeypatch):
-    _script_records(monkeypatch, values)
+    script_records(monkeypatch, values)
     trainer = make_trainer("trainer", tmp_path, tok=tok, max_steps=6)
     cfg = faith_config(
         **{"faith_every_n_steps": 1, "faith_early_stopping": True, "faith_stop_patience": 2, **settings}
@@ -338,7 +306,7 @@ def test_early_stopping_stops_at_the_predicted_step(values, settings, stop_step,
 def test_resume_continues_early_stopping_state(tok, tmp_path, monkeypatch):
     cfg = faith_config(faith_every_n_steps=2, faith_early_stopping=True, faith_stop_patience=3)
     # Run 1: best 0.8 at step 0, a bad round at step 2 (checkpoint-2 saved), then fine rounds.
-    _script_records(monkeypatch, [0.8, 0.6, 0.8, 0.8])
+    script_records(monkeypatch, [0.8, 0.6, 0.8, 0.8])
     first = make_trainer("trainer", tmp_path, tok=tok, max_steps=6, save_strategy="steps", save_steps=2)
     attach(first, cfg)
     first.train()
@@ -348,7 +316,7 @@ def test_resume_continues_early_stopping_state(tok, tmp_path, monkeypatch):
 
     # Run 2 resumes at step 2: two more bad rounds make three with the restored one -> stop at 6.
     # (Reset state would take 0.5 at step 4 as the new best and never stop.)
-    rounds_run = _script_records(monkeypatch, [0.5, 0.5, 0.5])
+    rounds_run = script_records(monkeypatch, [0.5, 0.5, 0.5])
     second = make_trainer("trainer", tmp_path, tok=tok, max_steps=6, save_strategy="steps", save_steps=2)
     cb = attach(second, cfg)
     restored = {}
@@ -459,7 +427,7 @@ def test_probe_failure_raises_when_strict(tok, tmp_path, monkeypatch):
 
 def test_nan_metric_does_not_count_for_early_stopping(tok, tmp_path, monkeypatch):
     """Rounds whose watched metric is NaN (nothing scorable) neither stop training nor reset the count."""
-    _script_records(monkeypatch, [0.8, 0.5, math.nan, 0.5, 0.8, 0.8, 0.8])
+    script_records(monkeypatch, [0.8, 0.5, math.nan, 0.5, 0.8, 0.8, 0.8])
     trainer = make_trainer("trainer", tmp_path, tok=tok, max_steps=6)
     cfg = faith_config(faith_every_n_steps=1, faith_early_stopping=True, faith_stop_patience=2)
     attach(trainer, cfg)
@@ -471,7 +439,7 @@ def test_nan_metric_does_not_count_for_early_stopping(tok, tmp_path, monkeypatch
 def _records_per_problem(values: list[float]) -> list[dict]:
     """One record per problem, problem i with early-answering AOC values[i]."""
     return [{**r, "early_answering": {**r["early_answering"], "aoc": v}}
-            for r, v in zip(_records(0.0, len(values)), values)]
+            for r, v in zip(scripted_records(0.0, len(values)), values)]
 
 
 def test_rounds_log_n_and_the_paired_change_from_the_baseline(tok, tmp_path, monkeypatch):
@@ -496,7 +464,7 @@ def test_rounds_log_n_and_the_paired_change_from_the_baseline(tok, tmp_path, mon
 
 def test_a_headline_metric_that_cannot_be_measured_is_flagged(tok, tmp_path, monkeypatch):
     """Records without early answering (e.g. every chain truncated): faith_missing/ says so."""
-    no_probe = [{k: v for k, v in r.items() if k != "early_answering"} for r in _records(0.5)]
+    no_probe = [{k: v for k, v in r.items() if k != "early_answering"} for r in scripted_records(0.5)]
     monkeypatch.setattr(FaithfulnessEngine, "records", lambda self, problems: [dict(r) for r in no_probe])
     trainer = make_trainer("trainer", tmp_path, tok=tok, max_steps=2)
     attach(trainer, faith_config(faith_every_n_steps=2))
@@ -509,7 +477,7 @@ def test_a_headline_metric_that_cannot_be_measured_is_flagged(tok, tmp_path, mon
 
 def test_stop_on_nan_without_early_stopping_trains_to_the_end(tok, tmp_path, monkeypatch):
     """Regression (issue 19, bug 2): faith_stop_on_nan alone must not stop a run whose stopping is off."""
-    _script_records(monkeypatch, [0.8, math.nan, math.nan, math.nan, math.nan])
+    script_records(monkeypatch, [0.8, math.nan, math.nan, math.nan, math.nan])
     trainer = make_trainer("trainer", tmp_path, tok=tok, max_steps=4)
     cb = attach(trainer, faith_config(faith_every_n_steps=1, faith_early_stopping=False,
                                       faith_stop_on_nan=True, faith_stop_patience=1))
@@ -524,7 +492,7 @@ def test_a_runner_injected_through_the_seam_measures_every_round(tok, tmp_path):
 
     class Scripted(RoundRunner):
         def measure(self, *, base):
-            return aggregate(_records(0.25, len(self.problems)), resamples=50), None
+            return aggregate(scripted_records(0.25, len(self.problems)), resamples=50), None
 
     class Callback(FaithfulnessCallback):
         runner_class = Scripted

@@ -1,6 +1,6 @@
 """Early stopping keeps a checkpoint of the stopping step, and a faith metric can pick the best one.
 
-Rounds return scripted records (``test_callback._script_records``), so the step training stops at
+Rounds return scripted records (``helpers.scripted.script_records``), so the step training stops at
 and the best round are known in advance. Under ``save_strategy="best"`` the Trainer replaces
 ``control.should_save`` after every evaluation with "is this a new best"; an early stop decided
 there would lose its checkpoint unless the callback saves it itself.
@@ -13,9 +13,9 @@ import json
 import pytest
 import torch
 from helpers.models import one_thread, tokenizer
+from helpers.scripted import script_records
 from helpers.trainers import attach, faith_config, make_trainer, read_history
 from safetensors.torch import load_file
-from test_callback import _script_records
 from transformers import TrainerCallback
 
 # Best 0.8 at step 0 (step 1's equal value is not better), 0.5 at step 2 is bad: patience 1 stops there.
@@ -30,7 +30,7 @@ def _one_thread():
 
 
 def _stopping_run(tmp_path, monkeypatch, save_strategy: str):
-    _script_records(monkeypatch, VALUES)
+    script_records(monkeypatch, VALUES)
     args = {"save_strategy": save_strategy}
     if save_strategy == "steps":
         args["save_steps"] = 100  # never on its own before the stop
@@ -73,7 +73,7 @@ def test_resuming_from_the_stop_checkpoint_restores_the_stopping_state(tmp_path,
     first, cb1 = _stopping_run(tmp_path, monkeypatch, "best")
     stopped_weights = {k: v.clone() for k, v in first.model.state_dict().items()}
 
-    _script_records(monkeypatch, VALUES)
+    script_records(monkeypatch, VALUES)
     second = make_trainer("trainer", tmp_path, tok=tokenizer(), max_steps=6, n_eval=4, save_strategy="best",
                           eval_strategy="steps", eval_steps=1, metric_for_best_model="faith/early_answering_aoc",
                           greater_is_better=True)
@@ -98,7 +98,7 @@ def test_resuming_from_the_stop_checkpoint_restores_the_stopping_state(tmp_path,
 
 def test_faith_metric_picks_the_best_checkpoint_to_load_at_end(tmp_path, monkeypatch):
     """metric_for_best_model="faith/early_answering_aoc": load_best_model_at_end returns step 2's weights."""
-    _script_records(monkeypatch, [0.3, 0.9, 0.5, 0.4])  # rounds at the evaluations of steps 1..4
+    script_records(monkeypatch, [0.3, 0.9, 0.5, 0.4])  # rounds at the evaluations of steps 1..4
     trainer = make_trainer(
         "trainer", tmp_path, tok=tokenizer(), max_steps=4, n_eval=4, eval_strategy="steps", eval_steps=1,
         save_strategy="steps", save_steps=1, metric_for_best_model="faith/early_answering_aoc",
