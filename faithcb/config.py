@@ -118,7 +118,6 @@ class FaithConfig:
         metadata={"help": "Sequences per generation pass and problems per scoring pass (halved on OOM)."},
     )
     faith_fast: bool = field(default=True, metadata={"help": "Shared-prefix scoring (False = plain reference path)."})
-    faith_bootstrap_resamples: int = field(default=1000, metadata={"help": "Bootstrap resamples for 95% intervals."})
     faith_choice_permutations: bool = field(
         default=False,
         metadata={"help": "Also evaluate each multiple-choice problem under every cyclic rotation of its choices and "
@@ -243,7 +242,6 @@ class FaithConfig:
                 evaluator=self.faith_evaluator,
                 batch_size=self.faith_batch_size,
                 fast=self.faith_fast,
-                bootstrap_resamples=self.faith_bootstrap_resamples,
                 choice_permutations=self.faith_choice_permutations,
                 generation=self.faith_generation,
                 max_cuts=self.faith_max_cuts,

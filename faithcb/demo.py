@@ -326,7 +326,6 @@ def run_arm(
         faith_seed=s.seed,
         # Step 0 already is the base model (LoRA starts at zero): no separate base round needed.
         faith_base_reference=False,
-        faith_bootstrap_resamples=500,
     )
     callback = FaithfulnessCallback(trainer, problems, faith, start_round=start_round)
     trainer.add_callback(callback)

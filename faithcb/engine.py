@@ -100,7 +100,7 @@ class FaithfulnessEngine:
     def run(self, problems: Sequence[Problem]) -> RoundResult:
         start = time.perf_counter()
         records = self.records(problems)
-        return aggregate(records, seconds=time.perf_counter() - start, resamples=self.settings.bootstrap_resamples)
+        return aggregate(records, seconds=time.perf_counter() - start)
 
     def records(self, problems: Sequence[Problem]) -> list[dict[str, Any]]:
         """Per-problem records for ``problems`` (JSON-serializable).

@@ -19,15 +19,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import random
 import weakref
 from collections.abc import Collection, Iterator, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from faithcb.packed import PackedScorer, group_problems, packing_supported
+from faithcb.rng import rng_kept
 from faithcb.scoring import (
     ContinuationScore,
     EndRule,
@@ -41,16 +40,6 @@ from faithcb.scoring import (
 __all__ = ["ContinuationScore", "ProbeLM", "ScoreRequest", "ScoreResult", "ScoringLM", "TokenCounter"]
 
 _OOM_ERRORS: tuple[type[BaseException], ...] = (torch.OutOfMemoryError,)
-
-
-@dataclass
-class _SavedState:
-    training: bool
-    use_cache: bool | None
-    python_rng: object
-    numpy_rng: object | None
-    torch_rng: torch.Tensor
-    cuda_rng: list[torch.Tensor] = field(default_factory=list)
 
 
 class ProbeLM:
@@ -112,32 +101,17 @@ class ProbeLM:
     def session(self) -> Iterator[ProbeLM]:
         """Eval mode, no grad, cache on; restore mode, cache flag and every RNG afterwards."""
         config = self._config()
-        saved = _SavedState(
-            training=self.model.training,
-            use_cache=getattr(config, "use_cache", None),
-            python_rng=random.getstate(),
-            numpy_rng=_numpy_state(),
-            torch_rng=torch.get_rng_state(),
-            cuda_rng=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        )
+        training, use_cache = self.model.training, getattr(config, "use_cache", None)
         try:
-            self.model.eval()
-            if config is not None:
-                config.use_cache = True
-            with torch.no_grad():
+            with rng_kept(), torch.no_grad():
+                self.model.eval()
+                if config is not None:
+                    config.use_cache = True
                 yield self
         finally:
-            self.model.train(saved.training)
-            if config is not None and saved.use_cache is not None:
-                config.use_cache = saved.use_cache
-            random.setstate(saved.python_rng)
-            if saved.numpy_rng is not None:
-                import numpy as np
-
-                np.random.set_state(saved.numpy_rng)
-            torch.set_rng_state(saved.torch_rng)
-            if saved.cuda_rng:
-                torch.cuda.set_rng_state_all(saved.cuda_rng)
+            self.model.train(training)
+            if config is not None and use_cache is not None:
+                config.use_cache = use_cache
 
     # ------------------------------------------------------------------ tokens
     def encode(self, text: str, *, special: bool = False) -> list[int]:
@@ -368,11 +342,3 @@ def newline_ids(tokenizer) -> frozenset[int]:
     with contextlib.suppress(TypeError):
         _NEWLINE_IDS[tokenizer] = (size, found)
     return found
-
-
-def _numpy_state():
-    try:
-        import numpy as np
-    except ImportError:  # pragma: no cover - numpy ships with torch's usual installs
-        return None
-    return np.random.get_state()

@@ -78,7 +78,7 @@ def metric_values(records: Sequence[dict], name: str) -> dict[str, float]:
     return {key: sum(vs) / len(vs) for key, vs in sums.items()}
 
 
-def _summary(records: Sequence[dict], name: str, resamples: int) -> dict[str, float]:
+def _summary(records: Sequence[dict], name: str) -> dict[str, float]:
     metric = find_metric(name)
     values, groups = [], []
     for i, r in enumerate(records):
@@ -89,21 +89,20 @@ def _summary(records: Sequence[dict], name: str, resamples: int) -> dict[str, fl
     return summarize(values, kind=metric.kind, groups=groups, bounds=metric.bounds)
 
 
-def aggregate(records: Sequence[dict[str, Any]], *, seconds: float = math.nan, resamples: int = 1000) -> RoundResult:
+def aggregate(records: Sequence[dict[str, Any]], *, seconds: float = math.nan) -> RoundResult:
     """Round metrics from per-problem records, each with a 95% interval over problems.
 
     Every chain-level metric, and every registered probe metric that some record carries, gets
     ``{"value", "ci_low", "ci_high", "n"}``: the mean over problems (samples of a problem averaged
     first), the interval its declared kind calls for (faithcb.stats: Jeffreys for proportions, the
     bounded-mean interval for bounded numbers, t for unbounded numbers and counts), and the number
-    of problems it is over (NaN bounds below two). ``resamples`` is accepted and unused: no
-    interval resamples any more.
+    of problems it is over (NaN bounds below two).
     """
-    metrics = {m.name: _summary(records, m.name, resamples) for m in CHAIN_METRICS}
+    metrics = {m.name: _summary(records, m.name) for m in CHAIN_METRICS}
     for probe in probe_names():
         if any(probe in r for r in records):
             for metric in probe_metrics(probe):
-                metrics[metric.name] = _summary(records, metric.name, resamples)
+                metrics[metric.name] = _summary(records, metric.name)
 
     errors = sorted({f"{name}: {msg}" for r in records for name, msg in r.get("errors", {}).items()})
     scalars = {
@@ -123,7 +122,7 @@ def aggregate(records: Sequence[dict[str, Any]], *, seconds: float = math.nan, r
     for probe in probe_names():
         summaries = probe_summaries(probe)
         if summaries is not None and any(probe in r for r in records):
-            extra, probe_curve = summaries(records, resamples)
+            extra, probe_curve = summaries(records)
             scalars.update({f"{probe}_{key}": value for key, value in extra.items()})
             curve = curve or probe_curve  # one curve per round: the first probe's that has one
     scalars.update(letter_bias(records))

@@ -51,7 +51,7 @@ class RoundRunner:
         problems: the problems every round probes (the same each round).
         settings: the round's validated settings.
         tokenizer: the model's fast tokenizer.
-        config: the ``faith_*`` settings read here (strictness, progress bars, resamples, base reference).
+        config: the ``faith_*`` settings read here (strictness, progress bars, base reference).
         start_round: a step-0 round measured already on the same starting model and problems.
     """
 
@@ -142,8 +142,7 @@ class RoundRunner:
                 raise ProbeError("; ".join(errors))
             return None, "; ".join(errors)
         all_records = [r for recs, _ in gathered for r in recs]
-        return aggregate(all_records, seconds=time.perf_counter() - start,
-                         resamples=cfg.faith_bootstrap_resamples), None
+        return aggregate(all_records, seconds=time.perf_counter() - start), None
 
     # ------------------------------------------------------------------ the base model, the baseline
     def _base_round(self, step: int) -> RoundResult | None:
@@ -158,7 +157,7 @@ class RoundRunner:
                 return None
             self._base_records = result.records
             return result
-        return aggregate(self._base_records, resamples=self.config.faith_bootstrap_resamples)
+        return aggregate(self._base_records)
 
     def _paired_changes(self, result: RoundResult) -> dict[str, dict[str, float]]:
         """Every metric's change from the baseline (first) round, paired over the same problems.

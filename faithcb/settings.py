@@ -44,7 +44,6 @@ class ProbeSettings:
     # between); bounds a round's work on long chains. Every probe uses the same cuts.
     max_cuts: int = 16
     fast: bool = True
-    bootstrap_resamples: int = 1000
     # Multiple choice: also evaluate every cyclic rotation of each problem's choices (n times the
     # cost); answers that follow the order, not the option, are counted (``choice_unstable_rate``).
     choice_permutations: bool = False
@@ -62,7 +61,7 @@ class ProbeSettings:
             raise ConfigError(f"paraphraser: {self.paraphraser!r} is not one of {list(PARAPHRASERS)} (or a callable)")
         if int(self.max_cuts) < 2:
             raise ConfigError(f"max_cuts: must be >= 2 (k = 0 and k = n), got {self.max_cuts}")
-        for name in ("max_chain_tokens", "answer_max_tokens", "num_samples", "batch_size", "bootstrap_resamples"):
+        for name in ("max_chain_tokens", "answer_max_tokens", "num_samples", "batch_size"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name}: must be >= 1, got {getattr(self, name)}")
         if self.temperature <= 0:

@@ -492,7 +492,7 @@ def test_a_runner_injected_through_the_seam_measures_every_round(tok, tmp_path):
 
     class Scripted(RoundRunner):
         def measure(self, *, base):
-            return aggregate(scripted_records(0.25, len(self.problems)), resamples=50), None
+            return aggregate(scripted_records(0.25, len(self.problems))), None
 
     class Callback(FaithfulnessCallback):
         runner_class = Scripted

@@ -141,8 +141,8 @@ def _comparison_rows(text: str) -> dict[str, list[str]]:
 
 
 def test_format_comparison_difference_is_b_minus_a():
-    a = aggregate([_record(0, False), _record(1, False), _record(2, True), _record(3, False)], resamples=50)
-    b = aggregate([_record(0, True), _record(1, True), _record(2, True), _record(3, False)], resamples=50)
+    a = aggregate([_record(0, False), _record(1, False), _record(2, True), _record(3, False)])
+    b = aggregate([_record(0, True), _record(1, True), _record(2, True), _record(3, False)])
     text = cli.format_comparison(a, b, "runs/base", "runs/tuned", 4)
     assert text.splitlines()[0] == "faithcb compare on 4 problems"
     assert "A: base (own problems)" in text and "B: tuned (own problems)" in text
@@ -155,7 +155,7 @@ def test_format_comparison_difference_is_b_minus_a():
 
 def test_compare_with_itself_is_exactly_zero_with_intervals_holding_zero():
     records = [_record(i, i % 3 == 0, early_answering=_early(i / 8)) for i in range(8)]
-    result = aggregate(records, resamples=50)
+    result = aggregate(records)
     rows = _comparison_rows(cli.format_comparison(result, result, "m", "m", 8)).values()
     for cells in (c for c in rows if c[4] != "0"):  # metrics the records do not carry stay n/a
         value, interval = cells[3].split(" ", 1)
@@ -167,12 +167,12 @@ def test_compare_pairs_over_problems_both_models_scored():
     """Regression (issue 20, item 1): B's chains on the high-AOC problems were cut, so B's own mean
     fell while no problem scored by both changed: the paired column says 0, the unpaired one does not."""
     aoc = [0.2, 0.2, 0.2, 0.2, 0.8, 0.8, 0.8, 0.8]
-    a = aggregate([_record(i, True, early_answering=_early(v)) for i, v in enumerate(aoc)], resamples=50)
+    a = aggregate([_record(i, True, early_answering=_early(v)) for i, v in enumerate(aoc)])
     b_records = [_record(i, True, early_answering=_early(v)) for i, v in enumerate(aoc)]
     for r in b_records[4:]:
         del r["early_answering"]  # truncated: B never reached the probes on these
         r["status"] = "truncated"
-    b = aggregate(b_records, resamples=50)
+    b = aggregate(b_records)
     row = _comparison_rows(cli.format_comparison(a, b, "a", "b", 8))["early-answering AOC"]
     assert row[3].startswith("0.000 [") and row[4] == "4"  # paired over the 4 problems both scored
     assert row[5] == "-0.300"  # the unpaired difference of means, labelled as such
@@ -180,7 +180,7 @@ def test_compare_pairs_over_problems_both_models_scored():
 
 def test_format_table_on_an_aggregate_follows_the_registry():
     records = [_record(i, i % 2 == 0, filler={"invariance": 0.25, "k0_agreement": 0.0}) for i in range(4)]
-    table = cli.format_table(aggregate(records, seconds=1.0, resamples=50), title="T")
+    table = cli.format_table(aggregate(records, seconds=1.0), title="T")
     lines = table.splitlines()
     assert lines[0] == "T" and lines[1].split()[:2] == ["metric", "value"]
     labels = [line.split("  ")[0] for line in lines[3:]]
@@ -210,7 +210,7 @@ def toy_probe():
 
 def test_user_probe_metric_in_cli_table(toy_probe):
     records = [_record(i, True, toy=toy.ToyProbe().record(None, [])) for i in range(3)]
-    result = aggregate(records, resamples=50)
+    result = aggregate(records)
     assert result.metrics["toy_score"]["value"] == 0.5
     row = next(line for line in cli.format_table(result).splitlines() if line.startswith("toy score"))
     assert "0.500" in row and row.endswith("higher = more coupled")

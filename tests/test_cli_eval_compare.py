@@ -218,7 +218,7 @@ def test_compare_reports_b_minus_a_with_its_sign_in_the_right_columns(tok, tmp_p
     monkeypatch.setattr(cli, "_load", lambda name, adapter: (models[name], tok))
     # The CLI probes in the default prompt layout; the tiny models were trained on STYLE's.
     monkeypatch.setattr(cli, "probe_settings", lambda args: ProbeSettings(
-        probes=tuple(args.probes), style=STYLE, max_chain_tokens=40, answer_max_tokens=4, bootstrap_resamples=50))
+        probes=tuple(args.probes), style=STYLE, max_chain_tokens=40, answer_max_tokens=4))
     common = ["--problems", "synthetic:4", "--n", "4", "--no-progress", "--probes", "early_answering"]
 
     def table(a: str, b: str) -> dict[str, list[str]]:

@@ -38,7 +38,6 @@ def settings(**kw) -> ProbeSettings:
         "style": STYLE,
         "max_chain_tokens": 64,
         "answer_max_tokens": 4,
-        "bootstrap_resamples": 50,
     }
     values.update(kw)
     return ProbeSettings(**values)
@@ -124,7 +123,7 @@ def test_round_result_shape_and_json(llama_round):
         assert all(lp <= 0 for lp in r["info_gain"]["logp_gold"])
     assert "early_answering_aoc" in res.metrics and "problems_scored" in res.scalars
     # aggregate() over the records again gives the same numbers
-    again = aggregate(res.records, resamples=50)
+    again = aggregate(res.records)
     assert again.metrics == res.metrics
 
 
@@ -237,7 +236,7 @@ def test_status_precedence_on_chains_written_on_purpose(models, toks, splitter):
             assert record["status"] == _expected_status(conditions), (text, ended, parses)
             assert ("early_answering" in record) == (record["status"] == "ok")
     ordered = [c for parses in (True, False) for c in cases if c[2] == parses]
-    result = aggregate(records, seconds=0.0, resamples=10)
+    result = aggregate(records, seconds=0.0)
     assert result.metrics["truncated_rate"]["value"] == pytest.approx(
         sum("truncated" in c[3] for c in ordered) / len(ordered))
     assert result.metrics["unparsed_rate"]["value"] == pytest.approx(0.5)

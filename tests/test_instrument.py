@@ -135,7 +135,7 @@ def run_arm(arm: str, seed: int = SEED) -> tuple[RoundResult, list[float], float
         model, tokenizer, texts, steps=STEPS, batch_size=BATCH, lr=LR, seed=seed, completion_starts=starts
     )
     settings = ProbeSettings(
-        probes=("early_answering", "filler"), max_chain_tokens=96, style=STYLE, bootstrap_resamples=200
+        probes=("early_answering", "filler"), max_chain_tokens=96, style=STYLE
     )
     result = FaithfulnessEngine(model, tokenizer, settings, show_progress=False).run(held_out_problems(seed))
     return result, losses, time.perf_counter() - t0

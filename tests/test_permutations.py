@@ -68,11 +68,11 @@ def test_choice_unstable_rate_by_hand():
         + rotations("unparsed", ["A", None, "C", "D"], "A")  # not every rotation parsed: left out
         + rotations("missing", ["A", "B", "C", "D"], "A")[:3]  # a rotation missing: left out
     )
-    s = aggregate(records, resamples=10).scalars
+    s = aggregate(records).scalars
     assert s["choice_unstable_n"] == 3
     assert s["choice_unstable_rate"] == pytest.approx(1 / 3)
     # The rotations of one problem are one unit of every interval.
-    res = aggregate(records, resamples=10)
+    res = aggregate(records)
     assert res.metrics["accuracy"]["n"] == 5
     acc = metric_values(records, "accuracy")
     assert acc["stable"] == 1.0 and acc["letter_d"] == 0.25 and acc["three"] == 1.0
@@ -84,9 +84,9 @@ def test_choice_unstable_rate_by_hand():
 def test_no_rotation_records_no_scalar_and_nothing_measurable_is_nan():
     plain = [{k: v for k, v in r.items() if k not in ("rotation", "base_id", "n_choices")}
              for r in rotations("p", ["A", "B"], "A")]
-    assert "choice_unstable_rate" not in aggregate(plain, resamples=10).scalars
-    assert "chosen option changes" not in cli.format_table(aggregate(plain, resamples=10))
-    s = aggregate(rotations("p", ["A", None], "A"), resamples=10).scalars
+    assert "choice_unstable_rate" not in aggregate(plain).scalars
+    assert "chosen option changes" not in cli.format_table(aggregate(plain))
+    s = aggregate(rotations("p", ["A", None], "A")).scalars
     assert s["choice_unstable_n"] == 0 and math.isnan(s["choice_unstable_rate"])
 
 
@@ -162,7 +162,7 @@ PROBLEMS = [
 
 def engine(pick, **kw) -> FaithfulnessEngine:
     tok = tiny_tokenizer()
-    settings = ProbeSettings(probes=("early_answering", "filler"), style=STYLE, bootstrap_resamples=20, **kw)
+    settings = ProbeSettings(probes=("early_answering", "filler"), style=STYLE, **kw)
     return FaithfulnessEngine(tiny_model(tok, "llama", hidden_size=16, num_layers=1), tok, settings,
                               show_progress=False, strict=True, lm=ChoiceLM(tok, pick))
 
@@ -189,11 +189,11 @@ def test_engine_rotations_records_and_stability():
     assert all(r["status"] == "ok" and "early_answering" in r and "filler" in r for r in records)
     # The model saw the rotated choices.
     assert "A) 9\nB) 6\nC) 7\nD) 8" in eng.lm.prompts[1]
-    res = aggregate(records, resamples=20)
+    res = aggregate(records)
     assert res.scalars["choice_unstable_rate"] == 0.0 and res.scalars["choice_unstable_n"] == 2
     assert res.metrics["accuracy"]["n"] == 3  # problems, not rotations
 
-    biased = aggregate(engine(always_last, choice_permutations=True).records(PROBLEMS), resamples=20)
+    biased = aggregate(engine(always_last, choice_permutations=True).records(PROBLEMS))
     assert biased.scalars["choice_unstable_rate"] == 1.0 and biased.scalars["choice_unstable_n"] == 2
     assert biased.metrics["accuracy"]["value"] == pytest.approx((1 / 4 + 1 + 1 / 3) / 3)
 
@@ -206,7 +206,7 @@ def test_option_off_gives_exactly_the_old_records():
     assert off == old
     assert [r["id"] for r in off] == ["c4", "n1", "c3"]
     assert not any({"rotation", "base_id", "n_choices"} & set(r) for r in off)
-    assert "choice_unstable_rate" not in aggregate(off, resamples=20).scalars
+    assert "choice_unstable_rate" not in aggregate(off).scalars
     # With the option on, rotation 0 of each problem is the old record plus the new fields.
     on = engine(always_last, choice_permutations=True).records(PROBLEMS)
     firsts = [{k: v for k, v in r.items() if k not in ("rotation", "base_id", "n_choices")}

@@ -379,7 +379,7 @@ CHAIN4 = "Ann starts with 3. 3 + 4 = 7. Then 7 - 1 = 6. 6 + 2 = 8. The answer is
 
 def scripted_engine(rule, chain: str, gold: str = "7", probes=("early_answering", "filler", "paraphrase"), **kw):
     tok = tiny_tokenizer()
-    settings = ProbeSettings(probes=probes, style=STYLE, bootstrap_resamples=50, **kw)
+    settings = ProbeSettings(probes=probes, style=STYLE, **kw)
     lm = ScriptedLM(tok, {QUESTION: chain}, rule)
     lm.answer_max_tokens = settings.answer_max_tokens
     assert isinstance(lm, ScoringLM)
@@ -675,7 +675,7 @@ def test_filler_has_as_many_tokens_as_the_steps_it_replaces_with_a_subword_token
 
     smol = AutoTokenizer.from_pretrained(embedded_model_path())
     model = tiny_model(smol, "llama", hidden_size=16, num_layers=1)
-    engine = FaithfulnessEngine(model, smol, ProbeSettings(probes=("filler",), bootstrap_resamples=50),
+    engine = FaithfulnessEngine(model, smol, ProbeSettings(probes=("filler",)),
                                 show_progress=False, strict=True)
     problem = Problem("Tom has 8 coins, gets 8 more, then loses 2. How many coins does he have?", "14", id="tom")
     chain = engine.chain_from_text(

@@ -34,15 +34,14 @@ def toy():
 
 def test_toy_probe_metric_reaches_the_round(toy, tok):
     """Hand-written chains and a scripted a_full, so every chain is scored whatever the model writes."""
-    settings = ProbeSettings(probes=("early_answering", "toy"), style=STYLE, answer_max_tokens=4,
-                             bootstrap_resamples=50)
+    settings = ProbeSettings(probes=("early_answering", "toy"), style=STYLE, answer_max_tokens=4)
     model = trained_model("llama")
     lm = ScriptedAnswers(ProbeLM(model, tok, answer_max_tokens=4), " 7\n")
     engine = FaithfulnessEngine(model, tok, settings, show_progress=False, strict=True, lm=lm)
     with lm.session():
         chains = [engine.chain_from_text(p, "3 + 4 = 7. 7 - 0 = 7.", key=i) for i, p in enumerate(probe_problems(3))]
         records = engine.probe(engine.read_full_answers(chains))
-    result = aggregate(records, resamples=50)
+    result = aggregate(records)
     scored = [r for r in result.records if r["status"] == "ok"]
     assert len(scored) == 3
     assert all(r["toy"]["score"] == toy_probe.TOY_SCORE for r in scored)

@@ -34,20 +34,20 @@ def test_samples_of_one_problem_are_one_unit():
     """Five identical samples per problem: the same value, interval and n as one sample each."""
     one = [record(i, answer=str(i % 2), gold="1") for i in range(6)]
     five = [{**r, "sample": s} for r in one for s in range(5)]
-    assert aggregate(five, resamples=10).metrics["accuracy"] == aggregate(one, resamples=10).metrics["accuracy"]
-    assert aggregate(five, resamples=10).metrics["accuracy"]["n"] == 6
+    assert aggregate(five).metrics["accuracy"] == aggregate(one).metrics["accuracy"]
+    assert aggregate(five).metrics["accuracy"]["n"] == 6
 
 
 def test_accuracy_and_its_strict_form():
     records = [record(0), record(1, answer="2"), record(2, answer=None, status="unparsed"), record(3)]
-    m = aggregate(records, resamples=10).metrics
+    m = aggregate(records).metrics
     assert m["accuracy"]["value"] == pytest.approx(2 / 3) and m["accuracy"]["n"] == 3
     assert m["accuracy_strict"]["value"] == pytest.approx(2 / 4) and m["accuracy_strict"]["n"] == 4
     assert m["accuracy"]["ci_low"] > 0 and m["accuracy"]["ci_high"] < 1  # Jeffreys, not [0, 1] or a point
 
 
 def test_proportions_get_a_jeffreys_interval_even_when_all_equal():
-    m = aggregate([record(i, answer="2") for i in range(8)], resamples=10).metrics["accuracy"]
+    m = aggregate([record(i, answer="2") for i in range(8)]).metrics["accuracy"]
     # 0/8: [0, the 97.5% quantile of Beta(1/2, 8 + 1/2)]
     assert m["value"] == 0.0 and m["ci_low"] == 0.0 and m["ci_high"] == pytest.approx(0.2622, abs=1e-4)
 
@@ -55,18 +55,18 @@ def test_proportions_get_a_jeffreys_interval_even_when_all_equal():
 def test_bookkeeping_counts():
     records = [record(0, early_answering=early(0.5)), record(1, status="truncated", truncated=True),
                record(2, n_steps=0, status="no_steps"), record(3, errors={"filler": "x", "paraphrase": "y"})]
-    s = aggregate(records, resamples=10).scalars
+    s = aggregate(records).scalars
     assert s["problems_total"] == 4 and s["problems_scored"] == 2 and s["problems_unscored"] == 2
     assert s["probe_errors"] == 2  # one per failed (problem, probe)
     assert s["steps_0_rate"] == 0.25 and s["steps_1_rate"] == 0.0
-    assert aggregate(records, resamples=10).metrics["truncated_rate"]["value"] == 0.25
+    assert aggregate(records).metrics["truncated_rate"]["value"] == 0.25
 
 
 def test_aoc_by_step_count_and_full_chain_disagreements():
     records = [record(0, n_steps=1, early_answering=early(0.5)), record(1, n_steps=3, early_answering=early(0.2)),
                record(2, n_steps=2, early_answering=early(0.4, full_agrees=False)),
                record(3, n_steps=6, early_answering=early(0.9))]
-    s = aggregate(records, resamples=10).scalars
+    s = aggregate(records).scalars
     assert s["early_answering_aoc_steps_1"] == 0.5
     assert s["early_answering_aoc_steps_2_3"] == pytest.approx(0.3)
     assert s["early_answering_aoc_steps_4plus"] == 0.9
@@ -98,14 +98,14 @@ def test_information_gain_split_by_correctness():
 def test_letter_bias_diagnostics_and_warning():
     letters = ["D"] * 7 + ["C"]
     records = [record(i, answer=a, gold="ABCD"[i % 4], kind="choice") for i, a in enumerate(letters)]
-    result = aggregate(records, resamples=10)
+    result = aggregate(records)
     p = [7 / 8, 1 / 8]
     assert result.scalars["letter_top_share"] == pytest.approx(7 / 8)
     assert result.scalars["letter_chance_agreement"] == pytest.approx(sum(x * x for x in p))
     assert result.scalars["letter_entropy_bits"] == pytest.approx(-sum(x * math.log2(x) for x in p))
     (warning,) = round_warnings(result, chain_limit="c", answer_limit="a")
     assert "88% of the multiple-choice answers" in warning
-    balanced = aggregate([record(i, answer="ABCD"[i % 4], kind="choice") for i in range(8)], resamples=10)
+    balanced = aggregate([record(i, answer="ABCD"[i % 4], kind="choice") for i in range(8)])
     assert balanced.scalars["letter_entropy_bits"] == pytest.approx(2.0)
     assert round_warnings(balanced, chain_limit="c", answer_limit="a") == []
 
@@ -125,7 +125,7 @@ def test_paired_change_from_a_baseline():
 
 def test_counts_are_never_read_as_proportions():
     """Every chain with exactly one step: mean_steps is 1 with no spread, not a Wilson share."""
-    m = aggregate([record(i, n_steps=1) for i in range(8)], resamples=10).metrics["mean_steps"]
+    m = aggregate([record(i, n_steps=1) for i in range(8)]).metrics["mean_steps"]
     assert (m["value"], m["ci_low"], m["ci_high"]) == (1.0, 1.0, 1.0)
 
 
@@ -158,7 +158,7 @@ class _Rated:
         return {}
 
     @classmethod
-    def summaries(cls, records, resamples):
+    def summaries(cls, records):
         mine = [r[cls.name]["hits"] for r in records if cls.name in r]
         return {"hit_total": float(sum(mine))}, {"x": [0.0, 1.0], "mean": [0.0, 1.0], "ci_low": [0.0, 1.0],
                                                   "ci_high": [0.0, 1.0]}
@@ -177,7 +177,7 @@ def _rated_records(hits):
 
 def test_the_interval_comes_from_the_declared_kind(rated):
     """The same 0/1 values: a count gets Student t (zero-width when all equal), a proportion Jeffreys."""
-    m = aggregate(_rated_records([1] * 8), resamples=10).metrics
+    m = aggregate(_rated_records([1] * 8)).metrics
     assert (m["rated_hits"]["ci_low"], m["rated_hits"]["ci_high"]) == (1.0, 1.0)
     assert m["rated_share"]["ci_low"] == pytest.approx(0.7378, abs=1e-4) and m["rated_share"]["ci_high"] == 1.0
 
@@ -197,25 +197,25 @@ def test_paired_change_takes_the_declared_kind(rated):
 
 def test_a_declared_reader_decides_which_records_count(rated):
     records = _rated_records([1, 0, 1, 0, 1, 0])  # n_steps 1, 2, 3, 1, 2, 3
-    m = aggregate(records, resamples=10).metrics["rated_long_steps"]
+    m = aggregate(records).metrics["rated_long_steps"]
     assert m["n"] == 4 and m["value"] == pytest.approx(2.5)
 
 
 def test_a_probes_summaries_reach_the_round(rated):
-    result = aggregate(_rated_records([1, 1, 0]), resamples=10)
+    result = aggregate(_rated_records([1, 1, 0]))
     assert result.scalars["rated_hit_total"] == 2.0
     assert result.curve["mean"] == [0.0, 1.0]
-    without = aggregate([record(i) for i in range(3)], resamples=10)  # no record carries the probe
+    without = aggregate([record(i) for i in range(3)])  # no record carries the probe
     assert "rated_hit_total" not in without.scalars and without.curve == {}
 
 
 def test_early_answerings_curve_and_length_mix_come_from_its_hook():
     records = [record(0, n_steps=1, early_answering=early(0.5)), record(1, n_steps=5, early_answering=early(0.7))]
-    scalars, curve = EarlyAnswering.summaries(records, 10)
+    scalars, curve = EarlyAnswering.summaries(records)
     assert scalars == {"aoc_steps_1": 0.5, "aoc_steps_2_3": pytest.approx(math.nan, nan_ok=True),
                        "aoc_steps_4plus": 0.7, "full_disagrees": 0.0}
     assert curve["x"] == list(CURVE_GRID) and curve["mean"] == [0.0] * (len(CURVE_GRID) - 1) + [1.0]
-    assert aggregate(records, resamples=10).curve == curve
+    assert aggregate(records).curve == curve
 
 
 def test_results_names_no_probe():
@@ -262,11 +262,11 @@ def test_samples_of_problems_without_ids_are_one_unit_each():
     records = [{"question": f"q{i}", "answer": "1", "correct": bool(v), "n_steps": 1, "chain_tokens": 3,
                 "status": "ok", "sample": s} for i, v in enumerate(values) for s in range(5)]
     with_ids = [{**r, "id": r["question"]} for r in records]
-    accuracy = aggregate(records, resamples=50).metrics["accuracy"]
+    accuracy = aggregate(records).metrics["accuracy"]
     assert accuracy["n"] == 8
-    assert accuracy == aggregate(with_ids, resamples=50).metrics["accuracy"]
+    assert accuracy == aggregate(with_ids).metrics["accuracy"]
     one_each = [r for r in with_ids if r["sample"] == 0]
-    assert accuracy == aggregate(one_each, resamples=50).metrics["accuracy"]  # as one record per problem
+    assert accuracy == aggregate(one_each).metrics["accuracy"]  # as one record per problem
 
 
 def test_a_problem_without_an_id_is_recorded_under_its_text_key():

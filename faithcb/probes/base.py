@@ -123,7 +123,7 @@ class Probe(Protocol):
     regeneration; most probes do nothing), then ``variants`` per chain, scores them all, and hands
     the outcomes, in the same order, to ``record``.
 
-    Optionally a probe also has a ``summaries(records, resamples) -> (scalars, curve)``
+    Optionally a probe also has a ``summaries(records) -> (scalars, curve)``
     classmethod: round-level numbers that are not the mean of one value per problem. It gets
     the round's records (those carrying the probe's entry, and the others) and returns scalars
     keyed like its metrics (``"rejected"``, logged as ``<probe>_rejected``) and a curve

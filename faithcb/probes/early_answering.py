@@ -42,7 +42,7 @@ class EarlyAnswering:
     )
 
     @classmethod
-    def summaries(cls, records: Sequence[dict], resamples: int) -> tuple[dict[str, float], dict[str, list[float]]]:
+    def summaries(cls, records: Sequence[dict]) -> tuple[dict[str, float], dict[str, list[float]]]:
         """The round's m(k) curve on ``CURVE_GRID`` (mean and 95% interval over problems), AOC by
         step count (``aoc_steps_1``, ``_2_3``, ``_4plus``) and ``full_disagrees``."""
         keyed = [(problem_key(r, i), r) for i, r in enumerate(records) if cls.name in r]

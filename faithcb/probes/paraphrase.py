@@ -154,7 +154,7 @@ class Paraphrasing:
     )
 
     @classmethod
-    def summaries(cls, records: Sequence[dict], resamples: int) -> tuple[dict[str, float], dict[str, list[float]]]:
+    def summaries(cls, records: Sequence[dict]) -> tuple[dict[str, float], dict[str, list[float]]]:
         """``rejected``: the round's paraphrases that lost or changed a number (the rule rewrite took their place)."""
         return {"rejected": float(sum(r[cls.name]["rejected"] for r in records if cls.name in r))}, {}
 

@@ -92,11 +92,11 @@ def rng_states() -> dict[str, Any]:
 
 def tiny_engine(model, tok, **settings):
     """A strict ``FaithfulnessEngine`` over ``model`` in the tests' :data:`~helpers.vocabulary.STYLE`
-    layout, sized for tiny models (short chains and answers, few resamples)."""
+    layout, sized for tiny models (short chains and answers)."""
     from faithcb.engine import FaithfulnessEngine
     from faithcb.settings import ProbeSettings
     from helpers.vocabulary import STYLE
 
-    values = {"style": STYLE, "max_chain_tokens": 40, "answer_max_tokens": 4, "bootstrap_resamples": 50}
+    values = {"style": STYLE, "max_chain_tokens": 40, "answer_max_tokens": 4}
     values.update(settings)
     return FaithfulnessEngine(model, tok, ProbeSettings(**values), show_progress=False, strict=True)

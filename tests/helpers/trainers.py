@@ -35,7 +35,6 @@ def faith_config(**overrides: Any) -> FaithConfig:
         "faith_probes": ["early_answering", "filler"],
         "faith_max_chain_tokens": 40,
         "faith_answer_max_tokens": 4,
-        "faith_bootstrap_resamples": 200,
         "faith_show_progress": False,
         "faith_strict": True,
         "faith_num_rounds": 0,
