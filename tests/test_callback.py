@@ -1,6 +1,6 @@
 """FaithfulnessCallback inside real (tiny) Trainer, SFTTrainer (+LoRA) and GRPOTrainer runs.
 
-Every run is a few optimizer steps of a 2-layer llama on CPU (see ``tests/_trainers.py``). The
+Every run is a few optimizer steps of a 2-layer llama on CPU (see ``tests/helpers/trainers.py``). The
 early-stopping and failure tests replace ``FaithfulnessEngine.records`` with scripted records so
 the metric each round reports, and hence the step training must stop at, is known in advance.
 """
@@ -443,7 +443,8 @@ def _records_per_problem(values: list[float]) -> list[dict]:
 
 
 def test_rounds_log_n_and_the_paired_change_from_the_baseline(tok, tmp_path, monkeypatch):
-    base = [0.2, 0.4, 0.6, 0.8]
+    # 16 problems: with fewer, a paired interval cannot rule out that some problems gained.
+    base = [0.25 + 0.045 * i for i in range(16)]
     rounds = [base, [v - 0.2 for v in base], [v - 0.2 + (0.01 if i % 2 else -0.01) for i, v in enumerate(base)]]
     queue = list(rounds)
     monkeypatch.setattr(FaithfulnessEngine, "records", lambda self, problems: _records_per_problem(queue.pop(0)))
@@ -451,9 +452,10 @@ def test_rounds_log_n_and_the_paired_change_from_the_baseline(tok, tmp_path, mon
     attach(trainer, faith_config(faith_every_n_steps=2))
     trainer.train()
     logs = faith_logs(trainer, prefix="faith")
-    assert logs[0]["faith_n/early_answering_aoc"] == 4.0
+    assert logs[0]["faith_n/early_answering_aoc"] == 16.0
     assert "faith_delta/early_answering_aoc" not in logs[0]  # the baseline round itself
     for step in (2, 4):
+        assert logs[step]["faith_delta_n/early_answering_aoc"] == 16.0
         delta = logs[step]["faith_delta/early_answering_aoc"]
         low, high = logs[step]["faith_delta_ci/early_answering_aoc_low"], logs[step]["faith_delta_ci/early_answering_aoc_high"]
         assert delta == pytest.approx(-0.2) and low <= -0.2 <= high and high < 0

@@ -59,6 +59,7 @@ def test_problem_is_a_leaf() -> None:
     assert _faithcb_modules_after("import faithcb.problem") == {
         "faithcb",
         "faithcb.errors",
+        "faithcb.metrics",  # the problem's text key (the unit of every interval)
         "faithcb.problem",
         "faithcb.answers",
     }
