@@ -51,6 +51,7 @@ def _records(n: int) -> list[dict]:
              "chain": "c", "n_steps": 1, "chain_tokens": 4, "status": "ok", "kind": "number"} for i in range(n)]
 
 
+@pytest.mark.slow
 def test_training_keeps_the_budget(tok, tmp_path, monkeypatch):
     """Rounds that cost 0.3 s against ~0.2 s training steps: a 0.5 budget must skip most of them."""
     round_cost = 0.3

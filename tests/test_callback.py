@@ -25,6 +25,8 @@ from faithcb.engine import FaithfulnessEngine
 from faithcb.errors import ConfigError
 from faithcb.rounds import RoundRunner
 
+pytestmark = pytest.mark.slow  # every test trains a tiny Trainer / SFTTrainer / GRPOTrainer
+
 # Reported on every round, whatever the model writes (unparsed answers included).
 ALWAYS = ("faith/problems_total", "faith/problems_scored", "faith/unparsed_rate", "faith/mean_steps", "faith/mean_chain_tokens")
 # Reported once answers parse (the pre-trained tiny model's do).

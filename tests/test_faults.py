@@ -81,6 +81,7 @@ def _failing_run(tmp_path, error: BaseException):
     "error", [torch.OutOfMemoryError("CUDA out of memory (simulated)"), RuntimeError("a probe broke")],
     ids=["cuda-oom", "exception"],
 )
+@pytest.mark.slow
 def test_a_failing_round_is_reported_and_training_goes_on(error, tmp_path):
     trainer, before, after = _failing_run(tmp_path, error)
     with warnings.catch_warnings(record=True) as caught:
@@ -105,6 +106,7 @@ def test_a_failing_round_is_reported_and_training_goes_on(error, tmp_path):
     assert after.seen[4][4] is True
 
 
+@pytest.mark.slow
 def test_an_interrupt_mid_round_restores_the_state_before_it_propagates(tmp_path):
     trainer, before, _ = _failing_run(tmp_path, KeyboardInterrupt())
     with pytest.raises(KeyboardInterrupt):

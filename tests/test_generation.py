@@ -81,6 +81,7 @@ def test_stop_ids_end_each_chain_and_the_decode_loop(model, tok, prompts, path):
     assert len(forwards) < without, "decoding ran past the stop id"
 
 
+@pytest.mark.slow
 def test_static_compiled_decode_step_identical_and_training_after_it(model, tok, prompts):
     """The compiled decode step (dynamo-traced; the 'eager' backend keeps the test fast, inductor
     takes minutes on CPU) gives the same chains, and training (gradient checkpointing on) still

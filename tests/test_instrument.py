@@ -165,6 +165,7 @@ def _value(result: RoundResult, name: str) -> float:
     return result.metrics[name]["value"]
 
 
+@pytest.mark.slow
 def test_chain_arm_writes_real_chains(arms) -> None:
     """The probes act on real chains: 3 steps each, ending in "The answer is <a_full>." """
     records = arms["chain"].records

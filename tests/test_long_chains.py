@@ -43,6 +43,7 @@ def test_cut_points_are_evenly_spaced_and_keep_both_ends(n, max_cuts):
     assert cut_points(n, None) == tuple(range(n + 1))
 
 
+@pytest.mark.slow
 def test_every_probe_cuts_at_the_same_bounded_points(one_thread):
     tok = tiny_tokenizer()
     engine = FaithfulnessEngine(
@@ -71,6 +72,7 @@ def test_every_probe_cuts_at_the_same_bounded_points(one_thread):
     assert info["per_step"] == pytest.approx((info["logp_gold"][-1] - info["logp_gold"][0]) / 40)
 
 
+@pytest.mark.slow
 def test_a_round_on_2048_token_chains_with_60_steps_completes(one_thread):
     """The default faith_max_cuts keeps the work of a long chain bounded (time printed, see docs)."""
     tok = tiny_tokenizer()

@@ -34,6 +34,7 @@ def test_trainer_without_tokenizer(trainer):
         FaithfulnessCallback(trainer, make_problems(2), faith_config())
 
 
+@pytest.mark.slow
 def test_slow_tokenizer(trainer):
     trainer.processing_class = CanineTokenizer()  # a real tokenizer without offset mappings
     with pytest.raises(ConfigError, match=r"tokenizer: CanineTokenizer is a slow tokenizer"):

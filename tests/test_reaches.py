@@ -89,6 +89,7 @@ def _stopping_config():
     return faith_config(faith_every_n_steps=0, faith_on_evaluate=True, faith_early_stopping=True)
 
 
+@pytest.mark.slow
 def test_the_private_save_is_checked_before_step_0(tmp_path, monkeypatch):
     trainer = _best_saving_trainer(tmp_path)
     check_save_checkpoint(trainer, early_stopping=True)  # the real Trainer: as expected

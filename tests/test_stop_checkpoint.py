@@ -18,6 +18,8 @@ from helpers.trainers import attach, faith_config, make_trainer, read_history
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
+pytestmark = pytest.mark.slow  # every test trains (and resumes) a tiny Trainer
+
 # Best 0.8 at step 0 (step 1's equal value is not better), 0.5 at step 2 is bad: patience 1 stops there.
 VALUES = [0.8, 0.8, 0.5, 0.5, 0.5, 0.5, 0.5]
 STOP = 2
