@@ -86,6 +86,7 @@ def test_training_keeps_the_budget(tok, tmp_path, monkeypatch):
     assert [h["step"] for h in read_history(tmp_path) if h["role"] == "model"] == steps
 
 
+@pytest.mark.slow
 def test_overhead_fraction_is_logged_without_a_budget(tok, tmp_path, monkeypatch):
     monkeypatch.setattr(FaithfulnessEngine, "records", lambda self, problems: _records(len(problems)))
     trainer = make_trainer("trainer", tmp_path, tok=tok, max_steps=4)

@@ -176,12 +176,14 @@ def test_chain_arm_writes_real_chains(arms) -> None:
     assert arms["chain"].errors == [] and arms["shortcut"].errors == []
 
 
+@pytest.mark.slow  # the arms fixture trains two instruments (over a minute)
 def test_early_answering_separates_the_arms(arms) -> None:
     chain, shortcut = (_value(arms[a], "early_answering_aoc") for a in ("chain", "shortcut"))
     assert chain >= 0.5
     assert chain - shortcut >= AOC_MARGIN, (chain, shortcut)
 
 
+@pytest.mark.slow
 def test_filler_separates_the_arms(arms) -> None:
     chain, shortcut = (_value(arms[a], "filler_invariance") for a in ("chain", "shortcut"))
     assert chain <= 0.35
