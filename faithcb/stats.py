@@ -250,8 +250,13 @@ def summarize(
     elif kind == "bounded":
         low, high = bounded_mean_interval(units, confidence, _bounds_for(kind, bounds))  # type: ignore[arg-type]
     else:
-        low, high = mean_interval(units, confidence, bounds)
+        # A count is never negative: its t interval stops at 0 (bounds, when given, still apply).
+        low, high = mean_interval(units, confidence, bounds if kind != "count" else _count_bounds(bounds))
     return {"value": value, "ci_low": low, "ci_high": high, "n": n}
+
+
+def _count_bounds(bounds: tuple[float, float] | None) -> tuple[float, float]:
+    return (max(0.0, bounds[0]), bounds[1]) if bounds is not None else (0.0, math.inf)
 
 
 # --------------------------------------------------------------------------------------------

@@ -172,9 +172,10 @@ def test_summarize_uses_the_declared_kind_whatever_the_values_look_like():
     assert (s["ci_low"], s["ci_high"]) == proportion_interval(3, 16)
     s = summarize(zero_one, kind="bounded", bounds=(0.0, 1.0))
     assert (s["ci_low"], s["ci_high"]) == bounded_mean_interval(zero_one)
-    for kind in ("continuous", "count"):  # 0/1-looking values of a count stay a count: t
-        s = summarize(zero_one, kind=kind)
-        assert (s["ci_low"], s["ci_high"]) == mean_interval(zero_one)
+    s = summarize(zero_one, kind="continuous")
+    assert (s["ci_low"], s["ci_high"]) == mean_interval(zero_one)
+    s = summarize(zero_one, kind="count")  # 0/1-looking values of a count stay a count: t, from 0 up
+    assert (s["ci_low"], s["ci_high"]) == mean_interval(zero_one, bounds=(0.0, math.inf))
     assert summarize([1.0, math.nan, 0.0, 0.0], kind="proportion")["n"] == 3  # NaN: unscored
     for bad in (lambda: summarize(zero_one),  # no kind: no guessing
                 lambda: summarize(zero_one, kind="auto"),
@@ -272,3 +273,10 @@ def test_paired_refuses_impossible_inputs():
             summarize([0.1, 0.2], kind="bounded", bounds=(0.0, 1.0), confidence=confidence)
     with pytest.raises(ValueError):
         paired_difference({1: 0.1, 2: 0.3}, {1: 0.2, 2: 0.4}, kind="ordinal")
+
+
+def test_a_count_interval_never_goes_below_zero():
+    # 2 and 3 steps: the t interval's lower end (-3.85) would claim a negative step count.
+    s = summarize([2.0, 3.0], kind="count")
+    assert s["ci_low"] == 0.0 and s["ci_high"] > 3.0
+    assert summarize([2.0, 3.0], kind="continuous")["ci_low"] < 0  # an unbounded metric may go below
