@@ -3,7 +3,7 @@
 With sharded weights (FSDP, DeepSpeed ZeRO-3 without gathered weights) each forward pass is a
 collective, so a round in which ranks make different numbers of passes hangs the job. Ranks probe
 different problems, whose chains differ in length, so the callback pads the split (every rank
-handles as many problems) and runs the passes in lockstep (``faithcb.callback._forwards_in_lockstep``).
+handles as many problems) and runs the passes in lockstep (``faithcb.distributed.forwards_in_lockstep``).
 Here that is checked under real 2-process DDP on CPU (gloo), counting each rank's passes, and
 under FSDP2 through accelerate on CPU (gloo): without the lockstep the first round there dies in a
 collective mismatch (gloo: "Received data size doesn't match expected size").
