@@ -3,14 +3,15 @@
 ``ChainBuilder`` holds what a round needs to turn a problem and a chain's text into the token
 pieces the probes cut and score: the chain prompt and answer cue (rendered once per problem), the
 ids that end a generated chain (end tokens, and the reasoning's end in the think layout), the
-chain's steps mapped to token cuts, the gold answer's tokens and, for multiple choice, each
-letter's token after the cue.
+chain's steps mapped to token cuts, the gold answer's tokens (canonical, then in a_full's own
+format once a_full is read) and, for multiple choice, each letter's token after the cue.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from faithcb.answers import SlotReading, answer_in_format
 from faithcb.errors import ConfigError
 from faithcb.probes.base import Chain, chain_status
 from faithcb.problem import LETTERS, Problem
@@ -108,6 +109,36 @@ class ChainBuilder:
             ended=ended,
             max_cuts=self.max_cuts,
         )
+
+    def gold_in_answer_format(self, chain: Chain, answer_ids: Sequence[int], reading: SlotReading) -> list[int]:
+        """The gold answer's tokens written as a_full is: information gain's y*.
+
+        a_full's tokens (``answer_ids``, read as ``reading``) with the gold answer in place of its
+        number -- " 68.\n" gives " 72.\n", an end token stays an end token -- so that L_k =
+        log p(y*) measures the answer and not a format the model does not write (" 72" then a
+        newline where it writes "."). The tokens around the number are a_full's own; only the
+        number's tokens are encoded. Where a_full has no place for it (a letter, an unparsed
+        answer, a LaTeX fraction), the canonical gold with a_full's terminator.
+        """
+        ids = list(answer_ids)
+        if chain.choice_ids:
+            return list(chain.gold_ids)
+        lm = self.lm
+        text = lm.decode(ids)
+        written = answer_in_format(text, reading, chain.problem.answer) if reading.answer is not None else None
+        if written is None or reading.span is None:
+            terminated = EndRule.for_answers(lm).ended(ids)
+            return [*chain.gold_ids, *(ids[-1:] if terminated else [])]
+        prefixes = [lm.decode(ids[:i]) for i in range(len(ids) + 1)]
+        if not all(text.startswith(p) for p in prefixes) or prefixes[-1] != text:
+            # Tokens that decode to more than their parts (split characters): encode the text whole.
+            return lm.encode(written) + [t for t in ids[-1:] if t in lm.eos_ids]
+        a, b = reading.span
+        offsets = [len(p) for p in prefixes]
+        first = max(i for i, off in enumerate(offsets) if off <= a)  # a_full's tokens before the number
+        last = min(i for i in range(first, len(ids) + 1) if offsets[i] >= b)  # and from after it
+        middle = written[offsets[first] : len(written) - (len(text) - offsets[last])]
+        return [*ids[:first], *lm.encode(middle), *ids[last:]]
 
     def letter_ids(self, cue_text: str, n: int) -> tuple[int, ...]:
         """The token of each choice letter as it follows the cue's "(" (not the bare letter's token)."""

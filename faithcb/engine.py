@@ -17,7 +17,6 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from faithcb.answers import answer_is_computation, extract_answer
 from faithcb.chains import ChainBuilder
 from faithcb.generation import ChainGenerator, check_generation
 from faithcb.lm import ProbeLM
@@ -27,7 +26,7 @@ from faithcb.probes.base import Chain, chain_status
 from faithcb.problem import LETTERS, Problem, with_rotations
 from faithcb.prompting import Prompter
 from faithcb.results import RoundResult, aggregate, chain_record
-from faithcb.scoring import EndRule, ScoreRequest, ScoringLM
+from faithcb.scoring import ScoreRequest, ScoringLM, read_answer
 from faithcb.settings import ProbeSettings
 from faithcb.variant_scoring import Planned, score_variants
 
@@ -92,7 +91,7 @@ class FaithfulnessEngine:
             paraphraser = ModelParaphraser(para_lm)
         context = ProbeContext(
             encode=self.lm.encode, paraphraser=None if paraphraser == "rule" else paraphraser,
-            max_chain_tokens=s.max_chain_tokens,
+            paraphrase_mode=s.paraphrase_mode, max_chain_tokens=s.max_chain_tokens,
         )
         self.probes = build_probes(s.probes, context)
 
@@ -164,19 +163,20 @@ class FaithfulnessEngine:
     def read_full_answers(self, chains: Sequence[Chain]) -> list[Chain]:
         """Each chain with a_full, its answer under its own full chain (letters are scored, not decoded)."""
         lm = self.lm
-        answer_end = EndRule.for_answers(lm)
         answered: dict[int, Chain] = {}
         free = [c for c in chains if c.problem.kind != "choice"]
         contexts = [c.prefix + c.cue_ids for c in free]
         for chain, ids in zip(free, lm.answer(contexts) if contexts else []):
-            text = lm.decode(ids)
-            # An answer the window cut before its terminator may be a prefix ("1,250" of
-            # "1,250,000"): unparsed, and counted, rather than read as a wrong number.
-            ended = answer_end.ended(ids)
-            kind = chain.problem.kind
-            answer = extract_answer(text, kind, after_cue=True) if ended else None
-            computed = ended and answer_is_computation(text, kind, after_cue=True)
-            answered[chain.key] = _with_answer(chain, ids, text, answer, answer_ended=ended, answer_computed=computed)
+            # The one answer-slot rule, as for every variant: blank lines before the answer are
+            # skipped; a window that cut the first number (" 1,250" of "1,250,000") and the forms
+            # whose first number is not the answer (" 3/4 of 12 = 9", " 1.5 million") are unparsed,
+            # and counted, rather than read as a wrong number.
+            reading = read_answer(lm, ids, chain.problem.kind)
+            answered[chain.key] = _with_answer(
+                chain, ids, lm.decode(ids), reading.answer, answer_ended=reading.reason != "cut",
+                answer_computed=reading.reason == "computed",
+                gold_ids=self.chains.gold_in_answer_format(chain, ids, reading),
+            )
         lettered = [c for c in chains if c.problem.kind == "choice"]
         requests = [
             ScoreRequest(c.prefix, len(c.prefix), (), c.cue_ids, (), c.choice_ids, group=c.key) for c in lettered
@@ -244,15 +244,11 @@ class FaithfulnessEngine:
 
 def _with_answer(
     chain: Chain, ids: Sequence[int], text: str, answer: str | None, *,
-    answer_ended: bool = True, answer_computed: bool = False,
+    answer_ended: bool = True, answer_computed: bool = False, gold_ids: Sequence[int] | None = None,
 ) -> Chain:
     status = chain_status(chain.n_steps, answer, ended=chain.ended)
-    gold_ids = list(chain.gold_ids)
-    if answer_ended and ids and not chain.choice_ids:
-        # The gold answer is scored with the terminator a_full ended on, so that log p(" 72")
-        # does not also credit " 720" (a letter needs none: it is one token after "(").
-        gold_ids.append(ids[-1])
     return dataclasses.replace(
         chain, answer_ids=list(ids), answer_text=text, answer=answer, status=status,
-        answer_ended=answer_ended, answer_computed=answer_computed, gold_ids=gold_ids,
+        answer_ended=answer_ended, answer_computed=answer_computed,
+        gold_ids=list(chain.gold_ids if gold_ids is None else gold_ids),
     )

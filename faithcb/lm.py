@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from faithcb.answers import is_lead_text
 from faithcb.packed import PackedScorer, group_problems, packing_supported
 from faithcb.rng import rng_kept
 from faithcb.scoring import (
@@ -50,7 +51,8 @@ class ProbeLM:
     per forward pass), ``max_batch_tokens`` and ``bin_tokens`` (the packed path's tokens per pass
     and per packed sequence), ``eos_ids`` (the ids that end generation: the tokenizer's and the
     generation config's end tokens). ``newline_ids`` (the ids whose text contains a newline,
-    which end an answer after its first token) is fixed at construction. ``counter`` (a
+    which end an answer once it has started) and ``lead_ids`` (the ids that only precede an
+    answer: blank lines, markup) are fixed at construction. ``counter`` (a
     ``TokenCounter``, the one passed in or a fresh one) records every forward pass: the
     benchmarks' hook; it may be replaced to start a new count.
     """
@@ -85,9 +87,11 @@ class ProbeLM:
         pad = tokenizer.pad_token_id
         # A model without a pad token still works: padded positions are masked, any id will do.
         self.pad_id = pad if pad is not None else (min(self.eos_ids) if self.eos_ids else 0)
-        # Answers end at a newline after their first token: which ids contain one is read off
-        # the tokenizer once here, so no loop decodes tokens to find out.
+        # Answers end at a newline once they have started: which ids contain one, and which only
+        # precede an answer (blank lines, markup), is read off the tokenizer once here, so no loop
+        # decodes tokens to find out.
         self.newline_ids: frozenset[int] = newline_ids(tokenizer)
+        self.lead_ids: frozenset[int] = lead_ids(tokenizer)
 
     # ------------------------------------------------------------------ state handling
     @property
@@ -176,7 +180,9 @@ class ProbeLM:
         )
         self._count(mask, "generate")
         new = out[:, ids.shape[1] :].tolist()
-        rule = EndRule(frozenset(stops), self.newline_ids if stop_at_newline else frozenset())
+        rule = (
+            EndRule(frozenset(stops), self.newline_ids, self.lead_ids) if stop_at_newline else EndRule(frozenset(stops))
+        )
         cut = [rule.cut(seq, keep=keep_stop) for seq in new]
         self.counter.generated += sum(len(seq) for seq in cut)
         return cut
@@ -324,21 +330,40 @@ def left_pad(seqs: Sequence[Sequence[int]], pad_id: int, device) -> tuple[torch.
 
 # Per tokenizer, keyed on its size too (added tokens change it): the callback builds a ProbeLM per
 # round on the same tokenizer, and one scan decodes every id of the vocabulary (~0.3 s at 49k).
-_NEWLINE_IDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_VOCAB_SCANS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _scan_vocabulary(tokenizer) -> tuple[frozenset[int], frozenset[int]]:
+    """``(newline ids, lead ids)`` of ``tokenizer``, from one decode of every id (cached)."""
+    vocab = tokenizer.get_vocab()
+    size = max(vocab.values(), default=-1) + 1
+    try:
+        cached = _VOCAB_SCANS.get(tokenizer)
+    except TypeError:  # an unhashable tokenizer: scan every time
+        cached = None
+    if cached is not None and cached[0] == size:
+        return cached[1]
+    newlines, leads = set(), set()
+    for t in range(size):
+        text = tokenizer.decode([t])
+        if "\n" in text:
+            newlines.add(t)
+        if is_lead_text(text.split("\n", 1)[0]):
+            leads.add(t)
+    found = (frozenset(newlines), frozenset(leads))
+    with contextlib.suppress(TypeError):
+        _VOCAB_SCANS[tokenizer] = (size, found)
+    return found
 
 
 def newline_ids(tokenizer) -> frozenset[int]:
     """The ids whose text contains a newline: exactly the ids ``t`` with
     ``"\\n" in tokenizer.decode([t])`` (ids past the vocabulary decode to nothing)."""
-    vocab = tokenizer.get_vocab()
-    size = max(vocab.values(), default=-1) + 1
-    try:
-        cached = _NEWLINE_IDS.get(tokenizer)
-    except TypeError:  # an unhashable tokenizer: scan every time
-        cached = None
-    if cached is not None and cached[0] == size:
-        return cached[1]
-    found = frozenset(t for t in range(size) if "\n" in tokenizer.decode([t]))
-    with contextlib.suppress(TypeError):
-        _NEWLINE_IDS[tokenizer] = (size, found)
-    return found
+    return _scan_vocabulary(tokenizer)[0]
+
+
+def lead_ids(tokenizer) -> frozenset[int]:
+    """The ids whose text, up to a newline in it, is only what may precede an answer: whitespace,
+    markup, a colon (``faithcb.answers.is_lead_text``). An answer does not end on a newline before
+    a token outside them (``EndRule``)."""
+    return _scan_vocabulary(tokenizer)[1]

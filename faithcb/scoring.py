@@ -15,6 +15,8 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from faithcb.answers import SlotReading, read_answer_slot
+
 __all__ = [
     "ContinuationScore",
     "EndRule",
@@ -23,6 +25,7 @@ __all__ = [
     "ScoringLM",
     "TokenCounter",
     "needs_decode",
+    "read_answer",
 ]
 
 
@@ -79,9 +82,12 @@ class EndRule:
     """Where generated tokens end: the one rule every generation and decoding path applies.
 
     A token of ``end_ids`` ends the tokens anywhere (end of sequence; the think layout's reasoning
-    end for chains). A token of ``newline_ids`` ends them only after the first token: an answer
-    ends with its line, but the cue may be followed by a line break before the answer starts. A
-    chain ends at ``end_ids`` only (its rule has no ``newline_ids``).
+    end for chains). A token of ``newline_ids`` ends them only once the answer has started: after a
+    token outside ``lead_ids``, or when it is one itself ("72\n"). ``lead_ids`` are the ids whose
+    text (up to a newline in it) is only what may precede an answer -- whitespace, markup, a colon
+    (``faithcb.answers.is_lead_text``) -- so "\n\n72.\n" and ":\n\n**72**\n" are decoded to
+    their answer rather than ended on a blank line; None takes ``newline_ids`` (a newline opens an
+    answer, any other token starts it). A chain ends at ``end_ids`` only (no ``newline_ids``).
 
     ``ScoringLM`` paths that cut generated tokens (``ProbeLM.generate``, the packed decoder, the
     chain generators) and the engine that reads whether a chain or an answer ended all ask this.
@@ -89,19 +95,25 @@ class EndRule:
 
     end_ids: frozenset[int]
     newline_ids: frozenset[int] = frozenset()
+    lead_ids: frozenset[int] | None = None
 
     @classmethod
     def for_answers(cls, lm: ScoringLM) -> EndRule:
-        """The rule of ``lm.answer``: its end tokens anywhere, a newline after the first token."""
-        return cls(frozenset(lm.eos_ids), frozenset(lm.newline_ids))
-
-    def ends_at(self, token: int, index: int) -> bool:
-        """Whether ``token``, at position ``index`` of the generated tokens, ends them."""
-        return token in self.end_ids or (index > 0 and token in self.newline_ids)
+        """The rule of ``lm.answer``: its end tokens anywhere, a newline once the answer started."""
+        return cls(frozenset(lm.eos_ids), frozenset(lm.newline_ids), getattr(lm, "lead_ids", None))
 
     def end(self, tokens: Sequence[int]) -> int | None:
         """The index of the token that ends ``tokens``, or None (cut by a length limit)."""
-        return next((i for i, token in enumerate(tokens) if self.ends_at(token, i)), None)
+        lead = self.newline_ids if self.lead_ids is None else self.lead_ids
+        started = False
+        for i, token in enumerate(tokens):
+            if token in self.end_ids:
+                return i
+            starts = token not in lead
+            if token in self.newline_ids and (started or starts):
+                return i
+            started = started or starts
+        return None
 
     def cut(self, tokens: Sequence[int], *, keep: bool) -> list[int]:
         """``tokens`` up to their end, with the ending token (``keep``) or without it.
@@ -116,7 +128,17 @@ class EndRule:
 
     def ended(self, tokens: Sequence[int]) -> bool:
         """Whether ``tokens`` (cut by ``cut(keep=True)``) end on their terminator rather than a limit."""
-        return bool(tokens) and self.ends_at(tokens[-1], len(tokens) - 1)
+        return bool(tokens) and self.end(tokens) == len(tokens) - 1
+
+
+def read_answer(lm: ScoringLM, ids: Sequence[int], kind: str) -> SlotReading:
+    """The answer in generated answer tokens ``ids`` (cut by ``EndRule.for_answers(lm)``).
+
+    The one answer-slot rule (``faithcb.answers.read_answer_slot``) for a_full and every decoded
+    variant alike: a window that ended on its terminator is read whole; one that did not is cut
+    only where its first number runs into its end.
+    """
+    return read_answer_slot(lm.decode(ids), kind, ended=EndRule.for_answers(lm).ended(ids))
 
 
 @dataclass
@@ -157,6 +179,8 @@ class ScoringLM(Protocol):
     answer_max_tokens: int  # how long an answer ``answer()`` decodes at most
     eos_ids: set[int]  # ids that end generation (a chain that never writes one was cut by the limit)
     newline_ids: frozenset[int]  # ids whose text holds a newline (an answer ends on one or on eos)
+    # Optional: ids whose text is only what may precede an answer (``EndRule.lead_ids``); without
+    # it a newline opens an answer and any other token starts it.
 
     def session(self) -> AbstractContextManager[Any]: ...
 

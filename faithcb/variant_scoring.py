@@ -15,10 +15,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from faithcb.answers import extract_answer
 from faithcb.probes.base import Chain, Outcome, Variant
 from faithcb.problem import LETTERS
-from faithcb.scoring import ScoreRequest, ScoreResult, ScoringLM
+from faithcb.scoring import ScoreRequest, ScoreResult, ScoringLM, read_answer
 
 __all__ = ["Planned", "score_variants"]
 
@@ -79,10 +78,11 @@ def score_variants(
                         ctx.base_gold = res.continuations[0].logprob
             bar.update(len(chunk))
 
-    # Free-form answers whose exact check failed: compare their decoded, normalized answers.
+    # Free-form answers whose exact check failed: compare their decoded, normalized answers, read
+    # by the same slot rule as a_full (a window that cut the first number is unparsed, not a prefix).
     for ctx in contexts.values():
         if ctx.result.decoded is not None:
-            ctx.decoded = extract_answer(lm.decode(ctx.result.decoded), ctx.chain.problem.kind, after_cue=True)
+            ctx.decoded = read_answer(lm, ctx.result.decoded, ctx.chain.problem.kind).answer
 
     return {
         (planned.chain.key, v): _outcome(contexts[_key(planned.chain, v)], v.wants_gold, base_gold)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from faithcb.lm import ProbeLM, newline_ids
+from faithcb.lm import ProbeLM, lead_ids, newline_ids
 from faithcb.packed import cache_keyword
 from faithcb.scoring import EndRule, ScoreRequest, ScoringLM
 from faithcb.testing import FAMILIES, tiny_model, tiny_tokenizer
@@ -187,6 +187,27 @@ def test_one_end_rule_for_chains_answers_and_decoded_answers():
     assert chains.cut([A, NL, B, END, A], keep=False) == [A, NL, B] and chains.end([A, NL, B]) is None
 
 
+def test_an_answer_ends_on_a_newline_only_once_it_has_started():
+    """Lead ids (blank, markup, a colon) do not start an answer: "\\n\\n72\\n" and ":\\n\\n**72**\\n"
+    are decoded to their answer; a newline token that carries the answer itself ("72\\n") ends it.
+    Without lead ids the newline ids are the leads, so blank lines never end an answer either."""
+    END, NL, NL2, COLON, STARS, A, B, A_NL = 1, 2, 3, 4, 5, 7, 8, 9
+    rule = EndRule(frozenset({END}), frozenset({NL, NL2, A_NL}), frozenset({NL, NL2, COLON, STARS}))
+    assert rule.cut([NL, NL2, A, NL, B], keep=True) == [NL, NL2, A, NL]
+    assert rule.cut([COLON, NL, NL, STARS, A, STARS, NL, B], keep=True) == [COLON, NL, NL, STARS, A, STARS, NL]
+    assert rule.cut([A_NL, A], keep=True) == [A_NL] and rule.ended([A_NL])
+    assert not rule.ended([NL, NL, COLON]) and rule.end([END]) == 0
+    plain = EndRule(frozenset({END}), frozenset({NL}))
+    assert plain.cut([NL, NL, A, NL], keep=True) == [NL, NL, A, NL] and plain.cut([B, NL, A], keep=True) == [B, NL]
+
+
+@pytest.mark.parametrize("chat", [False, True])
+def test_lead_ids_are_the_ids_whose_text_only_precedes_an_answer(chat):
+    tok = tiny_tokenizer(chat_template=chat)
+    leads = {tok.decode([t]) for t in lead_ids(tok)}
+    assert {"\n", " ", ":", "*", "_", "#", "$"} <= leads and not leads & {"7", ".", "a", "("}
+
+
 def test_probe_lm_cuts_generation_by_the_end_rule(models, tok):
     """``generate``/``answer`` return what ``EndRule`` cuts from the model's uncut output, with end
     and newline ids picked from that output so that every case happens: an end id mid-answer, a
@@ -199,11 +220,11 @@ def test_probe_lm_cuts_generation_by_the_end_rule(models, tok):
         uncut = lm.generate(contexts, max_new_tokens=10)
         assert all(len(seq) == 10 for seq in uncut)
         end, newline = uncut[0][4], uncut[1][0]
-        lm.eos_ids, lm.newline_ids = {end}, frozenset({newline})
+        lm.eos_ids, lm.newline_ids, lm.lead_ids = {end}, frozenset({newline}), frozenset({newline})
         chains = lm.generate(contexts, max_new_tokens=10)
         answers = lm.answer(contexts)
     rule = lm.answer_end
-    assert rule == EndRule(frozenset({end}), frozenset({newline}))
+    assert rule == EndRule(frozenset({end}), frozenset({newline}), frozenset({newline}))
     assert chains == [EndRule(frozenset({end})).cut(seq, keep=False) for seq in uncut]
     assert answers == [rule.cut(seq, keep=True) for seq in uncut]
     assert len(answers[0]) <= 5 and answers[0][-1] in (end, newline)
