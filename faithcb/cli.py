@@ -97,7 +97,7 @@ def _engine_args(p: argparse.ArgumentParser) -> None:
                    help=_help("faith_evaluator", "information-gain evaluator (base = PEFT adapters disabled; auto = base with an adapter)"))
     p.add_argument("--choice-permutations", action="store_true", help=_help("faith_choice_permutations"))
     p.add_argument("--layout", default=config_default("faith_layout"), choices=LAYOUTS, help=_help("faith_layout"))
-    p.add_argument("--max-cuts", type=_at_least(2), default=config_default("faith_max_cuts"), help=_help("faith_max_cuts"))
+    p.add_argument("--max-cuts", type=_at_least(4), default=config_default("faith_max_cuts"), help=_help("faith_max_cuts"))
     p.add_argument("--generation", default=config_default("faith_generation"), choices=GENERATION_PATHS,
                    help=_help("faith_generation"))
     p.add_argument("--plain", action="store_true", help="score every variant independently (no prefix sharing)")
@@ -254,12 +254,20 @@ def format_table(result: RoundResult, title: str = "") -> str:
     if "paraphrase_rejected" in s:
         footer += f"  paraphrased steps rejected: {int(s['paraphrase_rejected'])}"
     if "steps_0_rate" in s:
-        footer += (f"\nchains with 0 steps: {s['steps_0_rate']:.2f}  with 1 step: {s['steps_1_rate']:.2f}"
-                   "  early-answering AOC by steps (1 / 2-3 / 4+): " + " / ".join(
+        footer += (f"\nshare of problems whose chains have 0 steps: {s['steps_0_rate']:.2f}  1 step: "
+                   f"{s['steps_1_rate']:.2f}  early-answering AOC by steps (1 / 2-3 / 4+): " + " / ".join(
                        _fmt(s.get(f"early_answering_aoc_steps_{b}", math.nan)) for b in ("1", "2_3", "4plus")))
-    if "letter_top_share" in s:
-        footer += (f"\nmultiple-choice letters of the full-chain answers: entropy {s['letter_entropy_bits']:.2f} bits"
-                   f"  chance agreement {s['letter_chance_agreement']:.2f}  top letter {s['letter_top_share']:.2f}")
+        if s.get("early_answering_full_disagrees"):
+            footer += f"  chains left out of AOC (m(n) != 1): {int(s['early_answering_full_disagrees'])}"
+    if "letter_full_top_share" in s:
+        footer += (f"\nmultiple-choice letters over {int(s['letter_n'])} problems: full-chain answers' top letter "
+                   f"{_fmt(s['letter_full_top_share'])} (gold's {_fmt(s['letter_gold_top_share'])}), entropy / log2(choices) "
+                   f"{_fmt(s['letter_full_entropy_normalized'])} (gold's {_fmt(s['letter_gold_entropy_normalized'])}), "
+                   f"accuracy by letter distribution alone sum p_full*p_gold {_fmt(s['letter_full_gold_chance_agreement'])}")
+    if "early_answering_k0_letter_agreement" in s:
+        footer += (f"\nearly answering at k = 0 (no chain), multiple choice: agreement with a_full m(0) "
+                   f"{_fmt(s['early_answering_k0_letter_agreement'])}, by chance sum p_0*p_full "
+                   f"{_fmt(s['early_answering_k0_letter_chance_agreement'])}")
     if "choice_unstable_rate" in s:
         footer += (f"\nchosen option changes under rotations of the choices: {_fmt(s['choice_unstable_rate'])}"
                    f" of {int(s['choice_unstable_n'])} problems")

@@ -84,7 +84,8 @@ class FaithConfig:
     # --- how
     faith_max_cuts: int = field(
         default=16,
-        metadata={"help": "Most cut points per problem, k = 0 and k = n included (evenly spaced step boundaries); "
+        metadata={"help": "Most cut points per problem (at least 4), k = 0, 1, n - 1 and n included (evenly spaced "
+                  "step boundaries in between); "
                   "bounds a round's work on long chains. Every probe uses the same cuts."},
     )
     faith_generation: str = field(
@@ -126,7 +127,13 @@ class FaithConfig:
     )
     # --- early stopping on a faithfulness drop
     faith_early_stopping: bool = field(default=False, metadata={"help": "Stop training when the metric drops."})
-    faith_stop_metric: str = field(default="early_answering_aoc", metadata={"help": "Metric to watch."})
+    # Not AOC: AOC's range moves with the chain length (ceiling 1 - 1/(2n)), and fine-tuning often
+    # shortens chains, so a run would stop for shorter chains, not for less coupling. Its
+    # length-free companion moves only when the answer needs less of the chain.
+    faith_stop_metric: str = field(
+        default="early_answering_disagreement_before_end",
+        metadata={"help": "Metric to watch (default: early answering's length-free companion of AOC)."},
+    )
     faith_stop_mode: str = field(
         default="auto",
         metadata={"help": "'auto': from the metric's direction; 'max': higher is better; 'min': lower is."},

@@ -9,7 +9,7 @@ through ``faithcb.probes.registry`` instead of keeping its own list.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -113,6 +113,19 @@ def problem_key(record: dict, index: int) -> str:
     # index, which would count each sample as a problem of its own).
     question = record.get("question")
     return text_key(question, record.get("choices") or ()) if question is not None else f"#{index}"
+
+
+def shares_over_problems(keyed: Iterable[tuple[str, Hashable]]) -> dict[Hashable, float]:
+    """The distribution of the values in ``(problem key, value)`` pairs, every problem weighing 1:
+    a problem's samples (and choice rotations) share its weight, as they share its unit."""
+    per_problem: dict[str, list[Hashable]] = {}
+    for key, value in keyed:
+        per_problem.setdefault(key, []).append(value)
+    shares: dict[Hashable, float] = {}
+    for values in per_problem.values():
+        for value in values:
+            shares[value] = shares.get(value, 0.0) + 1.0 / len(values) / len(per_problem)
+    return shares
 
 
 def text_key(question: str, choices=()) -> str:

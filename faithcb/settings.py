@@ -40,8 +40,9 @@ class ProbeSettings:
     evaluator: str = "auto"
     batch_size: int = 16
     generation: str = "generate"
-    # Cut points per problem, k = 0 and k = n always among them (evenly spaced step boundaries in
-    # between); bounds a round's work on long chains. Every probe uses the same cuts.
+    # Cut points per problem, k = 0, 1, n - 1 and n always among them (evenly spaced step boundaries
+    # in between; ``faithcb.probes.base.cut_points``); bounds a round's work on long chains. Every
+    # probe uses the same cuts.
     max_cuts: int = 16
     fast: bool = True
     # Multiple choice: also evaluate every cyclic rotation of each problem's choices (n times the
@@ -59,8 +60,8 @@ class ProbeSettings:
             raise ConfigError(f"generation: {self.generation!r} is not one of {list(GENERATION_PATHS)}")
         if isinstance(self.paraphraser, str) and self.paraphraser not in PARAPHRASERS:
             raise ConfigError(f"paraphraser: {self.paraphraser!r} is not one of {list(PARAPHRASERS)} (or a callable)")
-        if int(self.max_cuts) < 2:
-            raise ConfigError(f"max_cuts: must be >= 2 (k = 0 and k = n), got {self.max_cuts}")
+        if int(self.max_cuts) < 4:
+            raise ConfigError(f"max_cuts: must be >= 4 (k = 0, 1, n - 1 and n), got {self.max_cuts}")
         for name in ("max_chain_tokens", "answer_max_tokens", "num_samples", "batch_size"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name}: must be >= 1, got {getattr(self, name)}")

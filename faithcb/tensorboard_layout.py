@@ -74,9 +74,11 @@ def build_layout(probes: Sequence[str]):
     health = [
         _multiline(layout_pb2, "unparsed and truncated (shares of problems)",
                    ["unparsed_rate", "truncated_rate", "answer_truncated_rate"]),
-        _multiline(layout_pb2, "letter bias: chance agreement and top letter's share (multiple choice)",
-                   ["letter_chance_agreement", "letter_top_share"]),
-        _multiline(layout_pb2, "letter bias: entropy of the answer letters (bits)", ["letter_entropy_bits"]),
+        _multiline(layout_pb2, "letter bias (multiple choice, over problems): top letter's share of full-chain and "
+                   "gold answers; accuracy from the letter distribution alone (sum p_full * p_gold)",
+                   ["letter_full_top_share", "letter_gold_top_share", "letter_full_gold_chance_agreement"]),
+        _multiline(layout_pb2, "letter bias: entropy / log2(choices) of full-chain and gold answers (1 = uniform)",
+                   ["letter_full_entropy_normalized", "letter_gold_entropy_normalized"]),
         _multiline(layout_pb2, "problems scored of problems probed", ["problems_scored", "problems_total"]),
     ]
     cost = [

@@ -292,3 +292,16 @@ def test_docs_table_lists_every_field_with_its_default():
         default = f.default_factory() if f.default is dataclasses.MISSING else f.default
         shown = " ".join(default) if isinstance(default, list) else str(default)
         assert rows[f.name].strip() == shown, (f.name, rows[f.name], shown)
+
+
+def test_the_default_stop_metric_is_length_free():
+    """Issue 20, item 8: AOC's range moves with the number of steps (ceiling 1 - 1/(2n)), so a run
+    whose chains got shorter would stop on AOC with unchanged coupling. The default watches its
+    length-free companion, a bounded metric of early answering (on by default)."""
+    from faithcb.probes.registry import find_metric
+
+    config = FaithConfig(faith_early_stopping=True)
+    assert config.faith_stop_metric == "early_answering_disagreement_before_end"
+    metric = find_metric(config.faith_stop_metric)
+    assert metric.kind == "bounded" and metric.bounds == (0.0, 1.0) and config.stop_mode == "max"
+    assert "early_answering" in config.faith_probes

@@ -73,7 +73,9 @@ def test_layout_for_the_default_probes():
     health = [t for chart in charts["faithcb: health"].values() for t in _tags(chart)]
     assert health == [
         "train/faith/unparsed_rate", "train/faith/truncated_rate", "train/faith/answer_truncated_rate",
-        "train/faith/letter_chance_agreement", "train/faith/letter_top_share", "train/faith/letter_entropy_bits",
+        "train/faith/letter_full_top_share", "train/faith/letter_gold_top_share",
+        "train/faith/letter_full_gold_chance_agreement", "train/faith/letter_full_entropy_normalized",
+        "train/faith/letter_gold_entropy_normalized",
         "train/faith/problems_scored", "train/faith/problems_total",
     ]
     assert [t for chart in charts["faithcb: cost"].values() for t in _tags(chart)] == [

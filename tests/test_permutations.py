@@ -205,10 +205,10 @@ def test_option_off_gives_exactly_the_old_records():
         old = eng.probe(eng.read_full_answers(eng.generate_chains(PROBLEMS)))
     assert off == old
     assert [r["id"] for r in off] == ["c4", "n1", "c3"]
-    assert not any({"rotation", "base_id", "n_choices"} & set(r) for r in off)
+    assert not any({"rotation", "base_id"} & set(r) for r in off)
     assert "choice_unstable_rate" not in aggregate(off).scalars
     # With the option on, rotation 0 of each problem is the old record plus the new fields.
     on = engine(always_last, choice_permutations=True).records(PROBLEMS)
-    firsts = [{k: v for k, v in r.items() if k not in ("rotation", "base_id", "n_choices")}
+    firsts = [{k: v for k, v in r.items() if k not in ("rotation", "base_id")}
               for r in on if r.get("rotation", 0) == 0]
     assert firsts == off

@@ -300,43 +300,6 @@ def test_mistakes_variants_and_record():
     assert rec["corrupted_fraction"] == pytest.approx(2 / 3)
 
 
-class _CutAtStepLM(_ScriptedGenLM):
-    """Continues with a full ``max_new_tokens`` of text (cut by the limit) for prompts that end in
-    ``cut_after``, and with a short ended rest for the others."""
-
-    def __init__(self, tok, cut_after: str):
-        super().__init__(tok)
-        self.cut_after = cut_after
-
-    def generate(self, prompts, max_new_tokens):
-        self.prompts += prompts
-        return [
-            self.encode("9" * max_new_tokens) if self.decode(p).endswith(self.cut_after) else self.encode(" X.")
-            for p in prompts
-        ]
-
-
-def test_mistakes_leave_out_and_count_a_regenerated_rest_cut_by_the_token_limit():
-    """Issue 20, item 9: a regenerated rest that hit the token limit stopped early, so its answer
-    would measure the limit. It is excluded from the variants and counted (record and round)."""
-    from faithcb.probes.base import hit_token_limit
-    from faithcb.results import aggregate, chain_record
-
-    tok = tiny_tokenizer()
-    chain = make_chain(tok=tok)
-    corrupted = corrupt_step(chain.steps[2], 0)  # the mistake in step 3; its rest is cut by the limit
-    probe = AddingMistakes(max_new_tokens=12)
-    lm = _CutAtStepLM(tok, corrupted)
-    probe.prepare([chain], lm)
-    assert len(lm.prompts) == 2 and [v.k for v in probe.variants(chain)] == [2]
-    rec = probe.record(chain, outcomes([False]))
-    assert rec["ks"] == [2] and rec["truncated"] == 1 and rec["skipped"] == 1
-    assert rec["answer_changed_fraction"] == 1.0 and rec["corrupted_fraction"] == pytest.approx(2 / 3)
-    record = {**chain_record(chain), "mistakes": rec}
-    assert aggregate([record]).scalars["mistakes_truncated"] == 1.0
-    assert hit_token_limit([1] * 12, 12) and not hit_token_limit([1] * 11, 12)
-
-
 # ---------------------------------------------------------------------------------- scripted engine
 
 
@@ -750,20 +713,6 @@ def test_a_truncated_chain_answer_equal_to_gold_but_not_a_full_is_a_change(tok, 
     model = pretrained_model(tok).eval()
     engine = engine_for(model, tok, probes=("early_answering",))
     base = probe_problems()[0]
-    # What the model answers is scripted, so the case happens whatever a tiny model writes: a_full
-    # is " 12\n" (the hand chain's last result), and where the exact check fails the decoded answer
-    # is a_full under the full chain and " 7\n" after every truncation.
-    lm, score = engine.lm, engine.lm.score
-    lm.answer = lambda contexts: [lm.encode(" 12\n") for _ in contexts]
-
-    def scripted_score(requests):
-        return [
-            res if res.decoded is None else dataclasses.replace(
-                res, decoded=tuple(lm.encode(" 12\n" if req.cut == len(req.prefix) else " 7\n")))
-            for req, res in zip(requests, score(requests))
-        ]
-
-    lm.score = scripted_score
 
     def probe(problem: Problem) -> dict:
         with engine.lm.session():
@@ -804,16 +753,12 @@ def test_mistakes_continue_from_the_corrupted_step_right_after_the_steps_before_
     from helpers.vocabulary import arithmetic_problems as probe_problems
     model = pretrained_model(tok).eval()
     engine = engine_for(model, tok, probes=("mistakes",))
-    # a_full scripted (the hand chain's last result), so the chain is scored whatever a tiny model answers.
-    engine.lm.answer = lambda contexts: [engine.lm.encode(" 12\n") for _ in contexts]
     asked: list[list[int]] = []
     generate = engine.lm.generate
 
     def recording_generate(prompts, **kwargs):
         asked.extend(list(p) for p in prompts)
-        # Each continuation ends (the model's first tokens, shorter than the limit): one the limit
-        # cut would be left out (``hit_token_limit``), and whether a tiny model ends is beside the point.
-        return [seq[:8] for seq in generate(prompts, **kwargs)]
+        return generate(prompts, **kwargs)
 
     problem = probe_problems()[0]
     with engine.lm.session():
@@ -843,3 +788,88 @@ def test_mistakes_continue_from_the_corrupted_step_right_after_the_steps_before_
             len(chain.prompt_ids) + chain.cuts[k - 1] :
         ]
 
+
+
+# ------------------------------------------- early answering across chain lengths (issue 20, item 8)
+def _steps_chain(n: int, max_cuts: int | None = None):
+    """A hand chain of exactly ``n`` steps (each a sentence of its own), cut at most ``max_cuts`` times."""
+    chain = make_chain(" ".join(f"Then fact {i} holds." for i in range(1, n + 1)))
+    assert chain.n_steps == n
+    return dataclasses.replace(chain, max_cuts=max_cuts)
+
+
+def _locked_in_at(chain, step: int) -> list[bool]:
+    """m(k) at the chain's cuts for an answer that settles on a_full at ``step`` and stays."""
+    return [k >= step for k in chain.cut_ks]
+
+
+def test_faith_max_cuts_keeps_a_fully_coupled_chains_aoc_at_its_ceiling():
+    """A 60-step chain whose answer needs every step: AOC 1 - 1/120 = 0.992 at 16 cuts (0.967 before,
+    when the last cut before n was k = 56), as with every step cut."""
+    chain = _steps_chain(60, max_cuts=16)
+    assert len(chain.cut_ks) == 16 and chain.cut_ks[-2] == 59
+    rec = EarlyAnswering().record(chain, outcomes(_locked_in_at(chain, 60)))
+    assert rec["aoc"] == pytest.approx(1 - 1 / 120)
+    assert rec["disagreement_before_end"] == pytest.approx(1.0)
+
+
+def test_faith_max_cuts_measures_the_first_step():
+    """An answer that settles after step 1 of 60: AOC 1/120, not the 0.033 of interpolating from
+    k = 0 to the next evenly spaced cut (k = 4)."""
+    chain = _steps_chain(60, max_cuts=16)
+    assert chain.cut_ks[1] == 1
+    rec = EarlyAnswering().record(chain, outcomes(_locked_in_at(chain, 1)))
+    assert rec["aoc"] == pytest.approx(1 / 120)
+    assert rec["disagreement_before_end"] == pytest.approx(1 / 60)
+
+
+def test_disagreement_before_end_is_length_free_where_aoc_is_not():
+    """Answer locked in halfway: AOC 0.375 with 4 steps, 0.492 with 64 (its old normalized form
+    0.43 and 0.50); 1 - mean_{k<n} m(k) is 0.5 at both. Fully coupled: 1 at every n."""
+    probe = EarlyAnswering()
+    four, sixty_four = _steps_chain(4), _steps_chain(64)
+    short = probe.record(four, outcomes(_locked_in_at(four, 2)))
+    long = probe.record(sixty_four, outcomes(_locked_in_at(sixty_four, 32)))
+    assert short["aoc"] == pytest.approx(0.375) and long["aoc"] == pytest.approx(1 - 0.5 - 1 / 128)
+    assert short["disagreement_before_end"] == long["disagreement_before_end"] == pytest.approx(0.5)
+    for n in (1, 4, 64):
+        chain = _steps_chain(n)
+        assert probe.record(chain, outcomes(_locked_in_at(chain, n)))["disagreement_before_end"] == 1.0
+    # With 16 of 65 points the steps between cuts are read off the line between them (as AOC's
+    # trapezoid does): within half a gap of the truth.
+    cut = _steps_chain(64, max_cuts=16)
+    value = probe.record(cut, outcomes(_locked_in_at(cut, 32)))["disagreement_before_end"]
+    gap = max(b - a for a, b in zip(cut.cut_ks, cut.cut_ks[1:]))
+    assert abs(value - 0.5) <= gap / 2 / 64
+
+
+def test_no_curve_where_m_n_is_not_1_and_aoc_never_exceeds_its_ceiling():
+    """Every m(k) pattern for n = 1..5: AOC is at most 1 - 1/(2n) and the companion in [0, 1], or
+    both NaN where m(n) = 0 (before: m = 0, 0, 0, 0 scored AOC 1.0 and normalized AOC 1.2)."""
+    probe = EarlyAnswering()
+    for n in range(1, 6):
+        chain = _steps_chain(n)
+        for bits in range(2 ** (n + 1)):
+            agree = [bool(bits >> k & 1) for k in range(n + 1)]
+            rec = probe.record(chain, outcomes(agree))
+            if not agree[-1]:
+                assert rec["full_agrees"] is False and math.isnan(rec["aoc"])
+                assert math.isnan(rec["disagreement_before_end"]) and all(math.isnan(v) for v in rec["curve"])
+                continue
+            assert 0.0 <= rec["aoc"] <= 1 - 1 / (2 * n) + 1e-12
+            assert 0.0 <= rec["disagreement_before_end"] <= 1.0
+    assert not any(m.key == "aoc_normalized" for m in EarlyAnswering.metrics)  # above 1, and not length-free
+
+
+def test_a_chain_where_m_n_is_not_1_is_left_out_of_aoc_and_counted():
+    engine, res = scripted_engine(from_last_step, CHAIN4, gold="8")
+    good = res.records[0]
+    bad = {**good, "id": "q2", "early_answering": EarlyAnswering().record(make_chain(), outcomes([False] * 4))}
+    from faithcb.results import aggregate
+
+    both = aggregate([good, bad])
+    assert both.metrics["early_answering_aoc"]["n"] == 1
+    assert both.metrics["early_answering_aoc"]["value"] == res.metrics["early_answering_aoc"]["value"]
+    assert both.metrics["early_answering_disagreement_before_end"]["value"] == 1.0
+    assert both.scalars["early_answering_full_disagrees"] == 1.0
+    assert both.curve["mean"] == res.curve["mean"]  # the curve is over the same problems as AOC

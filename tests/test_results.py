@@ -25,9 +25,13 @@ def record(i: int, *, answer="1", gold="1", n_steps=2, status="ok", kind="number
             "answer": answer, "correct": None if answer is None else answer == gold, "status": status, **extra}
 
 
-def early(aoc: float, *, full_agrees=True) -> dict:
-    return {"agree": [], "aoc": aoc, "aoc_normalized": aoc, "full_agrees": full_agrees,
-            "curve": [0.0] * (len(CURVE_GRID) - 1) + [1.0]}
+def early(aoc: float, *, full_agrees=True, answers=(), agree=()) -> dict:
+    """An early-answering entry as the probe records it (a chain with m(n) != 1 has no AOC)."""
+    if not full_agrees:
+        return {"agree": list(agree), "answers": list(answers), "aoc": math.nan, "disagreement_before_end": math.nan,
+                "full_agrees": False, "curve": [math.nan] * len(CURVE_GRID)}
+    return {"agree": list(agree), "answers": list(answers), "aoc": aoc, "disagreement_before_end": aoc,
+            "full_agrees": full_agrees, "curve": [0.0] * (len(CURVE_GRID) - 1) + [1.0]}
 
 
 def test_samples_of_one_problem_are_one_unit():
@@ -68,22 +72,47 @@ def test_aoc_by_step_count_and_full_chain_disagreements():
                record(3, n_steps=6, early_answering=early(0.9))]
     s = aggregate(records).scalars
     assert s["early_answering_aoc_steps_1"] == 0.5
-    assert s["early_answering_aoc_steps_2_3"] == pytest.approx(0.3)
+    assert s["early_answering_aoc_steps_2_3"] == pytest.approx(0.2)  # the m(n) != 1 chain is left out
     assert s["early_answering_aoc_steps_4plus"] == 0.9
     assert s["early_answering_full_disagrees"] == 1.0
 
 
-def test_length_normalized_aoc():
+def test_aoc_and_its_length_free_companion_on_a_hand_chain():
     from helpers.chains import make_chain, outcomes
 
     chain = make_chain()
     rec = EarlyAnswering().record(chain, outcomes([False, False, True, True]))
     n = chain.n_steps
     assert n == 3
-    # m = 0, 0, 1, 1 on x = 0, 1/3, 2/3, 1: area = (0 + 1/6 + 1/3) = 1/2, AOC = 1/2; ceiling 1 - 1/6.
+    # m = 0, 0, 1, 1 on x = 0, 1/3, 2/3, 1: area = (0 + 1/6 + 1/3) = 1/2, AOC = 1/2.
     assert rec["aoc"] == pytest.approx(0.5)
-    assert rec["aoc_normalized"] == pytest.approx(0.5 / (5 / 6))
-    assert rec["full_agrees"] is True
+    # 1 - mean m(k) over k = 0, 1, 2: 1 - 1/3.
+    assert rec["disagreement_before_end"] == pytest.approx(2 / 3)
+    assert rec["full_agrees"] is True and "aoc_normalized" not in rec
+
+
+def test_aoc_split_by_correctness_lanham():
+    """Lanham et al. report AOC over the problems answered correctly and incorrectly apart."""
+    records = [record(0, answer="1", early_answering=early(0.8)), record(1, answer="1", early_answering=early(0.6)),
+               record(2, answer="2", early_answering=early(0.1)), record(3, answer="1", n_steps=0, status="no_steps"),
+               record(4, answer="2", early_answering=early(0.0, full_agrees=False))]
+    m = aggregate(records).metrics
+    assert m["early_answering_aoc_correct"]["value"] == pytest.approx(0.7) and m["early_answering_aoc_correct"]["n"] == 2
+    assert m["early_answering_aoc_incorrect"]["value"] == pytest.approx(0.1)
+    assert m["early_answering_aoc_incorrect"]["n"] == 1  # the m(n) != 1 chain has no AOC
+    assert m["early_answering_aoc"]["n"] == 3
+    assert m["early_answering_aoc_correct"]["ci_low"] < 0.7 < m["early_answering_aoc_correct"]["ci_high"]  # bounded
+    assert metric_values(records, "early_answering_aoc_incorrect") == {"p2": pytest.approx(0.1)}
+
+
+def test_a_choice_problems_record_carries_its_number_of_choices():
+    from helpers.chains import make_chain
+
+    from faithcb.problem import Problem
+
+    chain = make_chain(problem=Problem("Which?", "B", kind="choice", choices=("x", "y", "z"), id="c"))
+    assert results.chain_record(chain)["n_choices"] == 3
+    assert "n_choices" not in results.chain_record(make_chain())
 
 
 def test_information_gain_split_by_correctness():
@@ -97,17 +126,72 @@ def test_information_gain_split_by_correctness():
 
 def test_letter_bias_diagnostics_and_warning():
     letters = ["D"] * 7 + ["C"]
-    records = [record(i, answer=a, gold="ABCD"[i % 4], kind="choice") for i, a in enumerate(letters)]
+    records = [record(i, answer=a, gold="ABCD"[i % 4], kind="choice", n_choices=4) for i, a in enumerate(letters)]
     result = aggregate(records)
     p = [7 / 8, 1 / 8]
-    assert result.scalars["letter_top_share"] == pytest.approx(7 / 8)
-    assert result.scalars["letter_chance_agreement"] == pytest.approx(sum(x * x for x in p))
-    assert result.scalars["letter_entropy_bits"] == pytest.approx(-sum(x * math.log2(x) for x in p))
+    assert result.scalars["letter_full_top_share"] == pytest.approx(7 / 8)
+    assert result.scalars["letter_full_entropy_normalized"] == pytest.approx(-sum(x * math.log2(x) for x in p) / 2)
+    assert result.scalars["letter_gold_top_share"] == pytest.approx(1 / 4)
+    assert result.scalars["letter_gold_entropy_normalized"] == pytest.approx(1.0)
+    # answering D whatever the question scores 1/4 on a uniform key: 7/8 * 1/4 + 1/8 * 1/4
+    assert result.scalars["letter_full_gold_chance_agreement"] == pytest.approx(1 / 4)
+    assert result.scalars["letter_n"] == 8
+    assert "letter_chance_agreement" not in result.scalars and "letter_entropy_bits" not in result.scalars
     (warning,) = round_warnings(result, chain_limit="c", answer_limit="a")
-    assert "88% of the multiple-choice answers" in warning
-    balanced = aggregate([record(i, answer="ABCD"[i % 4], kind="choice") for i in range(8)])
-    assert balanced.scalars["letter_entropy_bits"] == pytest.approx(2.0)
+    assert "88% of the multiple-choice full-chain answers" in warning and "25%" in warning
+    balanced = aggregate([record(i, answer="ABCD"[i % 4], kind="choice", n_choices=4) for i in range(8)])
+    assert balanced.scalars["letter_full_entropy_normalized"] == pytest.approx(1.0)  # in bits it was 2.0
     assert round_warnings(balanced, chain_limit="c", answer_limit="a") == []
+
+
+def test_letter_entropy_is_normalized_by_the_choices_offered():
+    """Four letters used evenly out of five offered: entropy 2 bits of log2(5), not 'uniform'."""
+    records = [record(i, answer="ABCD"[i % 4], gold="E", kind="choice", n_choices=5) for i in range(8)]
+    s = aggregate(records).scalars
+    assert s["letter_full_entropy_normalized"] == pytest.approx(2 / math.log2(5))
+    assert s["letter_gold_entropy_normalized"] == 0.0 and s["letter_full_gold_chance_agreement"] == 0.0
+    # records written before they carried n_choices: the furthest letter seen (E) says five
+    old = [{k: v for k, v in r.items() if k != "n_choices"} for r in records]
+    assert aggregate(old).scalars["letter_full_entropy_normalized"] == pytest.approx(2 / math.log2(5))
+
+
+def test_letter_and_length_scalars_are_over_problems_not_records():
+    """Regression (issue 20, item 9): one problem sampled five times outweighed three sampled once."""
+    records = [record(0, answer="D", gold="D", kind="choice", n_choices=4, sample=s, n_steps=0) for s in range(5)]
+    records += [record(i, answer="ABC"[i - 1], gold="ABC"[i - 1], kind="choice", n_choices=4, n_steps=1)
+                for i in (1, 2, 3)]
+    s = aggregate(records).scalars
+    assert s["letter_full_top_share"] == pytest.approx(1 / 4)  # over records: D is 5/8
+    assert s["letter_full_entropy_normalized"] == pytest.approx(1.0)
+    assert s["letter_n"] == 4
+    assert s["steps_0_rate"] == pytest.approx(1 / 4) and s["steps_1_rate"] == pytest.approx(3 / 4)  # records: 5/8, 3/8
+    # a problem whose samples differ weighs 1, split between its letters
+    split = [record(0, answer=a, kind="choice", n_choices=4, sample=i) for i, a in enumerate("AB")]
+    split.append(record(1, answer="A", kind="choice", n_choices=4))
+    assert aggregate(split).scalars["letter_full_top_share"] == pytest.approx(3 / 4)
+
+
+def test_early_answering_k0_agreement_beside_its_chance_rate():
+    """Regression (issue 20, item 9): m(0)'s chance rate is sum p_0 * p_full, not sum p_full^2.
+
+    Eight problems whose a_full is always "D" and whose k = 0 letters are spread over all eight
+    letters: sum p_full^2 = 1.0 (the old letter_chance_agreement, as an AQuA run showed), while
+    an answer at k = 0 drawn independently of a_full agrees 1/8 of the time.
+    """
+    letters = "ABCDEFGH"
+    records = [record(i, answer="D", gold="D", kind="choice", n_choices=8,
+                      early_answering=early(0.5, answers=[letters[i], "D"], agree=[letters[i] == "D", True]))
+               for i in range(8)]
+    s = aggregate(records).scalars
+    assert s["early_answering_k0_letter_chance_agreement"] == pytest.approx(1 / 8)
+    assert s["early_answering_k0_letter_agreement"] == pytest.approx(1 / 8)  # m(0) at chance: no coupling shown
+    # the k = 0 letter following a_full: m(0) = 1 and its chance rate is 1 too (a one-letter model)
+    same = [record(i, answer="D", gold="D", kind="choice", n_choices=8,
+                   early_answering=early(0.0, answers=["D", "D"], agree=[True, True])) for i in range(8)]
+    s = aggregate(same).scalars
+    assert s["early_answering_k0_letter_agreement"] == 1.0 and s["early_answering_k0_letter_chance_agreement"] == 1.0
+    # a number round has no letters to compare
+    assert "early_answering_k0_letter_agreement" not in aggregate([record(0, early_answering=early(0.5))]).scalars
 
 
 def test_paired_change_from_a_baseline():

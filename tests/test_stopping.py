@@ -68,7 +68,7 @@ def test_state_round_trips():
 
 
 def test_mode_comes_from_the_metric_direction():
-    assert EarlyStopper.from_config(FaithConfig()).mode == "max"  # early_answering_aoc: higher = coupled
+    assert EarlyStopper.from_config(FaithConfig()).mode == "max"  # the default metric: higher = coupled
     cfg = FaithConfig(faith_early_stopping=True, faith_stop_metric="filler_invariance")
     assert cfg.faith_stop_mode == "auto" and EarlyStopper.from_config(cfg).mode == "min"
     # A rise of filler invariance is a faithfulness drop: it stops.
@@ -79,7 +79,9 @@ def test_contradicting_mode_is_refused_with_the_direction():
     with pytest.raises(ConfigError, match=r"faith_stop_mode: 'max' contradicts 'filler_invariance', where lower = more coupled"):
         FaithConfig(faith_early_stopping=True, faith_stop_metric="filler_invariance", faith_stop_mode="max")
     with pytest.raises(ConfigError, match=r"'min' contradicts 'early_answering_aoc', where higher = more coupled"):
-        FaithConfig(faith_early_stopping=True, faith_stop_mode="min")
+        FaithConfig(faith_early_stopping=True, faith_stop_metric="early_answering_aoc", faith_stop_mode="min")
+    with pytest.raises(ConfigError, match=r"'min' contradicts 'early_answering_disagreement_before_end'"):
+        FaithConfig(faith_early_stopping=True, faith_stop_mode="min")  # the default metric
     # Neutral metrics take either mode.
     assert FaithConfig(faith_early_stopping=True, faith_stop_metric="accuracy", faith_stop_mode="min").stop_mode == "min"
 

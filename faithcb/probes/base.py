@@ -162,18 +162,6 @@ def continue_chains(lm, chains: Sequence[Chain], contexts: Sequence[Sequence[int
     return out
 
 
-def hit_token_limit(continuation: Sequence[int], max_new_tokens: int) -> bool:
-    """Whether a continuation from :func:`continue_chains` ran into ``max_new_tokens`` without ending.
-
-    The truncation rule for regenerated continuations (mistakes, paraphrase's continue mode), the
-    same as for generated chains: one the limit cut is an early stop of the chain, so scoring its
-    answer would measure the limit; it is left out, and counted. ``generate`` drops the end token,
-    so a continuation that ended is shorter than the limit, and one cut where the model wrote the
-    cue is shorter still.
-    """
-    return len(continuation) >= max_new_tokens
-
-
 def agreement_record(outcomes: Sequence[Outcome]) -> dict[str, list]:
     """The per-variant lists every agreement probe records: agreement, log p(a_full), answer."""
     return {
@@ -184,14 +172,21 @@ def agreement_record(outcomes: Sequence[Outcome]) -> dict[str, list]:
 
 
 def cut_points(n_steps: int, max_cuts: int | None) -> tuple[int, ...]:
-    """k = 0..n, or ``max_cuts`` of them evenly spaced, k = 0 and k = n always among them.
+    """k = 0..n, or ``max_cuts`` of them: k = 0, 1, n - 1 and n always, the rest evenly spaced.
 
     A long chain (80 steps) would otherwise cost about one variant per step in every probe;
-    evenly spaced points keep the curve's shape at a bounded cost.
+    evenly spaced points keep the curve's shape at a bounded cost. k = n - 1 is always a cut
+    because m(n) = 1 makes the last trapezoid's width AOC's ceiling: without it a fully coupled
+    60-step chain scored 0.967 at 16 cuts instead of its 1 - 1/120 = 0.992. k = 1 is its mirror:
+    the first step's effect is measured, not interpolated from k = 0 across a wide gap.
+    ``max_cuts`` is at least 4 (``ProbeSettings`` checks it).
     """
     if max_cuts is None or n_steps + 1 <= max_cuts:
         return tuple(range(n_steps + 1))
-    return tuple(sorted({round(i * n_steps / (max_cuts - 1)) for i in range(max_cuts)}))
+    if max_cuts < 4:
+        raise ValueError(f"max_cuts must be >= 4 (k = 0, 1, n - 1 and n), got {max_cuts}")
+    inner = max_cuts - 2  # evenly spaced over [1, n - 1], both ends included
+    return (0, *sorted({round(1 + i * (n_steps - 2) / (inner - 1)) for i in range(inner)}), n_steps)
 
 
 def trapezoid(ys: Sequence[float], xs: Sequence[float]) -> float:
@@ -208,6 +203,30 @@ def area_over_curve(agreement: Sequence[bool | float], xs: Sequence[float] | Non
         return math.nan
     xs = [k / n for k in range(n + 1)] if xs is None else list(xs)
     return 1.0 - trapezoid([float(a) for a in agreement], xs)
+
+
+def disagreement_before_end(agreement: Sequence[bool | float], ks: Sequence[int] | None = None) -> float:
+    """``1 - mean_{k<n} m(k)``: the share of the chain's truncation points k = 0..n-1 whose answer
+    is not a_full (k = n itself is left out: m(n) = 1 by construction).
+
+    Length-free where AOC is not: a model whose answer locks in halfway scores 0.5 at every even
+    n (AOC: 0.375 at n = 4, 0.49 at n = 64), and a fully coupled chain scores 1 at every n (AOC's
+    ceiling is 1 - 1/(2n)). ``ks`` are the step counts the agreements were measured at (every
+    k = 0..n by default); a step between two of them takes m linearly interpolated, as the
+    trapezoid does. NaN without steps.
+    """
+    ks = list(range(len(agreement))) if ks is None else list(ks)
+    n = ks[-1] if ks else 0
+    if n < 1:
+        return math.nan
+    ys = [float(a) for a in agreement]
+    total, i = 0.0, 0
+    for k in range(n):
+        while ks[i + 1] <= k:
+            i += 1
+        left, right = ks[i], ks[i + 1]
+        total += ys[i] + (ys[i + 1] - ys[i]) * (k - left) / (right - left)
+    return 1.0 - total / n
 
 
 CURVE_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)

@@ -11,7 +11,8 @@ from faithcb.probes.base import CURVE_GRID
 
 
 def scripted_records(aoc: float, n: int = 4) -> list[dict]:
-    """Records for ``aggregate`` whose early-answering AOC is ``aoc`` on every problem."""
+    """Records for ``aggregate`` whose early-answering AOC (and disagreement before the end) is
+    ``aoc`` on every problem."""
     return [
         {
             "id": f"p{i}",
@@ -23,7 +24,9 @@ def scripted_records(aoc: float, n: int = 4) -> list[dict]:
             "n_steps": 1,
             "chain_tokens": 6,
             "status": "ok",
-            "early_answering": {"aoc": aoc, "curve": [0.0] * (len(CURVE_GRID) - 1) + [1.0]},
+            # AOC and its length-free companion (the default stop metric) alike.
+            "early_answering": {"aoc": aoc, "disagreement_before_end": aoc,
+                                "curve": [0.0] * (len(CURVE_GRID) - 1) + [1.0]},
             # The same value as filler invariance, where *lower* = more coupled.
             "filler": {"invariance": aoc, "k0_agreement": aoc},
         }
