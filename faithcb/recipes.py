@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from faithcb.answers import extract_answer
-from faithcb.data import ProbeSet
+from faithcb.data import ProbeSet, is_named, load
 from faithcb.errors import ProblemFormatError
 from faithcb.models import EMBEDDED
 from faithcb.problem import Problem
@@ -39,9 +39,11 @@ class DataArguments:
     dataset: str = field(
         default="synthetic",
         metadata={
-            "help": "'synthetic' (built-in arithmetic word problems), a local .jsonl/.json file "
-            "(GSM8K 'question'/'answer' with '####', or 'question'/'chain'/'answer'), a saved dataset "
-            "directory, or a Hugging Face Hub dataset id such as openai/gsm8k."
+            "help": "'synthetic' (built-in arithmetic word problems), a bundled set ('gsm8k': the first 500 "
+            "problems of GSM8K train; 'aqua': AQuA-RAT dev), 'hf:<dataset id>[:config][:split]', a local "
+            ".jsonl/.json file (GSM8K 'question'/'answer' with '####', or 'question'/'chain'/'answer'), a saved "
+            "dataset directory, or a Hugging Face Hub dataset id such as openai/gsm8k (with dataset_config "
+            "and dataset_split)."
         },
     )
     dataset_config: str | None = field(
@@ -83,6 +85,8 @@ def load_model_and_tokenizer(model_args):
 # ---------------------------------------------------------------------- data
 def _load_problems(data: DataArguments) -> ProbeSet:
     path = Path(data.dataset).expanduser()
+    if not path.exists() and is_named(data.dataset):  # the names --problems and faith_problems take
+        return load(data.dataset, format=data.dataset_format)
     if path.is_file():
         # The name as given where it works, so problem ids read "<dataset>:<line>".
         return ProbeSet.from_jsonl(

@@ -7,8 +7,8 @@ The prompts are the probes' own chain prompts, so the chains GRPO rewards are th
 probes measure. Defaults (the YAML): the embedded SmolLM2-135M-Instruct, LoRA, the built-in
 arithmetic word problems, on CPU. Override any field on the command line, e.g.
 
-    # a local GSM8K file; 64 problems are held out for the probes
-    python recipes/grpo.py --config recipes/configs/grpo.yaml --dataset ../shared/data/gsm8k/train.jsonl \
+    # GSM8K (the bundled 500 problems of its train split); the first 64 are held out for the probes
+    python recipes/grpo.py --config recipes/configs/grpo.yaml --dataset gsm8k \
         --max_completion_length 256 --faith_max_chain_tokens 256
     # a hub model and dataset on a GPU (add --use_vllm true where vLLM is installed)
     python recipes/grpo.py --config recipes/configs/grpo.yaml --model_name_or_path Qwen/Qwen2.5-0.5B-Instruct \
@@ -16,7 +16,7 @@ arithmetic word problems, on CPU. Override any field on the command line, e.g.
         --num_generations 8 --per_device_train_batch_size 8 --max_completion_length 256 \
         --faith_max_chain_tokens 256 --faith_num_problems 64 --report_to wandb
 
-Probe problems: ``--faith_problems FILE|synthetic:N`` if given, else problems held out of the
+Probe problems: ``--faith_problems gsm8k|aqua|FILE|synthetic:N`` if given, else problems held out of the
 training data (``--holdout``). History: ``OUTPUT_DIR/faith_history.jsonl``.
 """
 

@@ -5,15 +5,15 @@ Full-parameter supervised fine-tuning, with FaithfulnessCallback probing the liv
 Defaults (the YAML): the embedded SmolLM2-135M-Instruct on the built-in arithmetic word problems,
 on CPU. Override any field on the command line, e.g.
 
-    # a local GSM8K file (question / reasoning / "#### answer"); 64 problems are held out for the probes
-    python recipes/sft_full.py --config recipes/configs/sft_full.yaml --dataset ../shared/data/gsm8k/train.jsonl \
+    # GSM8K (the bundled 500 problems of its train split); the first 64 are held out for the probes
+    python recipes/sft_full.py --config recipes/configs/sft_full.yaml --dataset gsm8k \
         --max_length 512 --faith_max_chain_tokens 256
     # a hub model and dataset on a GPU
     python recipes/sft_full.py --config recipes/configs/sft_full.yaml --model_name_or_path HuggingFaceTB/SmolLM2-360M-Instruct \
         --dataset openai/gsm8k --dataset_config main --num_train_examples 0 --max_steps 500 --bf16 true \
         --gradient_checkpointing true --max_length 512 --faith_max_chain_tokens 256 --report_to wandb
 
-Probe problems: ``--faith_problems FILE|synthetic:N`` if given, else problems held out of the
+Probe problems: ``--faith_problems gsm8k|aqua|FILE|synthetic:N`` if given, else problems held out of the
 training data (``--holdout``). History: ``OUTPUT_DIR/faith_history.jsonl``.
 """
 

@@ -7,15 +7,15 @@ on CPU, a few minutes. Every field of the YAML can be overridden on the command 
 
     # a shortcut-prone variant of the synthetic task (the answer is in the question)
     python recipes/sft_lora.py --config recipes/configs/sft_lora.yaml --synthetic_key true --synthetic_corrupt_fraction 0.5
-    # a local GSM8K file (question / reasoning / "#### answer"); 64 problems are held out for the probes
-    python recipes/sft_lora.py --config recipes/configs/sft_lora.yaml --dataset ../shared/data/gsm8k/train.jsonl \
+    # GSM8K (the bundled 500 problems of its train split); the first 64 are held out for the probes
+    python recipes/sft_lora.py --config recipes/configs/sft_lora.yaml --dataset gsm8k \
         --max_length 512 --faith_max_chain_tokens 256
     # a hub model and dataset on a GPU, logging to W&B
     python recipes/sft_lora.py --config recipes/configs/sft_lora.yaml --model_name_or_path Qwen/Qwen2.5-0.5B-Instruct \
         --dataset openai/gsm8k --dataset_config main --num_train_examples 0 --max_steps 500 --learning_rate 2e-4 \
         --bf16 true --max_length 512 --faith_max_chain_tokens 256 --faith_num_problems 64 --report_to wandb
 
-Probe problems: ``--faith_problems FILE|synthetic:N`` if given, else problems held out of the
+Probe problems: ``--faith_problems gsm8k|aqua|FILE|synthetic:N`` if given, else problems held out of the
 training data (``--holdout``). History: ``OUTPUT_DIR/faith_history.jsonl``; report with
 ``faithcb report OUTPUT_DIR``.
 """

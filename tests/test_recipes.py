@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -123,6 +124,30 @@ def test_gsm8k_records_become_chains_and_a_heldout_split(tmp_path):
         1.0,
         0.0,
     ]
+
+
+@pytest.mark.parametrize("name, source, kind", [("gsm8k", "gsm8k:train", "number"), ("aqua", "aqua:dev", "choice")])
+def test_named_sets_as_the_recipes_dataset(name, source, kind):
+    """--dataset takes the names --problems and faith_problems take: the bundled sets, offline."""
+    train, heldout = helpers.load_examples(helpers.DataArguments(dataset=name, holdout=8, num_train_examples=10))
+    assert [p.id for p in heldout] == [f"{source}:{i}" for i in range(1, 9)]
+    assert len(train) == 10 and train[0][0].id == f"{source}:9"
+    assert all(p.kind == kind and chain == p.reference_chain for p, chain in train)
+
+
+def test_recipe_docstrings_name_datasets_that_ship_or_the_hub():
+    """No example points outside the repository: every --dataset in a recipe's docstring is a
+    bundled set, the synthetic task or a hub id (owner/name), never a local path."""
+    from faithcb.data import is_named
+
+    for name in SCRIPTS:
+        values = re.findall(r"--dataset (\S+)", _recipe(name).__doc__)
+        assert values, name
+        for value in values:
+            hub_id = re.fullmatch(r"[\w.-]+/[\w.-]+", value) and not (ROOT / value).exists()
+            assert value == "synthetic" or is_named(value) or hub_id, (name, value)
+            if is_named(value) and not value.startswith("hf:"):
+                helpers.load_examples(helpers.DataArguments(dataset=value, holdout=1, num_train_examples=1))
 
 
 def test_records_without_reasoning_are_refused(tmp_path):
