@@ -1,6 +1,6 @@
 """``faithcb eval | compare | show | report | demo`` — the command line: parsers, dispatch, tables, errors.
 
-    faithcb eval --problems heldout.jsonl                    # the embedded SmolLM2-135M-Instruct
+    faithcb eval --problems gsm8k --n 16                     # a bundled set, the embedded SmolLM2-135M-Instruct
     faithcb eval --model ./ckpt --adapter ./lora --problems gsm8k.jsonl --n 64 --out results.jsonl
     faithcb compare BASE FINETUNED --problems heldout.jsonl  # same problems, side by side
     faithcb show --problems heldout.jsonl                    # every context the probes build, for one problem
@@ -22,11 +22,13 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import MISSING, fields
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from faithcb import demo, report, show
 from faithcb.config import FaithConfig
+from faithcb.data import named_sets_help
 from faithcb.errors import FaithcbError
 from faithcb.models import EMBEDDED
 from faithcb.probes.registry import (
@@ -80,7 +82,8 @@ def _probe(name: str) -> str:
 
 
 def _engine_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--problems", required=True, help="a .jsonl/.json file, a saved dataset dir, or synthetic:N")
+    p.add_argument("--problems", required=True,
+                   help=f"{named_sets_help()}, a .jsonl/.json file, a saved dataset dir, or synthetic:N".replace("%", "%%"))
     p.add_argument("--format", default="auto", choices=["auto", "gsm8k", "choice", "generic"],
                    help="problem format (default: detected per record)")
     p.add_argument("--n", type=_at_least(0), default=64, help="problems to sample (default 64; 0 = all)")
@@ -124,6 +127,7 @@ def probe_settings(args: argparse.Namespace) -> ProbeSettings:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="faithcb", description="Chain-of-thought faithfulness probes.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {installed_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     ev = sub.add_parser("eval", help="probe one model on a problem set")
@@ -146,6 +150,14 @@ def build_parser() -> argparse.ArgumentParser:
     report.make_parser(sub)
     demo.make_parser(sub)
     return parser
+
+
+def installed_version() -> str:
+    """The installed distribution's version (what pip and a results file name), from its metadata."""
+    try:
+        return metadata.version("faithcb")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

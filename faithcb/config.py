@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 
+from faithcb.data import named_sets_help
 from faithcb.errors import ConfigError
 from faithcb.probes import DEFAULT_PROBES, find_metric, probe_names, round_metrics
 from faithcb.probes.registry import did_you_mean
@@ -35,8 +36,8 @@ class FaithConfig:
     # --- what to probe
     faith_problems: str | None = field(
         default=None,
-        metadata={"help": "Held-out problems: a .jsonl/.json file, a saved dataset dir, or 'synthetic:N'. "
-                  "Ignored when problems are passed to the callback directly."},
+        metadata={"help": f"Held-out problems: {named_sets_help()}, a .jsonl/.json file, a saved dataset dir, "
+                  "or 'synthetic:N'. Ignored when problems are passed to the callback directly."},
     )
     faith_num_problems: int = field(default=16, metadata={"help": "Problems per round (seeded sample)."})
     faith_probes: list[str] = field(

@@ -14,11 +14,14 @@ GSM8K's reasoning lines (calculator annotations removed) with the "#### 72" line
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import random
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any, overload
 
@@ -27,7 +30,7 @@ from faithcb.errors import ConfigError, ProblemFormatError
 from faithcb.problem import Problem
 from faithcb.tasks.arithmetic import make_problems
 
-__all__ = ["FORMATS", "Problem", "ProbeSet", "load"]
+__all__ = ["FORMATS", "NAMED_SETS", "NamedSet", "Problem", "ProbeSet", "is_named", "load", "named_sets_help"]
 
 FORMATS = ("auto", "gsm8k", "choice", "generic")
 
@@ -275,7 +278,7 @@ def _json_failure(e: ValueError) -> str:
     return str(e).split(";")[0]  # the digit limit's advice to call sys.set_int_max_str_digits is not for users
 
 
-def _decode(path: Path, data: bytes) -> str:
+def _decode(path: Path | str, data: bytes) -> str:
     """The file's text (UTF-8, a BOM allowed); a binary or otherwise encoded file names the line
     of its first undecodable byte instead of raising UnicodeDecodeError."""
     try:
@@ -294,7 +297,11 @@ def _read_json_rows(path: Path) -> tuple[list[tuple[int, Any]], str]:
         data = path.read_bytes()
     except OSError as e:
         raise ProblemFormatError(f"{path}: cannot read problems: {e.strerror or e}") from None
-    content = _decode(path, data)
+    return _json_rows(path, _decode(path, data))
+
+
+def _json_rows(path: Path | str, content: str) -> tuple[list[tuple[int, Any]], str]:
+    """:func:`_read_json_rows` on text already read; ``path`` only names the source in errors."""
     if content.lstrip().startswith("["):
         try:
             array = _json(content)
@@ -427,9 +434,128 @@ class ProbeSet(Sequence[Problem]):
         return load(spec, format=format, field_map=field_map)
 
 
+# ---------------------------------------------------------------------- named sets
+@dataclass(frozen=True)
+class NamedSet:
+    """A problem set bundled in the package (``faithcb/problem_sets/<name>/<filename>``), loaded by name.
+
+    The files are the sources' own records under their own licences (LICENSE beside each file,
+    attribution in ``faithcb/problem_sets/README.md``), so a fresh install has real problems offline.
+    """
+
+    name: str
+    split: str
+    filename: str
+    summary: str  # what a user picks it for, shown in --help
+    hub: str  # the full dataset on the Hugging Face Hub, as an "hf:" spec without its split
+    hub_splits: tuple[str, ...]
+
+    @property
+    def spec(self) -> str:
+        """The canonical name, ``<name>:<split>``: the set's source and the prefix of its problem ids."""
+        return f"{self.name}:{self.split}"
+
+
+# The first set of each name is its default split.
+NAMED_SETS: tuple[NamedSet, ...] = (
+    NamedSet("gsm8k", "train", "train.jsonl", "the first 500 problems of GSM8K train, numeric answers, MIT licence",
+             "hf:openai/gsm8k:main", ("train", "test")),
+    NamedSet("aqua", "dev", "dev.json", "all 254 problems of AQuA-RAT dev, multiple choice A-E, Apache-2.0",
+             "hf:deepmind/aqua_rat:raw", ("train", "validation", "test")),
+)
+_NAMED = re.compile(r"^(?P<name>[a-z0-9_]+)(?::(?P<split>[^:]*))?$")
+_HUB = re.compile(r"^hf:(?P<id>[^:]+)(?::(?P<config>[^:]*))?(?::(?P<split>[^:]*))?$")
+HUB_SPEC = "hf:<dataset id>[:config][:split]"
+
+
+def named_sets_help() -> str:
+    """One phrase per bundled set and the hub form, for ``--help`` texts and error messages."""
+    sets = "; ".join(f"{s.name}: {s.summary}" for s in NAMED_SETS if s is _default_split(s.name))
+    return f"a bundled set that works offline ({sets}), {HUB_SPEC} (Hugging Face Hub, needs the network)"
+
+
+def _default_split(name: str) -> NamedSet | None:
+    return next((s for s in NAMED_SETS if s.name == name), None)
+
+
+def is_named(spec: str) -> bool:
+    """True when ``spec`` names a bundled set (``gsm8k``, ``aqua:dev``, also with a split that is not
+    bundled, which then fails to load with its own message) or a hub dataset (``hf:...``)."""
+    m = _NAMED.match(spec)
+    return spec.startswith("hf:") or (m is not None and _default_split(m.group("name")) is not None)
+
+
+def _load_named(spec: str, *, format: str, field_map: Mapping[str, str] | None) -> ProbeSet:
+    m = _NAMED.match(spec)
+    assert m is not None  # is_named said so
+    name, split = m.group("name"), m.group("split")
+    found = _default_split(name) if split is None else next(
+        (s for s in NAMED_SETS if s.name == name and s.split == split), None
+    )
+    if found is None:
+        bundled = ", ".join(s.spec for s in NAMED_SETS if s.name == name)
+        default = _default_split(name)
+        assert default is not None
+        raise ProblemFormatError(
+            f"{spec}: split {split!r} is not bundled (bundled: {bundled}); the full dataset loads from the "
+            f"Hugging Face Hub when it is reachable: {default.hub}:SPLIT with SPLIT one of {', '.join(default.hub_splits)}"
+        )
+    # Read through importlib.resources: the set is package data, wherever faithcb is installed.
+    resource = resources.files("faithcb") / "problem_sets" / found.name / found.filename
+    try:
+        data = resource.read_bytes()
+    except OSError as e:
+        raise ProblemFormatError(
+            f"{found.spec}: the bundled file problem_sets/{found.name}/{found.filename} is missing from this "
+            f"installation of faithcb ({e.strerror or e}); reinstall faithcb"
+        ) from None
+    rows, unit = _json_rows(found.spec, _decode(found.spec, data))
+    # The canonical spec as source, so ids read "gsm8k:train:1" whichever way the set was named.
+    return ProbeSet(
+        _parse_records(rows, format=format, field_map=field_map, source=found.spec, unit=unit), found.spec
+    )
+
+
+def _load_hub(spec: str, *, format: str, field_map: Mapping[str, str] | None) -> ProbeSet:
+    m = _HUB.match(spec)
+    if m is None:
+        raise ProblemFormatError(f"{spec!r}: expected {HUB_SPEC}, e.g. hf:openai/gsm8k:main:test")
+    dataset_id, config, split = m.group("id"), m.group("config") or None, m.group("split") or None
+    # Imported lazily: `datasets` is slow to import and only this path and saved datasets need it.
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(dataset_id, config, split=split)
+    except Exception as e:  # noqa: BLE001
+        # Offline, unreachable, no such dataset, config or split: `datasets` raises each as a
+        # different type (ConnectionError, DatasetNotFoundError, ValueError, ...); all mean "cannot load".
+        detail = " ".join(str(e).split())[:300] or type(e).__name__
+        why = (
+            "offline mode is on (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE) and it is not in the local cache"
+            if datasets.config.HF_HUB_OFFLINE
+            else "check the network and the id, config and split"
+        )
+        offline = ", ".join(dict.fromkeys(s.name for s in NAMED_SETS))
+        raise ProblemFormatError(
+            f"{spec}: cannot load {dataset_id!r} from the Hugging Face Hub ({type(e).__name__}: {detail}); "
+            f"{why}; bundled sets that work offline: {offline}"
+        ) from None
+    if isinstance(ds, Mapping):  # no split named: a DatasetDict
+        splits = list(ds.keys())
+        if len(splits) != 1:
+            raise ProblemFormatError(
+                f"{spec}: the dataset has splits {splits}; name one, e.g. hf:{dataset_id}:{config or ''}:{splits[0]}"
+            )
+        split = splits[0]
+        ds = ds[split]
+    source = f"hf:{dataset_id}:{config or ''}:{split}"
+    return ProbeSet.from_dataset(ds, format=format, field_map=field_map, source=source)
+
+
 _ACCEPTED = (
     "a ProbeSet, a list of dicts or Problems, a datasets.Dataset, a path to a .jsonl/.json file, "
-    'a directory written by datasets.Dataset.save_to_disk, or "synthetic" / "synthetic:N" / "synthetic:N:key"'
+    'a directory written by datasets.Dataset.save_to_disk, "synthetic" / "synthetic:N" / "synthetic:N:key", '
+    f"a bundled set ({', '.join(s.spec for s in NAMED_SETS)}; the split may be left out), or {HUB_SPEC}"
 )
 
 
@@ -454,8 +580,10 @@ def _load_synthetic(spec: str, m: re.Match[str]) -> ProbeSet:
 
 def load(spec: Any, *, format: str = "auto", field_map: Mapping[str, str] | None = None) -> ProbeSet:
     """Problems from ``spec``: a ProbeSet (returned as is), a list of dicts or Problems, a
-    ``datasets.Dataset``, a .jsonl/.json path, a ``save_to_disk`` directory, or "synthetic[:N[:key]]"
-    (N defaults to 64; "key" appends the true answer as a key to each question).
+    ``datasets.Dataset``, a .jsonl/.json path, a ``save_to_disk`` directory, "synthetic[:N[:key]]"
+    (N defaults to 64; "key" appends the true answer as a key to each question), a bundled set by
+    name ("gsm8k", "aqua", or with its split: "gsm8k:train", "aqua:dev"; see :data:`NAMED_SETS`), or
+    "hf:<dataset id>[:config][:split]" from the Hugging Face Hub. A path that exists wins over a name.
     """
     _check_format(format)
     if isinstance(spec, ProbeSet):
@@ -468,15 +596,23 @@ def load(spec: Any, *, format: str = "auto", field_map: Mapping[str, str] | None
         return ProbeSet.from_dataset(spec, format=format, field_map=field_map)
     if isinstance(spec, (str, os.PathLike)):
         text = os.fspath(spec)
-        m = _SYNTHETIC.match(text) if isinstance(text, str) else None
-        if m is not None and not Path(text).exists():
-            return _load_synthetic(text, m)
+        # A name is a name only where no such path exists: "./gsm8k" is always the path.
+        if isinstance(text, str) and not Path(text).exists():
+            m = _SYNTHETIC.match(text)
+            if m is not None:
+                return _load_synthetic(text, m)
+            if text.startswith("hf:"):
+                return _load_hub(text, format=format, field_map=field_map)
+            if is_named(text):
+                return _load_named(text, format=format, field_map=field_map)
         path = Path(text)
         if path.is_dir():
             return _load_saved_dataset(path, format=format, field_map=field_map)
         if path.is_file():
             return ProbeSet.from_jsonl(path, format=format, field_map=field_map)
-        raise ProblemFormatError(f"{text}: no such file or directory; expected {_ACCEPTED}")
+        close = difflib.get_close_matches(text, sorted({s.name for s in NAMED_SETS}), n=1)
+        hint = f"; did you mean the bundled set {close[0]!r}?" if close else ""
+        raise ProblemFormatError(f"{text}: no such file or directory{hint}; expected {_ACCEPTED}")
     raise ProblemFormatError(f"cannot load problems from a {type(spec).__name__}; expected {_ACCEPTED}")
 
 

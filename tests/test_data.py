@@ -596,7 +596,7 @@ def test_sample_leaves_global_rng_untouched() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# The real data files in the shared folder (skipped where absent; never copied into the repo)
+# The real data files in the shared folder (skipped where absent; the package bundles only samples)
 # ---------------------------------------------------------------------------------------------
 
 
@@ -801,3 +801,181 @@ def test_a_line_separator_inside_a_json_string_does_not_split_the_record(tmp_pat
         ProbeSet.from_jsonl(path)
     path.write_text(record + "\n", encoding="utf-8")
     assert ProbeSet.from_jsonl(path)[0].question == "Two lines\u2028of question?"
+
+
+# ---------------------------------------------------------------------------------------------
+# Named problem sets: samples bundled as package data (offline), and hf:<id>[:config][:split]
+# through `datasets` (only its error path here: the tests never reach the network) (issue 23)
+# ---------------------------------------------------------------------------------------------
+
+PACKAGE = Path(__file__).resolve().parents[1] / "faithcb"
+
+
+@pytest.mark.parametrize(
+    "spec, canonical, n, kind",
+    [("gsm8k", "gsm8k:train", 500, "number"), ("gsm8k:train", "gsm8k:train", 500, "number"),
+     ("aqua", "aqua:dev", 254, "choice"), ("aqua:dev", "aqua:dev", 254, "choice")],
+)
+def test_named_sets_load_offline_from_the_package(spec: str, canonical: str, n: int, kind: str) -> None:
+    ps = load(spec)
+    assert ps.source == canonical and len(ps) == n
+    assert all(p.kind == kind for p in ps)
+    # Ids are the source's line numbers under the canonical name, whichever way the set was named.
+    assert [p.id for p in ps[:2]] == [f"{canonical}:1", f"{canonical}:2"]
+    assert all(p.reference_chain for p in ps)  # the recipes train on these
+    assert list(ProbeSet.load(spec)) == list(ps)
+
+
+def test_named_sets_are_the_first_problems_of_the_sources_in_order() -> None:
+    gsm8k, aqua = load("gsm8k"), load("aqua")
+    assert gsm8k[0].question.startswith("Natalia sold clips") and gsm8k[0].answer == "72"
+    assert aqua[0].answer == "A" and aqua[0].choices == ("32400", "6000", "600", "60000", "10")
+
+
+@pytest.mark.parametrize("rel, bundled, count", [("gsm8k/train.jsonl", "gsm8k", 500), ("aqua/dev.json", "aqua", None)])
+def test_named_sets_equal_the_shared_files(rel: str, bundled: str, count: int | None) -> None:
+    full = ProbeSet.from_jsonl(_shared(rel))
+    sample = load(bundled)
+
+    def content(p: Problem) -> tuple:  # all but the id's prefix (the source's name): the same line
+        return p.question, p.answer, p.kind, p.choices, p.reference_chain, p.id.rsplit(":", 1)[1]
+
+    assert [content(p) for p in sample] == [content(p) for p in full[: count or len(full)]]
+
+
+def test_named_set_sample_is_seeded_like_any_set() -> None:
+    assert load("gsm8k").sample(16, 0) == load("gsm8k:train").sample(16, 0)
+    assert len({p.id for p in load("aqua").sample(16, 0)}) == 16
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("gsm8k:test", "gsm8k:test: split 'test' is not bundled (bundled: gsm8k:train); the full dataset loads "
+                       "from the Hugging Face Hub when it is reachable: hf:openai/gsm8k:main:SPLIT with SPLIT one of train, test"),
+        ("aqua:train", "aqua:train: split 'train' is not bundled (bundled: aqua:dev); the full dataset loads from the "
+                       "Hugging Face Hub when it is reachable: hf:deepmind/aqua_rat:raw:SPLIT with SPLIT one of train, "
+                       "validation, test"),
+        ("gsm8", "gsm8: no such file or directory; did you mean the bundled set 'gsm8k'?; expected "),
+        ("hf:", "'hf:': expected hf:<dataset id>[:config][:split], e.g. hf:openai/gsm8k:main:test"),
+        ("hf:a/b:c:d:e", "'hf:a/b:c:d:e': expected hf:<dataset id>[:config][:split]"),
+    ],
+)
+def test_named_set_errors(spec: str, message: str) -> None:
+    with pytest.raises(ProblemFormatError) as info:
+        load(spec)
+    assert str(info.value).startswith(message), str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_a_path_that_exists_wins_over_a_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _write_jsonl(tmp_path / "gsm8k", [{"question": "Mine?", "answer": "7"}])
+    monkeypatch.chdir(tmp_path)
+    mine = load("gsm8k")
+    assert mine.source == "gsm8k" and [p.answer for p in mine] == ["7"]
+    assert len(load("aqua")) == 254  # no such path here: the named set
+
+
+def _offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Offline mode for this process: the environment and the flags `datasets` and
+    `huggingface_hub` read from it once, at import; an empty cache, so nothing is found locally."""
+    import datasets
+    import huggingface_hub.constants
+
+    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        monkeypatch.setenv(name, "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "datasets-cache")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+
+
+def test_hub_set_offline_is_one_clear_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    _offline(monkeypatch, tmp_path)
+    spec = "hf:faithcb-tests/no-such-dataset:main:test"
+    with pytest.raises(ProblemFormatError) as info:
+        load(spec)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(f"{spec}: cannot load 'faithcb-tests/no-such-dataset' from the Hugging Face Hub ("), message
+    assert message.endswith(
+        "offline mode is on (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE) and it is not in the local cache; "
+        "bundled sets that work offline: gsm8k, aqua"
+    ), message
+
+
+@pytest.mark.parametrize(
+    "spec, call, source",
+    [
+        ("hf:org/set:cfg:test", ("org/set", "cfg", "test"), "hf:org/set:cfg:test"),
+        ("hf:org/set::test", ("org/set", None, "test"), "hf:org/set::test"),
+        ("hf:org/set", ("org/set", None, None), "hf:org/set::only"),
+    ],
+)
+def test_hub_spec_reaches_load_dataset(monkeypatch: pytest.MonkeyPatch, spec: str, call: tuple, source: str) -> None:
+    """The spec's id, config and split are what `datasets.load_dataset` is asked for (stubbed: no
+    network); a dataset with one split needs none named."""
+    import datasets
+
+    asked = []
+    rows = datasets.Dataset.from_list([{"question": "Q1?", "answer": "5"}, {"question": "Q2?", "answer": "6"}])
+
+    def fake_load_dataset(path, name=None, split=None):
+        asked.append((path, name, split))
+        return rows if split else datasets.DatasetDict({"only": rows})
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    ps = load(spec)
+    assert asked == [call]
+    assert ps.source == source and [p.id for p in ps] == [f"{source}:1", f"{source}:2"]
+
+
+def test_hub_set_with_several_splits_asks_for_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    import datasets
+
+    rows = datasets.Dataset.from_list([{"question": "Q?", "answer": "5"}])
+    monkeypatch.setattr(datasets, "load_dataset", lambda path, name=None, split=None: datasets.DatasetDict(
+        {"train": rows, "test": rows}))
+    with pytest.raises(ProblemFormatError, match=r"^hf:org/set:cfg: the dataset has splits \['train', 'test'\]; "
+                                                 r"name one, e.g. hf:org/set:cfg:train$"):
+        load("hf:org/set:cfg")
+
+
+def test_bundled_files_are_package_data_with_licences() -> None:
+    """pyproject's package-data globs take every bundled file into a built wheel (a non-editable
+    install reads them through importlib.resources), and each set ships its licence and attribution."""
+    import tomllib
+
+    from faithcb.data import NAMED_SETS
+
+    globs = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["faithcb"]
+    shipped = {p for pattern in globs for p in PACKAGE.glob(pattern) if p.is_file()}
+    folder = PACKAGE / "problem_sets"
+    on_disk = {p for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+    assert on_disk and on_disk <= shipped, sorted(str(p) for p in on_disk - shipped)
+    readme = (folder / "README.md").read_text()
+    for named in NAMED_SETS:
+        assert (folder / named.name / named.filename).is_file()
+        assert (folder / named.name / "LICENSE").is_file()
+        assert f"`{named.name}/{named.filename}`" in readme
+    assert "MIT License" in (folder / "gsm8k" / "LICENSE").read_text()
+    assert "Apache License" in (folder / "aqua" / "LICENSE").read_text()
+    assert "TERMS AND CONDITIONS" in (folder / "aqua" / "LICENSE-2.0.txt").read_text()
+
+
+def test_named_sets_through_faith_problems_and_the_eval_help(capsys: pytest.CaptureFixture[str]) -> None:
+    from dataclasses import fields
+
+    from faithcb import cli
+    from faithcb.config import FaithConfig
+    from faithcb.preflight import load_problems
+
+    problems = load_problems(FaithConfig(faith_problems="aqua").faith_problems, num_problems=4, seed=0)
+    assert len(problems) == 4 and all(p.id.startswith("aqua:dev:") for p in problems)
+    (help_text,) = [f.metadata["help"] for f in fields(FaithConfig) if f.name == "faith_problems"]
+    with pytest.raises(SystemExit):
+        cli.main(["eval", "--help"])
+    eval_help = " ".join(capsys.readouterr().out.split())
+    for text in (help_text, eval_help):
+        assert "gsm8k" in text and "aqua" in text and "hf:<dataset id>[:config][:split]" in text
