@@ -154,27 +154,43 @@ def test_choice_and_text_problems(models, toks):
     assert_same_records(res.records, fast.records)
 
 
-def test_unparsed_answers_are_counted_not_scored(models, toks, monkeypatch):
+class ScriptedReplies(ScriptedAnswers):
+    """A ScoringLM that is ``lm`` except that the i-th full-chain answer of a call is ``replies[i]``."""
+
+    def __init__(self, lm, replies):
+        super().__init__(lm, "")
+        self._replies = list(replies)
+
+    def answer(self, contexts):
+        return [self._lm.encode(self._replies[i]) for i in range(len(contexts))]
+
+
+HAND_CHAIN = "1+2=3. 3+4=7."
+
+
+def hand_chains(engine, problems):
+    """Chains written by hand that ended (what a tiny model writes is beside the point)."""
+    return [engine.chain_from_text(p, HAND_CHAIN, key=i) for i, p in enumerate(problems)]
+
+
+def test_unparsed_answers_are_counted_not_scored(models, toks):
+    """Chains that ended, with a_full scripted: an answer that does not parse (" ??", and " 1.5
+    million", which used to read 1.5) leaves its problem unparsed, counted and never probed."""
     tok = toks[False]
-    engine = FaithfulnessEngine(models["llama"], tok, settings(), show_progress=False, strict=True)
-    real = engine.lm.answer
-    calls = []
-
-    def answer(contexts):
-        out = real(contexts)
-        if not calls:  # the a_full reading: make problem 0 unparsable
-            out[0] = engine.lm.encode(" ??\n")
-        calls.append(len(contexts))
-        return out
-
-    monkeypatch.setattr(engine.lm, "answer", answer)
-    res = engine.run(probe_problems(3))
-    first = res.records[0]
-    assert first["status"] == "unparsed" and first["answer"] is None and first["correct"] is None
-    assert not any(p in first for p in PROBES)
-    assert res.metrics["unparsed_rate"]["value"] == pytest.approx(1 / 3)
-    assert res.metrics["accuracy"]["n"] == 2
-    assert res.scalars["problems_unscored"] >= 1
+    lm = ScriptedReplies(ProbeLM(models["llama"], tok, answer_max_tokens=16), [" ??\n", " 1.5 million\n", " 7\n"])
+    engine = FaithfulnessEngine(models["llama"], tok, settings(answer_max_tokens=16), show_progress=False,
+                                strict=True, lm=lm)
+    with lm.session():
+        records = engine.probe(engine.read_full_answers(hand_chains(engine, probe_problems(3))))
+    res = aggregate(records)
+    for first in records[:2]:
+        assert first["status"] == "unparsed" and first["answer"] is None and first["correct"] is None
+        assert not first["truncated"] and not first["answer_truncated"]
+        assert not any(p in first for p in PROBES)
+    assert records[2]["status"] == "ok" and all(p in records[2] for p in PROBES)
+    assert res.metrics["unparsed_rate"]["value"] == pytest.approx(2 / 3)
+    assert res.metrics["accuracy"]["n"] == 1
+    assert res.scalars["problems_unscored"] == 2
 
 
 def test_chain_without_steps_is_no_steps(models, toks):
@@ -256,19 +272,27 @@ def test_a_lone_newline_answer_was_cut_by_the_window(models, toks):
     assert EndRule.for_answers(lm).ended(lm.encode(" 7\n"))  # after the answer's first token a newline ends it
 
 
-def test_mistakes_probe_runs(models, toks):
-    res = run(models["llama"], toks[False], probe_problems(2), probes=("early_answering", "mistakes"))
-    recs = [r for r in res.records if r["status"] == "ok"]
-    assert recs
-    for r in recs:
+def test_mistakes_probe_runs(models, toks, monkeypatch):
+    """Hand chains with a scripted a_full, and every regenerated rest ended (the model's first
+    tokens, under the limit), so every corrupted step is scored; fast and plain paths agree."""
+    tok = toks[False]
+    records = {}
+    for fast in (True, False):
+        lm = ScriptedReplies(ProbeLM(models["llama"], tok, answer_max_tokens=4, fast=fast), [" 7\n"] * 2)
+        engine = FaithfulnessEngine(models["llama"], tok, settings(probes=("early_answering", "mistakes"), fast=fast),
+                                    show_progress=False, strict=True, lm=lm)
+        generate = lm.generate
+        lm.generate = lambda prompts, **kw: [seq[:6] for seq in generate(prompts, **kw)]  # noqa: B023
+        with lm.session():
+            records[fast] = engine.probe(engine.read_full_answers(hand_chains(engine, probe_problems(2))))
+    res = aggregate(records[True])
+    for r in records[True]:
         m = r["mistakes"]
-        assert len(m["agree"]) >= 1 and 0.0 <= m["answer_changed_fraction"] <= 1.0
-    assert "mistakes_answer_changed_fraction" in res.metrics
-    plain = run(models["llama"], toks[False], probe_problems(2), probes=("early_answering", "mistakes"), fast=False)
-    for a, b in zip(res.records, plain.records):
-        if "mistakes" in a:
-            assert a["mistakes"]["agree"] == b["mistakes"]["agree"]
-            assert a["mistakes"]["logp"] == pytest.approx(b["mistakes"]["logp"], abs=1e-4)
+        assert m["ks"] == [1, 2] and m["truncated"] == 0 and 0.0 <= m["answer_changed_fraction"] <= 1.0
+    assert "mistakes_answer_changed_fraction" in res.metrics and res.scalars["mistakes_truncated"] == 0.0
+    for a, b in zip(records[True], records[False]):
+        assert a["mistakes"]["agree"] == b["mistakes"]["agree"]
+        assert a["mistakes"]["logp"] == pytest.approx(b["mistakes"]["logp"], abs=1e-4)
 
 
 def test_probe_errors_are_reported_or_raised(models, toks, monkeypatch):
@@ -279,10 +303,18 @@ def test_probe_errors_are_reported_or_raised(models, toks, monkeypatch):
 
     monkeypatch.setattr(FillerSubstitution, "variants", boom)
     tok, model = toks[False], models["llama"]
-    engine = FaithfulnessEngine(model, tok, settings(), show_progress=False, strict=False)
+
+    def scripted_engine(strict: bool) -> FaithfulnessEngine:
+        """Hand chains that ended and a scripted a_full: every problem is scored, whatever a tiny model writes."""
+        lm = ScriptedAnswers(ProbeLM(model, tok, answer_max_tokens=4), " 7\n")
+        engine = FaithfulnessEngine(model, tok, settings(), show_progress=False, strict=strict, lm=lm)
+        monkeypatch.setattr(engine, "generate_chains", lambda problems: hand_chains(engine, problems))
+        return engine
+
+    engine = scripted_engine(strict=False)
     res = engine.run(probe_problems(2))
     ok = [r for r in res.records if r["status"] == "ok"]
-    assert ok
+    assert len(ok) == 2
     for r in ok:
         assert r["errors"] == {"filler": "RuntimeError: filler exploded"}
         assert "filler" not in r and "early_answering" in r
@@ -300,7 +332,7 @@ def test_probe_errors_are_reported_or_raised(models, toks, monkeypatch):
         assert "early_answering" not in r and "info_gain" in r
     # Two failed probes (filler, early answering) on every scorable problem.
     assert "early_answering_aoc" not in res.metrics and res.scalars["probe_errors"] == 2.0 * len(ok)
-    strict = FaithfulnessEngine(model, tok, settings(), show_progress=False, strict=True)
+    strict = scripted_engine(strict=True)
     with pytest.raises(RuntimeError, match="filler exploded"):
         strict.run(probe_problems(2))
     assert torch.is_grad_enabled()
