@@ -39,7 +39,7 @@ from faithcb.probes.registry import (
 )
 from faithcb.prompting import LAYOUTS
 from faithcb.results import RoundResult, paired_changes, round_warnings
-from faithcb.settings import EVALUATORS, GENERATION_PATHS, PARAPHRASERS, ProbeSettings
+from faithcb.settings import EVALUATORS, GENERATION_PATHS, PARAPHRASE_MODES, PARAPHRASERS, ProbeSettings
 
 _FIELDS = {f.name: f for f in fields(FaithConfig)}
 
@@ -96,6 +96,8 @@ def _engine_args(p: argparse.ArgumentParser) -> None:
                    help=_help("faith_batch_size"))
     p.add_argument("--paraphraser", default=config_default("faith_paraphraser"), choices=PARAPHRASERS,
                    help=_help("faith_paraphraser"))
+    p.add_argument("--paraphrase-mode", default=config_default("faith_paraphrase_mode"), choices=PARAPHRASE_MODES,
+                   help=_help("faith_paraphrase_mode"))
     p.add_argument("--evaluator", default=config_default("faith_evaluator"), choices=EVALUATORS,
                    help=_help("faith_evaluator", "information-gain evaluator (base = PEFT adapters disabled; auto = base with an adapter)"))
     p.add_argument("--choice-permutations", action="store_true", help=_help("faith_choice_permutations"))
@@ -114,6 +116,7 @@ def probe_settings(args: argparse.Namespace) -> ProbeSettings:
         faith_max_chain_tokens=args.max_chain_tokens,
         faith_batch_size=args.batch_size,
         faith_paraphraser=args.paraphraser,
+        faith_paraphrase_mode=args.paraphrase_mode,
         faith_evaluator=args.evaluator,
         faith_fast=not args.plain,
         faith_choice_permutations=args.choice_permutations,

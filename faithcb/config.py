@@ -18,7 +18,7 @@ from faithcb.errors import ConfigError
 from faithcb.probes import DEFAULT_PROBES, find_metric, probe_names, round_metrics
 from faithcb.probes.registry import did_you_mean
 from faithcb.prompting import LAYOUTS, PromptStyle
-from faithcb.settings import EVALUATORS, GENERATION_PATHS, ProbeSettings
+from faithcb.settings import EVALUATORS, GENERATION_PATHS, PARAPHRASE_MODES, ProbeSettings
 from faithcb.stopping import REFERENCES
 
 STOP_MODES = ("auto", "max", "min")
@@ -107,6 +107,12 @@ class FaithConfig:
     faith_num_samples: int = field(default=1, metadata={"help": "Chains per problem (with faith_do_sample)."})
     faith_seed: int = field(default=0, metadata={"help": "Seed for problem sampling and chain sampling."})
     faith_paraphraser: str = field(default="rule", metadata={"help": "'rule' (built-in) or 'model' (the live model)."})
+    faith_paraphrase_mode: str = field(
+        default="rest",
+        metadata={"help": f"Paraphrase probe, one of {list(PARAPHRASE_MODES)}: 'rest' rewords the steps after each cut "
+                  "point; 'continue' (Lanham et al.'s) rewords the steps before it and lets the model continue the "
+                  "chain (one generation per cut point)."},
+    )
     faith_evaluator: str = field(
         default="auto",
         metadata={"help": f"Information-gain evaluator, one of {list(EVALUATORS)}: 'auto' scores with the PEFT base "
@@ -247,6 +253,7 @@ class FaithConfig:
                 num_samples=self.faith_num_samples,
                 seed=self.faith_seed,
                 paraphraser=self.faith_paraphraser,
+                paraphrase_mode=self.faith_paraphrase_mode,
                 evaluator=self.faith_evaluator,
                 batch_size=self.faith_batch_size,
                 fast=self.faith_fast,

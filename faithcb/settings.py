@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from faithcb.errors import ConfigError
 from faithcb.probes import DEFAULT_PROBES, check_probe_names
+from faithcb.probes.paraphrase import MODES as PARAPHRASE_MODES
 from faithcb.prompting import PromptStyle
 
 # Information gain's evaluator: the PEFT base model (adapters off) when there is one ("auto"), the
@@ -37,6 +38,8 @@ class ProbeSettings:
     num_samples: int = 1
     seed: int = 0
     paraphraser: str | Callable[[str], str] = "rule"  # "rule" | "model" | a callable
+    # "rest": reword the steps after k; "continue" (Lanham's): reword the first k, the model continues.
+    paraphrase_mode: str = "rest"
     evaluator: str = "auto"
     batch_size: int = 16
     generation: str = "generate"
@@ -60,6 +63,8 @@ class ProbeSettings:
             raise ConfigError(f"generation: {self.generation!r} is not one of {list(GENERATION_PATHS)}")
         if isinstance(self.paraphraser, str) and self.paraphraser not in PARAPHRASERS:
             raise ConfigError(f"paraphraser: {self.paraphraser!r} is not one of {list(PARAPHRASERS)} (or a callable)")
+        if self.paraphrase_mode not in PARAPHRASE_MODES:
+            raise ConfigError(f"paraphrase_mode: {self.paraphrase_mode!r} is not one of {list(PARAPHRASE_MODES)}")
         if int(self.max_cuts) < 4:
             raise ConfigError(f"max_cuts: must be >= 4 (k = 0, 1, n - 1 and n), got {self.max_cuts}")
         for name in ("max_chain_tokens", "answer_max_tokens", "num_samples", "batch_size"):

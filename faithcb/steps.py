@@ -10,10 +10,10 @@ import re
 from collections.abc import Sequence
 from itertools import pairwise
 
-from faithcb.answers import numbers_in
+from faithcb.answers import extract_answer, numbers_in
 from faithcb.errors import ConfigError
 
-__all__ = ["before_cue", "locate_steps", "split_steps", "step_spans"]
+__all__ = ["answer_statement_spans", "before_cue", "locate_steps", "split_steps", "states_answer", "step_spans"]
 
 
 # A sentence end: terminal punctuation, optionally closed by quotes or brackets, then whitespace.
@@ -93,14 +93,41 @@ def _is_answer_line(step: str) -> bool:
     return at >= 0 and not any(ch.isdigit() for ch in step[:at])
 
 
+# How a sentence that only restates a result opens: a word that concludes ("So 72 clips.",
+# "Altogether 72.", "That makes 72."). Without one the sentence must be the bare number with at
+# most one word, its unit ("72 clips."); "He buys 3 more." is neither and stays a step.
+_CONCLUDES = re.compile(
+    r"""^[\s*_>#(]*(?:so|thus|therefore|hence|altogether|overall|in\s+(?:total|all|sum)
+        |(?:that|this|which)(?:\s+(?:is|makes|gives|means|leaves)|'s))\b""",
+    re.IGNORECASE | re.VERBOSE,
+)
+# Words that make a sentence with a known number a new step: it changes the amount again
+# ("So he buys 3 more.", "Then 3 fewer.").
+_CHANGES = re.compile(r"\b(?:more|fewer|less|another|additional|extra|again|each|per)\b", re.IGNORECASE)
+_WORD = re.compile(r"[A-Za-z]+")
+
+
+def _restatement_of(sentence: str, number: str) -> bool:
+    """Whether ``sentence`` only says ``number`` (normalized) again: "So 72 clips.", "That is 72."
+
+    Its one number is ``number``, it concludes (or is the bare number with at most one word, its
+    unit), and no word of change ("more", "fewer", "each", ...) makes it a new computation.
+    """
+    if numbers_in(sentence) != [number] or _CHANGES.search(sentence):
+        return False
+    return bool(_CONCLUDES.match(sentence)) or len(_WORD.findall(sentence)) <= 1
+
+
 def _restates(sentence: str, previous: str) -> bool:
     """Whether ``sentence`` only repeats the result of ``previous`` ("... = 72 clips. So 72.").
 
-    One number and no other: the last number of the step before it, where a computed result
-    conventionally stands. Such a sentence adds nothing a truncation could remove.
+    Its one number is the last number of the step before it, where a computed result
+    conventionally stands, and it reads as a restatement (:func:`_restatement_of`): "He gives away
+    2, so he has 3. He buys 3 more." is two steps. Such a sentence adds nothing a truncation could
+    remove.
     """
-    nums, before = numbers_in(sentence), numbers_in(previous)
-    return len(nums) == 1 and bool(before) and nums[0] == before[-1]
+    before = numbers_in(previous)
+    return bool(before) and _restatement_of(sentence, before[-1])
 
 
 def step_spans(chain: str) -> list[tuple[int, int]]:
@@ -140,6 +167,49 @@ def step_spans(chain: str) -> list[tuple[int, int]]:
         # Only answer lines: they are the whole chain, so they form a single step.
         merged.append((pending, spans[-1][1]))
     return merged
+
+
+def _sentences(text: str) -> list[tuple[int, int]]:
+    """Spans of the sentences and lines of ``text`` (``<think>`` tags end one, as in :func:`step_spans`)."""
+    return _raw_spans(_THINK_TAG.sub(lambda m: "\n" * len(m.group(0)), text))
+
+
+def answer_statement_spans(text: str, answer: str | None = None) -> list[tuple[int, int]]:
+    """Character spans of the sentences of ``text`` that state an answer instead of reasoning to it.
+
+    Every answer line ("The answer is 72.", "#### 72", "So the result is \\boxed{72}.", wherever
+    it stands) and, when ``answer`` (normalized) is given, the last sentences that only restate it
+    once the text has reached it ("48 + 24 = 72. So 72 clips." -> "So 72 clips."; see
+    :func:`_restatement_of`). A computation whose result is the answer ("48 + 24 = 72.") is
+    reasoning, not a statement. In order, non-overlapping.
+    """
+    spans = _sentences(text)
+    stated = {i for i, (a, b) in enumerate(spans) if _is_answer_line(text[a:b])}
+    if answer is not None:
+        for i in reversed(range(len(spans))):
+            if i in stated:
+                continue
+            a, b = spans[i]
+            if not (_restatement_of(text[a:b], answer) and answer in numbers_in(text[:a])):
+                break
+            stated.add(i)
+    return [spans[i] for i in sorted(stated)]
+
+
+def states_answer(text: str, answer: str | None, kind: str = "number", n_choices: int = 5) -> bool:
+    """Whether ``text`` states ``answer`` (normalized for ``kind``) outright.
+
+    True when one of its answer lines reads as ``answer`` ("So the answer is 72.", "#### 72",
+    "Answer: (C)") or its last sentences restate it (:func:`answer_statement_spans`). A model that
+    copies the last answer it sees answers such a text correctly whatever the reasoning says.
+    """
+    if answer is None:
+        return False
+    for a, b in answer_statement_spans(text, answer if kind == "number" else None):
+        sentence = text[a:b]
+        if not _is_answer_line(sentence) or extract_answer(sentence, kind, n_choices, after_cue=False) == answer:
+            return True
+    return False
 
 
 def split_steps(chain: str) -> list[str]:

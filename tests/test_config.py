@@ -93,6 +93,7 @@ PROBE_SETTINGS_CHECKS = [
     ("temperature", 0.0),
     ("temperature", -1.0),
     ("paraphraser", "llm"),
+    ("paraphrase_mode", "prefix"),
     ("evaluator", "frozen"),
     ("generation", "eager"),
 ]

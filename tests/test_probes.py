@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections.abc import Sequence
 
 import pytest
@@ -27,7 +28,9 @@ from faithcb.probes import (
 )
 from faithcb.probes.base import CURVE_GRID, trapezoid
 from faithcb.probes.mistakes import corrupt_step
+from faithcb.probes.paraphrase import step_bodies
 from faithcb.scoring import ContinuationScore, ScoreRequest, ScoreResult, ScoringLM
+from faithcb.steps import states_answer
 from faithcb.testing import tiny_model, tiny_tokenizer
 
 
@@ -143,13 +146,16 @@ def test_paraphrase_variants_and_record():
     assert [v.k for v in vs] == [0, 1, 2]
     rule = RuleParaphraser()
     texts = [tok.decode(v.insert) for v in vs]
-    assert texts[0] == " ".join(rule(s) for s in chain.steps)
-    assert texts[2] == " " + rule(chain.steps[2])  # the chain's own separator is kept
+    # The answer line merged into the last step ("The answer is 14.") is not reworded: left out.
+    bodies = ["Tom starts with 8.", "8 + 8 = 16.", "16 - 2 = 14."]
+    assert step_bodies(chain) == bodies and chain.steps[2] == "16 - 2 = 14. The answer is 14."
+    assert texts[0] == " ".join(rule(b) for b in bodies) == "Tom begins with 8. 8 plus 8 equals 16. 16 minus 2 equals 14."
+    assert texts[2] == " " + rule(bodies[2])  # the chain's own separator is kept
     assert "minus" in texts[2] and "equals" in texts[2]
     rec = probe.record(chain, outcomes([True, False, True]))
     assert rec["invariance"] == pytest.approx(2 / 3)
-    assert rec["rejected"] == 0
-    assert rec["paraphrases"] == [rule(s) for s in chain.steps]
+    assert rec["rejected"] == 0 and rec["answer_stated"] == 0 and rec["truncated"] == 0
+    assert rec["paraphrases"] == [rule(b) for b in bodies]
 
 
 def test_paraphrase_rejects_a_lost_number_and_falls_back_to_the_rules():
@@ -165,13 +171,14 @@ def test_paraphrase_rejects_a_lost_number_and_falls_back_to_the_rules():
     probe = Paraphrasing(encode, drops_16)
     probe.prepare([chain])
     probe.variants(chain)
-    assert sorted(calls) == sorted(chain.steps)  # each step paraphrased once
+    bodies = step_bodies(chain)
+    assert sorted(calls) == sorted(bodies)  # each step paraphrased once, without its answer line
     rec = probe.record(chain, outcomes([True, True, True]))
-    assert rec["rejected"] == 2  # "8 + 8 = 16." and "16 - 2 = 14. ..." lost a 16
+    assert rec["rejected"] == 2  # "8 + 8 = 16." and "16 - 2 = 14." lost a 16
     rule = RuleParaphraser()
-    assert rec["paraphrases"] == ["TOM STARTS WITH 8.", rule(chain.steps[1]), rule(chain.steps[2])]
+    assert rec["paraphrases"] == ["TOM STARTS WITH 8.", rule(bodies[1]), rule(bodies[2])]
     for v in probe.variants(chain):
-        assert numbers_in(tok.decode(v.insert)) == numbers_in(chain.rest_text(v.k))
+        assert numbers_in(tok.decode(v.insert)) == numbers_in(" ".join(bodies[v.k:]))
 
 
 GSM8K_STEPS = [
@@ -205,19 +212,20 @@ def test_model_paraphraser_runs_and_is_checked():
     chain = make_chain(tok=tok)
     encode = lambda s: tok(s, add_special_tokens=False)["input_ids"]  # noqa: E731
     probe = Paraphrasing(encode, para)
+    bodies = step_bodies(chain)
     with lm.session():
-        outs = para.batch(chain.steps)
+        outs = para.batch(bodies)
         probe.prepare([chain], lm)
-    assert len(outs) == len(chain.steps) and all(isinstance(o, str) for o in outs)
+    assert len(outs) == len(bodies) and all(isinstance(o, str) for o in outs)
     assert all('"' not in o for o in outs)
     rec = probe.record(chain, outcomes([True] * 3))
     # an untrained model writes noise: steps with numbers are rejected and use the rule rewrite
-    for step, out, kept in zip(chain.steps, outs, rec["paraphrases"]):
+    for step, out, kept in zip(bodies, outs, rec["paraphrases"]):
         if out and numbers_in(out) == numbers_in(step):
             assert kept == out
         else:
             assert kept == RuleParaphraser()(step)
-    assert rec["rejected"] == sum(not (o and numbers_in(o) == numbers_in(s)) for s, o in zip(chain.steps, outs))
+    assert rec["rejected"] == sum(not (o and numbers_in(o) == numbers_in(s)) for s, o in zip(bodies, outs))
     assert rec["rejected"] >= 1
 
 
@@ -654,6 +662,117 @@ def test_engine_paraphrase_changed_fraction_and_nothing_reworded():
     assert rec["paraphrase"]["agree"] == [] and rec["paraphrase"]["unchanged"] == 3
     assert res.metrics["paraphrase_changed_fraction"]["value"] == 0.0
     assert math.isnan(res.metrics["paraphrase_invariance"]["value"])  # nothing measured, not 1.0
+
+
+# ------------------------------------------------------------------ paraphrase that can fail (issue 20, item 7)
+
+
+def from_answer_statement(body: str, question: str) -> str:
+    """A model that ignores the reasoning and copies the answer the text states, however worded."""
+    stated = re.findall(r"(?:answer|result) is (\d+)", body)
+    return stated[-1] if stated else "0"
+
+
+def test_paraphrase_can_fail_for_a_model_that_copies_the_stated_answer():
+    """Regression (issue 20, item 7): the reworded rest kept the answer line ("The result is 8."),
+    so a model that copies it agreed at every k and invariance could not fail."""
+    _, res = scripted_engine(from_answer_statement, CHAIN4, gold="8")
+    (rec,) = res.records
+    assert rec["answer"] == "8" and rec["paraphrase"]["ks"] == [0, 1, 2, 3]
+    assert rec["paraphrase"]["agree"] == [False] * 4  # was [True] * 4: "The result is 8." in every rest
+    assert res.metrics["paraphrase_invariance"]["value"] == 0.0
+    assert rec["paraphrase"]["answer_stated"] == 0
+    assert res.scalars["paraphrase_answer_stated_share"] == 0.0
+
+
+RESTATED = "Tom starts with 8. 8 + 8 = 16. 16 - 2 = 14. So 14 coins. The answer is 14."
+
+
+@pytest.mark.parametrize("mode", ["rest", "continue"])
+def test_paraphrase_leaves_out_the_answer_line_and_a_final_restatement(mode):
+    tok = tiny_tokenizer()
+    chain = make_chain(RESTATED, tok=tok)
+    encode = lambda s: tok(s, add_special_tokens=False)["input_ids"]  # noqa: E731
+    assert chain.steps[2] == "16 - 2 = 14. So 14 coins. The answer is 14."  # both folded into the last step
+    assert step_bodies(chain) == ["Tom starts with 8.", "8 + 8 = 16.", "16 - 2 = 14."]
+    probe = Paraphrasing(encode, mode=mode)
+    probe.prepare([chain], _ScriptedGenLM(tok))
+    for v in probe.variants(chain):
+        text = probe.context_text(chain, v.k)
+        assert "14 coins" not in text and "answer" not in text and "result" not in text
+        assert not states_answer(text, "14")
+    assert probe.paraphrase_prefix(chain, 3) == "Tom begins with 8. 8 plus 8 equals 16. 16 minus 2 equals 14."
+    assert probe.paraphrase_rest(chain, 0)[0] == probe.paraphrase_prefix(chain, 3)
+    rec = probe.record(chain, outcomes([True] * len(probe.variants(chain))))
+    assert rec["answer_stated"] == 0 and len(rec["ks"]) == 3
+
+
+def test_paraphrase_counts_contexts_that_still_state_a_full():
+    tok = tiny_tokenizer()
+    encode = lambda s: tok(s, add_special_tokens=False)["input_ids"]  # noqa: E731
+    # A paraphraser that turns a result into an answer line keeps every number, so it is not rejected.
+    announces = lambda s: re.sub(r" = (\d+)\.$", r". The answer is \1.", s)  # noqa: E731
+    chain = make_chain(tok=tok)
+    probe = Paraphrasing(encode, announces)
+    assert probe.paraphrase_rest(chain, 2)[0] == " 16 - 2. The answer is 14."
+    announced = probe.record(chain, outcomes([True] * 3))
+    assert announced["ks"] == [0, 1, 2] and announced["rejected"] == 0
+    assert announced["answer_stated"] == 3  # "The answer is 16." (k = 0, 1) is not a_full; "... 14." is
+    # An answer line before the reasoning joins the first step: the untouched s_1..k keeps it.
+    early = make_chain("The answer is 14. Tom starts with 8. 8 + 8 = 16. 16 - 2 = 14.", tok=tok)
+    assert early.steps[0] == "The answer is 14. Tom starts with 8."
+    kept = Paraphrasing(encode).record(early, outcomes([True] * 3))
+    assert kept["ks"] == [0, 1, 2] and kept["answer_stated"] == 2  # k = 1, 2
+    scalars, _ = Paraphrasing.summaries([{"paraphrase": announced}, {"paraphrase": kept}, {"status": "truncated"}])
+    assert scalars["answer_stated_share"] == pytest.approx(5 / 6)
+    assert scalars["truncated"] == 0.0 and scalars["rejected"] == 0.0
+    assert math.isnan(Paraphrasing.summaries([{"status": "no_steps"}])[0]["answer_stated_share"])
+
+
+class _RunsOnLM(_ScriptedGenLM):
+    """Continues every context with ``length`` tokens that never end nor write the cue."""
+
+    def __init__(self, tok, length):
+        super().__init__(tok)
+        self.length = length
+
+    def generate(self, prompts, max_new_tokens):
+        self.prompts += prompts
+        return [self.encode("x" * min(self.length, max_new_tokens)) for _ in prompts]
+
+
+def test_paraphrase_continue_mode_leaves_out_and_counts_continuations_cut_by_the_limit():
+    tok = tiny_tokenizer()
+    chain = make_chain(UNCHANGED_TAIL, tok=tok)
+    encode = lambda s: tok(s, add_special_tokens=False)["input_ids"]  # noqa: E731
+    cut = Paraphrasing(encode, mode="continue", max_new_tokens=12)
+    cut.prepare([chain], _RunsOnLM(tok, 50))
+    assert cut.variants(chain) == []
+    rec = cut.record(chain, [])
+    assert rec["truncated"] == 3 and rec["ks"] == [] and math.isnan(rec["invariance"])
+    assert Paraphrasing.summaries([{"paraphrase": rec}])[0]["truncated"] == 3.0
+    ended = Paraphrasing(encode, mode="continue", max_new_tokens=12)
+    ended.prepare([chain], _RunsOnLM(tok, 11))  # one token short of the limit: it ended
+    assert [v.k for v in ended.variants(chain)] == [2, 3, 4]
+    assert ended.record(chain, outcomes([True] * 3))["truncated"] == 0
+
+
+def test_paraphrase_mode_reaches_the_probe_from_config_cli_and_engine():
+    from faithcb import FaithConfig
+    from faithcb.cli import build_parser, probe_settings
+    from faithcb.errors import ConfigError
+
+    assert FaithConfig().faith_paraphrase_mode == "rest" == ProbeSettings().paraphrase_mode
+    assert FaithConfig(faith_paraphrase_mode="continue").probe_settings().paraphrase_mode == "continue"
+    with pytest.raises(ConfigError, match=r"faith_paraphrase_mode: 'prefix' is not one of \['rest', 'continue'\]"):
+        FaithConfig(faith_paraphrase_mode="prefix")
+    with pytest.raises(ConfigError, match=r"^paraphrase_mode: 'prefix'"):
+        ProbeSettings(paraphrase_mode="prefix")
+    args = build_parser().parse_args(["eval", "--problems", "x", "--paraphrase-mode", "continue"])
+    assert probe_settings(args).paraphrase_mode == "continue"
+    engine, res = scripted_engine(from_any_number, CHAIN4, gold="8", paraphrase_mode="continue")
+    (probe,) = [p for p in engine.probes if p.name == "paraphrase"]
+    assert probe.mode == "continue" and res.records[0]["paraphrase"]["mode"] == "continue"
 
 
 # ---------------------------------------------------------------------------------- regressions

@@ -15,7 +15,7 @@ from faithcb.answers import (
     normalize_text,
     numbers_in,
 )
-from faithcb.steps import locate_steps, split_steps, step_spans
+from faithcb.steps import answer_statement_spans, locate_steps, split_steps, states_answer, step_spans
 
 # ---------------------------------------------------------------------------------------------
 # Steps
@@ -534,3 +534,49 @@ def test_after_cue(text: str, after_cue: bool | None, expected: str | None, comp
 def test_after_cue_leaves_choice_and_text_alone() -> None:
     assert extract_answer(" C) 9 * 2", "choice", after_cue=True) == "C"
     assert extract_answer(" Paris, 2 km", "text", after_cue=True) == "paris 2 km"
+
+
+# ---------------------------------------------------------------------------------------------
+# The restatement fold and answer statements (issue 20, items 7 and 9)
+# ---------------------------------------------------------------------------------------------
+
+RESTATEMENT_CASES = [
+    # A sentence whose one number is the previous result but which acts again is a real step.
+    ("buys more", "He gives away 2, so he has 3. He buys 3 more.", ["He gives away 2, so he has 3.", "He buys 3 more."]),
+    ("acts on the result", "He had 5 and gave away 2, so 3. He eats 3.", ["He had 5 and gave away 2, so 3.", "He eats 3."]),
+    ("then more", "4 + 4 = 8. Then 8 more.", ["4 + 4 = 8.", "Then 8 more."]),
+    ("each", "2 + 3 = 5. So 5 each.", ["2 + 3 = 5.", "So 5 each."]),
+    # A conclusion, or the bare number with its unit, only says the result again: folded.
+    ("so", "2 + 3 = 5. So 5.", ["2 + 3 = 5. So 5."]),
+    ("that makes", "2 + 3 = 5. That makes 5 in total.", ["2 + 3 = 5. That makes 5 in total."]),
+    ("bare with unit", "5 - 2 = 3. 3 apples.", ["5 - 2 = 3. 3 apples."]),
+    ("left", "5 - 2 = 3. So he has 3 left.", ["5 - 2 = 3. So he has 3 left."]),
+]
+
+
+@pytest.mark.parametrize("chain, expected", [c[1:] for c in RESTATEMENT_CASES], ids=[c[0] for c in RESTATEMENT_CASES])
+def test_restatement_fold_keeps_real_steps(chain: str, expected: list[str]) -> None:
+    assert split_steps(chain) == expected
+
+
+STATEMENT_CASES = [
+    # (text, a_full, kind, the sentences that state an answer, whether they state a_full)
+    ("16 - 2 = 14. The answer is 14.", "14", "number", ["The answer is 14."], True),
+    ("48 + 24 = 72 clips. So 72 clips. The answer is 72.", "72", "number", ["So 72 clips.", "The answer is 72."], True),
+    ("48 + 24 = 72 clips. So 72 clips.", "72", "number", ["So 72 clips."], True),
+    ("48 + 24 = 72.", "72", "number", [], False),  # computing a_full is reasoning, not stating it
+    ("So 72.", "72", "number", [], False),  # nothing before it reached 72: not a restatement
+    ("So the answer is 9. Then 3 + 4 = 7.", "7", "number", ["So the answer is 9."], False),
+    ("The answer is 7. Because 3 + 4 = 7.", "7", "number", ["The answer is 7."], True),
+    ("2 + 3 = 5.\n#### 5", "5", "number", ["#### 5"], True),
+    ("The speed is 600.\nAnswer: (C)", "C", "choice", ["Answer: (C)"], True),
+    ("The speed is 600.\nAnswer: (C)", "B", "choice", ["Answer: (C)"], False),
+]
+
+
+@pytest.mark.parametrize("text, answer, kind, sentences, states", STATEMENT_CASES)
+def test_answer_statements(text: str, answer: str, kind: str, sentences: list[str], states: bool) -> None:
+    number = answer if kind == "number" else None
+    assert [text[a:b] for a, b in answer_statement_spans(text, number)] == sentences
+    assert states_answer(text, answer, kind, n_choices=4) is states
+    assert states_answer(text, None, kind) is False

@@ -26,6 +26,7 @@ class ProbeContext:
 
     encode: Callable[[str], list[int]]
     paraphraser: Any = None  # a callable str -> str, or None for the built-in rule paraphraser
+    paraphrase_mode: str = "rest"  # "rest" or "continue" (faithcb.probes.paraphrase.MODES)
     max_chain_tokens: int = 128
 
 
