@@ -171,6 +171,13 @@ def test_letter_and_length_scalars_are_over_problems_not_records():
     assert aggregate(split).scalars["letter_full_top_share"] == pytest.approx(3 / 4)
 
 
+def test_aoc_by_step_count_is_over_problems():
+    """Five samples of one problem (AOC 0.9) and one of another (0.1): 0.5, not the records' 0.77."""
+    records = [record(0, n_steps=5, sample=s, early_answering=early(0.9)) for s in range(5)]
+    records.append(record(1, n_steps=4, early_answering=early(0.1)))
+    assert aggregate(records).scalars["early_answering_aoc_steps_4plus"] == pytest.approx(0.5)
+
+
 def test_early_answering_k0_agreement_beside_its_chance_rate():
     """Regression (issue 20, item 9): m(0)'s chance rate is sum p_0 * p_full, not sum p_full^2.
 
