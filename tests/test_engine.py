@@ -461,3 +461,19 @@ def test_auto_evaluator_is_the_base_model_with_peft_and_the_live_model_without(m
     assert resolve_evaluator("live", lora) == "live"
     assert FaithfulnessEngine(lora, tok, settings(), show_progress=False).evaluator == "base"
     assert FaithfulnessEngine(base, tok, settings(), show_progress=False).evaluator == "live"
+
+
+@pytest.mark.parametrize("reply", [" 12.\n", "\n\n**12**\n", " 12 apples\n"])
+def test_the_gold_answer_is_scored_in_a_full_s_own_format(models, toks, reply):
+    """Issue 20, item 9: information gain scores y* as a_full writes its answer (" 12." gives
+    " <gold>."), not as " <gold>" + a_full's terminator, so L_k carries no formatting term; when
+    a_full is the gold answer, y* is a_full's own tokens."""
+    tok = toks[False]
+    (problem,) = probe_problems(1)
+    for answer in ("12", problem.answer):
+        lm = ScriptedAnswers(ProbeLM(models["llama"], tok, answer_max_tokens=16), reply.replace("12", answer))
+        engine = FaithfulnessEngine(models["llama"], tok, settings(answer_max_tokens=16), show_progress=False, lm=lm)
+        (chain,) = engine.read_full_answers(hand_chains(engine, [problem]))
+        assert chain.answer == answer and chain.status == "ok"
+        assert tok.decode(chain.gold_ids) == reply.replace("12", problem.answer)
+    assert chain.gold_ids == chain.answer_ids  # a_full is the gold answer: the same tokens
