@@ -51,10 +51,15 @@ _HOW_TO_READ = (
     "whose answer already equals the full-chain answer. <b>Higher AOC = the answer depends on more "
     "of the chain = more coupled</b>; an AOC near 0 means the answer is fixed before the reasoning "
     "is written (a flat curve near 1). <b>Information gain per step</b> ({info_gain}) is how many nats of "
-    "log-probability of the gold answer each reasoning step adds. <b>Filler and paraphrase "
-    "invariance</b> ({invariance}) are the share of truncation points at which the answer survives replacing "
-    'the rest of the chain with filler (" ...") or with a paraphrase: <b>higher = the answer '
-    "survives = less coupled</b> (for paraphrase, a drop signals answers keyed on surface wording). "
+    "log-probability of the gold answer each reasoning step adds. <b>Filler invariance</b> ({invariance}) is "
+    "the share of cut points k &lt; n at which the answer still equals the full-chain answer when the "
+    'rest of the chain is replaced by filler (" ...") of the same token length, averaged over problems: '
+    "<b>higher = the answer ignores the rest of the chain = less coupled</b>. <b>Paraphrase invariance</b> "
+    "(same panel) is that share when the steps after k are reworded instead (in continue mode: the steps "
+    "up to k are reworded and the model writes the rest), over the cut points whose text the paraphrase "
+    "changed, with the answer line and a final restatement of the answer left out of the reworded text: "
+    "it does not measure coupling (<b>neither direction is more coupled</b>); a drop means the answer "
+    "follows the chain's wording rather than its meaning. "
     "The pattern to look for is accuracy rising while AOC falls: the model gets the answer right "
     "without using its stated reasoning."
 )
@@ -85,15 +90,33 @@ def _label(name: str) -> str:
     return metric.label if metric else name
 
 
+_DIRECTION_HINTS = {"higher": "↑ higher = more coupled", "lower": "↑ higher = less coupled"}
+# A metric's own reading, in a legend of metrics that do not share one.
+_LEGEND_DIRECTIONS = {"higher": "higher = more coupled", "lower": "higher = less coupled",
+                      "neutral": "no coupling direction"}
+
+
+def _direction(name: str) -> str | None:
+    metric = _registry().get(name)
+    return metric.direction if metric else None
+
+
 def _direction_hint(names: Sequence[str]) -> str:
-    """The y axis's reading from the metrics' directions ('' when neutral, unknown or mixed)."""
-    registry = _registry()
-    directions = {registry[n].direction if n in registry else None for n in names} - {"neutral"}
-    if directions == {"higher"}:
-        return "↑ higher = more coupled"
-    if directions == {"lower"}:
-        return "↑ higher = less coupled"
-    return ""
+    """The y axis's reading, when every metric of the panel has it ('' when neutral, unknown or mixed).
+
+    A panel whose metrics read differently (filler: higher = less coupled; paraphrase: neutral)
+    gets no axis-wide reading; each legend entry says its own (:func:`_legend_label`).
+    """
+    directions = {_direction(n) for n in names}
+    return _DIRECTION_HINTS.get(directions.pop(), "") if len(directions) == 1 else ""
+
+
+def _legend_label(name: str, names: Sequence[str]) -> str:
+    """A metric's legend entry: its label, and its own reading when the panel's metrics differ."""
+    if len({_direction(n) for n in names}) == 1:
+        return _label(name)
+    direction = _direction(name)
+    return f"{_label(name)} ({_LEGEND_DIRECTIONS[direction]})" if direction else _label(name)
 
 
 # --------------------------------------------------------------------------------------------
@@ -291,9 +314,10 @@ def draw_metrics(ax, panel: Panel, runs) -> None:
         for name in panel.metrics:
             marker, linestyle = styles[name]
             if drawn[name]:
-                handles.append(Line2D([], [], color="0.25", marker=marker, ls=linestyle, lw=1.8, label=_label(name)))
+                handles.append(Line2D([], [], color="0.25", marker=marker, ls=linestyle, lw=1.8,
+                                      label=_legend_label(name, panel.metrics)))
             else:
-                handles.append(Line2D([], [], color="none", label=f"{_label(name)}: not measured"))
+                handles.append(Line2D([], [], color="none", label=f"{_legend_label(name, panel.metrics)}: not measured"))
         ax.legend(handles=handles, loc="best", frameon=True, framealpha=0.9,
                   title="metric (colour = run)", title_fontsize=8.5)
 
@@ -412,7 +436,8 @@ PANELS: tuple[Panel, ...] = (
     Panel("info_gain", draw_metrics, "Information gain per reasoning step", ("info_gain_per_step",),
           ylabel="{label} (nats)", zero_line=True),
     Panel("invariance", draw_metrics, "Filler & paraphrase invariance",
-          ("filler_invariance", "paraphrase_invariance"), ylabel="invariance (share of answers kept)", ylim="unit"),
+          ("filler_invariance", "paraphrase_invariance"),
+          ylabel="share of cut points whose answer\nequals the full-chain answer", ylim="unit"),
     Panel("other", draw_metrics, "Other probes", other=True),
     Panel("summary", draw_summary, "First → last round", over_steps=False),
 )

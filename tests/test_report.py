@@ -273,3 +273,29 @@ def test_metrics_without_a_panel_get_the_other_panel(tmp_path, two_metric_probe)
     assert ">two_side</th>" in text and "two: side" in text  # in the table and the glossary
     w, h = _png_size(png)
     assert h > w * 0.8  # a third row of panels
+
+
+def test_invariance_panel_says_what_each_metric_computes(two_runs):
+    """Regression (issue 20, item 9): panel E read "higher = less coupled" for both metrics, but
+    paraphrase invariance is neutral; each line now carries its own reading and the axis none."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from faithcb.report import PANELS, _how_to_read, draw_metrics
+
+    runs = [{"label": p.name, "records": read_history(p), "color": c} for p, c in zip(two_runs, ("r", "b"))]
+    (panel,) = [p for p in PANELS if p.key == "invariance"]
+    fig, ax = plt.subplots()
+    try:
+        draw_metrics(ax, panel, runs)
+        ylabel = ax.get_ylabel()
+        legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    finally:
+        plt.close(fig)
+    assert "coupled" not in ylabel and "equals the full-chain answer" in ylabel
+    assert legend == ["filler invariance (higher = less coupled)", "paraphrase invariance (no coupling direction)"]
+    text = _how_to_read(PANELS)
+    assert "neither direction is more coupled" in text and "answer line" in text
+    assert "survives = less coupled" not in text  # the old sentence, which covered paraphrase too
