@@ -945,9 +945,9 @@ def test_hub_set_with_several_splits_asks_for_one(monkeypatch: pytest.MonkeyPatc
 def test_bundled_files_are_package_data_with_licences() -> None:
     """pyproject's package-data globs take every bundled file into a built wheel (a non-editable
     install reads them through importlib.resources), and each set ships its licence and attribution."""
-    import tomllib
-
     from faithcb.data import NAMED_SETS
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 
     globs = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["faithcb"]
     shipped = {p for pattern in globs for p in PACKAGE.glob(pattern) if p.is_file()}
