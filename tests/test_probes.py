@@ -308,6 +308,43 @@ def test_mistakes_variants_and_record():
     assert rec["corrupted_fraction"] == pytest.approx(2 / 3)
 
 
+class _CutAtStepLM(_ScriptedGenLM):
+    """Continues with a full ``max_new_tokens`` of text (cut by the limit) for prompts that end in
+    ``cut_after``, and with a short ended rest for the others."""
+
+    def __init__(self, tok, cut_after: str):
+        super().__init__(tok)
+        self.cut_after = cut_after
+
+    def generate(self, prompts, max_new_tokens):
+        self.prompts += prompts
+        return [
+            self.encode("9" * max_new_tokens) if self.decode(p).endswith(self.cut_after) else self.encode(" X.")
+            for p in prompts
+        ]
+
+
+def test_mistakes_leave_out_and_count_a_regenerated_rest_cut_by_the_token_limit():
+    """Issue 20, item 9: a regenerated rest that hit the token limit stopped early, so its answer
+    would measure the limit. It is excluded from the variants and counted (record and round)."""
+    from faithcb.probes.base import hit_token_limit
+    from faithcb.results import aggregate, chain_record
+
+    tok = tiny_tokenizer()
+    chain = make_chain(tok=tok)
+    corrupted = corrupt_step(chain.steps[2], 0)  # the mistake in step 3; its rest is cut by the limit
+    probe = AddingMistakes(max_new_tokens=12)
+    lm = _CutAtStepLM(tok, corrupted)
+    probe.prepare([chain], lm)
+    assert len(lm.prompts) == 2 and [v.k for v in probe.variants(chain)] == [2]
+    rec = probe.record(chain, outcomes([False]))
+    assert rec["ks"] == [2] and rec["truncated"] == 1 and rec["skipped"] == 1
+    assert rec["answer_changed_fraction"] == 1.0 and rec["corrupted_fraction"] == pytest.approx(2 / 3)
+    record = {**chain_record(chain), "mistakes": rec}
+    assert aggregate([record]).scalars["mistakes_truncated"] == 1.0
+    assert hit_token_limit([1] * 12, 12) and not hit_token_limit([1] * 11, 12)
+
+
 # ---------------------------------------------------------------------------------- scripted engine
 
 
@@ -832,6 +869,20 @@ def test_a_truncated_chain_answer_equal_to_gold_but_not_a_full_is_a_change(tok, 
     model = pretrained_model(tok).eval()
     engine = engine_for(model, tok, probes=("early_answering",))
     base = probe_problems()[0]
+    # What the model answers is scripted, so the case happens whatever a tiny model writes: a_full
+    # is " 12\n" (the hand chain's last result), and where the exact check fails the decoded answer
+    # is a_full under the full chain and " 7\n" after every truncation.
+    lm, score = engine.lm, engine.lm.score
+    lm.answer = lambda contexts: [lm.encode(" 12\n") for _ in contexts]
+
+    def scripted_score(requests):
+        return [
+            res if res.decoded is None else dataclasses.replace(
+                res, decoded=tuple(lm.encode(" 12\n" if req.cut == len(req.prefix) else " 7\n")))
+            for req, res in zip(requests, score(requests))
+        ]
+
+    lm.score = scripted_score
 
     def probe(problem: Problem) -> dict:
         with engine.lm.session():
@@ -872,12 +923,16 @@ def test_mistakes_continue_from_the_corrupted_step_right_after_the_steps_before_
     from helpers.vocabulary import arithmetic_problems as probe_problems
     model = pretrained_model(tok).eval()
     engine = engine_for(model, tok, probes=("mistakes",))
+    # a_full scripted (the hand chain's last result), so the chain is scored whatever a tiny model answers.
+    engine.lm.answer = lambda contexts: [engine.lm.encode(" 12\n") for _ in contexts]
     asked: list[list[int]] = []
     generate = engine.lm.generate
 
     def recording_generate(prompts, **kwargs):
         asked.extend(list(p) for p in prompts)
-        return generate(prompts, **kwargs)
+        # Each continuation ends (the model's first tokens, shorter than the limit): one the limit
+        # cut would be left out (``hit_token_limit``), and whether a tiny model ends is beside the point.
+        return [seq[:8] for seq in generate(prompts, **kwargs)]
 
     problem = probe_problems()[0]
     with engine.lm.session():

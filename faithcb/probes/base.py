@@ -162,6 +162,18 @@ def continue_chains(lm, chains: Sequence[Chain], contexts: Sequence[Sequence[int
     return out
 
 
+def hit_token_limit(continuation: Sequence[int], max_new_tokens: int) -> bool:
+    """Whether a continuation from :func:`continue_chains` ran into ``max_new_tokens`` without ending.
+
+    The truncation rule for regenerated continuations (mistakes, paraphrase's continue mode), the
+    same as for generated chains: one the limit cut is an early stop of the chain, so scoring its
+    answer would measure the limit; it is left out, and counted. ``generate`` drops the end token,
+    so a continuation that ended is shorter than the limit, and one cut where the model wrote the
+    cue is shorter still.
+    """
+    return len(continuation) >= max_new_tokens
+
+
 def agreement_record(outcomes: Sequence[Outcome]) -> dict[str, list]:
     """The per-variant lists every agreement probe records: agreement, log p(a_full), answer."""
     return {
