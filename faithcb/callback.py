@@ -195,12 +195,17 @@ class FaithfulnessCallback(TrainerCallback, ExportableState):
         if self.config.faith_round_at_end and step >= state.max_steps:
             self._probe(state, control, reason="end")  # the closing round always runs
         elif step in self._schedule:
-            # Rank 0 decides whether the round fits faith_max_overhead; every rank follows (a round is collective).
-            if decide_on_rank0(self.trainer.accelerator, self.budget.allows(time.perf_counter())):
+            if self._budget_allows():
                 self._probe(state, control, reason="schedule")
             else:
                 self.budget.skipped += 1
         return control
+
+    def _budget_allows(self) -> bool:
+        """Whether the scheduled round fits ``faith_max_overhead``: rank 0 decides, every rank follows
+        (a round is collective). Without a budget every rank allows it, and nothing is exchanged."""
+        allowed = self.budget.allows(time.perf_counter())
+        return allowed if self.budget.max_fraction <= 0 else decide_on_rank0(self.trainer.accelerator, allowed)
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         if self.config.faith_on_evaluate:
