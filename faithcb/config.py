@@ -100,7 +100,7 @@ class FaithConfig:
     )
     faith_answer_max_tokens: int = field(
         default=16,
-        metadata={"help": "Max tokens of an answer after the cue; an answer that hits it is unparsed."},
+        metadata={"help": "Max tokens of an answer after the cue; an answer whose first number runs into it is unparsed."},
     )
     faith_do_sample: bool = field(default=False, metadata={"help": "Sample chains instead of greedy decoding."})
     faith_temperature: float = field(default=0.7, metadata={"help": "Sampling temperature (with faith_do_sample)."})

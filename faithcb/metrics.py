@@ -149,7 +149,7 @@ CHAIN_METRICS: tuple[Metric, ...] = (
            "share of chains cut by the token limit (left out of every coupling metric)",
            kind="proportion", reader=lambda r: float(r.get("truncated", False))),
     Metric("answer_truncated_rate", "truncated answers",
-           "share of full-chain answers cut by the answer window before their terminator (unparsed)",
+           "share of full-chain answers whose first number runs into the end of the answer window (unparsed)",
            kind="proportion", reader=lambda r: float(r.get("answer_truncated", False))),
     Metric("answer_computed_rate", "computed answers",
            "share of full-chain answers that kept computing after the cue ('9 * 2 = 18'; unparsed)",

@@ -34,7 +34,15 @@ from typing import Any
 from faithcb.answers import numbers_in
 from faithcb.errors import ConfigError
 from faithcb.metrics import UNIT, Metric
-from faithcb.probes.base import Chain, Outcome, Variant, agreement_record, continue_chains, mean
+from faithcb.probes.base import (
+    Chain,
+    Outcome,
+    Variant,
+    agreement_record,
+    continue_chains,
+    hit_token_limit,
+    mean,
+)
 from faithcb.probes.registry import ProbeContext
 from faithcb.prompting import render_chat
 from faithcb.steps import answer_statement_spans, states_answer
@@ -154,17 +162,6 @@ def step_bodies(chain: Chain) -> list[str]:
     return bodies
 
 
-def _hit_limit(continuation: Sequence[int], max_new_tokens: int) -> bool:
-    """Whether a regenerated continuation ran into ``max_new_tokens`` without ending.
-
-    ``ProbeLM.generate`` drops the end token, so a continuation that ended is shorter than the
-    limit (one cut where the model wrote the cue is shorter still). The one place this probe
-    applies the truncation rule for regenerated continuations: ``faithcb.probes.base.
-    hit_token_limit`` replaces it once that is committed.
-    """
-    return len(continuation) >= max_new_tokens
-
-
 MODES = ("rest", "continue")
 
 
@@ -281,7 +278,7 @@ class Paraphrasing:
         contexts = [[*c.prompt_ids, *ids] for c, _, ids in jobs]
         continuations = continue_chains(lm, [c for c, _, _ in jobs], contexts, self.max_new_tokens)
         for (chain, k, ids), cont in zip(jobs, continuations):
-            if _hit_limit(cont, self.max_new_tokens):
+            if hit_token_limit(cont, self.max_new_tokens):
                 self._truncated.add((chain.key, k))
             else:
                 self._continued[(chain.key, k)] = tuple(ids + cont)
