@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "faithcb"
 
 # Lowest first. Keep in step with the table in docs/architecture.md.
 LAYERS: list[tuple[str, set[str]]] = [
-    ("foundations", {"errors", "answers", "steps", "metrics", "stats"}),
+    ("foundations", {"errors", "normalize", "answers", "steps", "metrics", "stats"}),
     ("problems and records", {"problem", "history", "stopping", "budget", "tasks", "tasks.arithmetic", "problem_records", "data", "prompting"}),
     ("probes", {"probes", "probes.base", "probes.registry", "probes.early_answering", "probes.filler",
                 "probes.paraphrase", "probes.info_gain", "probes.mistakes"}),

@@ -62,6 +62,7 @@ def test_problem_is_a_leaf() -> None:
         "faithcb.metrics",  # the problem's text key (the unit of every interval)
         "faithcb.problem",
         "faithcb.answers",
+        "faithcb.normalize",
     }
 
 
