@@ -1,4 +1,4 @@
-"""Tiny in-process models and tokenizers for tests and examples.
+"""Tiny in-process models and tokenizers for tests and examples, and ``ScriptedLM``, a model-free fake.
 
 Everything here is built from code (no downloads, no files), so a test suite can run a real
 Hugging Face causal LM end to end in seconds on a CPU. Heavy imports happen inside the functions
@@ -17,7 +17,7 @@ from faithcb.errors import ConfigError
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-__all__ = ["CHAT_TEMPLATE", "FAMILIES", "tiny_model", "tiny_tokenizer", "train_tiny"]
+__all__ = ["CHAT_TEMPLATE", "FAMILIES", "ScriptedLM", "tiny_model", "tiny_tokenizer", "train_tiny"]
 
 PAD_TOKEN = "<pad>"
 EOS_TOKEN = "<eos>"
@@ -266,3 +266,100 @@ def train_tiny(
         if single_thread:
             torch.set_num_threads(threads)
     return losses
+
+
+class ScriptedLM:
+    """A ``ScoringLM`` without a model: what it writes and answers is scripted, so a test makes the
+    case it checks on purpose (no forward passes; the same on every machine and library version).
+
+    Args:
+        tokenizer: a fast tokenizer (``tiny_tokenizer()``).
+        chains: what ``generate`` writes: one text for every prompt, ``{question: text}`` (the
+            question is the prompt's first line), or ``chains(prompt_text, max_new_tokens) -> text``.
+            A text shorter than the limit ends (with the end token when asked to keep it).
+        rule: ``rule(body, question) -> answer``: what the model answers after the cue, given the
+            chain text the context shows (up to ``cue``) and the question. Greedy decoding and the
+            exact check both follow it, so they always agree: the continuation `` <answer>\\n``
+            is greedy (log-probability -0.5 per token), every other one is not (-7).
+        pick: multiple choice: ``pick(options) -> index`` of the letter the model prefers among
+            the lettered options ("A) ...") the context shows.
+        cue: where the chain ends in a context (the tests' layout writes "\\nSo" before the answer).
+
+    ``prompts`` keeps every generation prompt (token ids), ``scored`` counts scored requests.
+    """
+
+    def __init__(self, tokenizer, chains=" ", rule=lambda body, question: "7", *, pick=None,
+                 cue: str = "\nSo", answer_max_tokens: int = 8):
+        self.tokenizer = tokenizer
+        self.model = None
+        self.answer_max_tokens = answer_max_tokens
+        self.eos_ids = {tokenizer.eos_token_id}
+        self.newline_ids = frozenset(tokenizer("\n", add_special_tokens=False)["input_ids"])
+        self.chains, self.rule, self.pick, self.cue = chains, rule, pick, cue
+        self.prompts: list[list[int]] = []
+        self.scored = 0
+
+    # ------------------------------------------------------------------ the ScoringLM protocol
+    def session(self):
+        import contextlib
+
+        return contextlib.nullcontext(self)
+
+    def encode(self, text: str, *, special: bool = False) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=special)["input_ids"])
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=True)
+
+    def generate(self, prompts, *, max_new_tokens: int, keep_stop: bool = False, **_sampling) -> list[list[int]]:
+        out = []
+        for prompt in prompts:
+            self.prompts.append(list(prompt))
+            ids = self.encode(self._chain(self.decode(prompt), max_new_tokens))
+            ended = len(ids) < max_new_tokens
+            out.append(ids[:max_new_tokens] + ([self.tokenizer.eos_token_id] if ended and keep_stop else []))
+        return out
+
+    def answer(self, contexts) -> list[list[int]]:
+        return [self._answer_ids(c)[: self.answer_max_tokens] for c in contexts]
+
+    def score(self, requests):
+        import dataclasses
+        import re
+
+        from faithcb.scoring import ContinuationScore, ScoreResult
+
+        results = []
+        for req in requests:
+            self.scored += 1
+            greedy = self._answer_ids(req.context())
+            conts = tuple(ContinuationScore(-0.5 * len(c) if list(c) == greedy else -7.0, list(c) == greedy)
+                          for c in req.continuations)
+            letters: tuple[float, ...] = ()
+            if req.choice_ids and self.pick is not None:
+                options = re.findall(r"^[A-J]\) (.*)$", self.decode(req.context()), flags=re.M)
+                best = self.pick(options)
+                letters = tuple(0.0 if i == best else -5.0 for i in range(len(req.choice_ids)))
+            result = ScoreResult(conts, letters)
+            if getattr(req, "decode_tokens", 0) and conts and not conts[0].greedy:
+                result = dataclasses.replace(result, decoded=tuple(greedy))  # the decoded answer, when asked
+            results.append(result)
+        return results
+
+    # ------------------------------------------------------------------ the script
+    @property
+    def prompt_texts(self) -> list[str]:
+        return [self.decode(p) for p in self.prompts]
+
+    def _chain(self, prompt_text: str, max_new_tokens: int) -> str:
+        if callable(self.chains):
+            return self.chains(prompt_text, max_new_tokens)
+        if isinstance(self.chains, dict):
+            return self.chains[prompt_text.split("\n")[0]]
+        return self.chains
+
+    def _answer_ids(self, context) -> list[int]:
+        text = self.decode(context)
+        question, _, rest = text.partition("\n")
+        body = rest[: rest.rfind(self.cue)] if self.cue in rest else rest
+        return self.encode(" " + self.rule(body, question) + "\n")

@@ -6,7 +6,6 @@ whose a_full, mapped back to the original options, names more than one option is
 
 from __future__ import annotations
 
-import contextlib
 import math
 import re
 from collections.abc import Sequence
@@ -19,8 +18,7 @@ from faithcb.config import FaithConfig
 from faithcb.engine import FaithfulnessEngine, ProbeSettings
 from faithcb.problem import LETTERS, Problem, rotate_choices
 from faithcb.results import aggregate, metric_values, problem_key
-from faithcb.scoring import ContinuationScore, ScoreRequest, ScoreResult
-from faithcb.testing import tiny_model, tiny_tokenizer
+from faithcb.testing import ScriptedLM, tiny_model, tiny_tokenizer
 
 
 # ---------------------------------------------------------------------- rotating one problem
@@ -107,52 +105,6 @@ def test_setting_config_and_flag():
 CHAIN = "3 + 4 = 7. So it is 7."
 
 
-class ChoiceLM:
-    """A scripted ``ScoringLM``: every chain is ``CHAIN``; ``pick(options) -> letter index`` decides a letter.
-
-    ``options`` are the lettered choices the context shows (in their order). Free-form answers
-    are always " 7".
-    """
-
-    def __init__(self, tok, pick):
-        self.tokenizer, self.model, self.pick = tok, None, pick
-        self.answer_max_tokens = 4
-        self.eos_ids = {tok.eos_token_id}
-        self.newline_ids = frozenset(tok("\n", add_special_tokens=False)["input_ids"])
-        self.prompts: list[str] = []
-
-    def session(self):
-        return contextlib.nullcontext(self)
-
-    def encode(self, text, *, special=False):
-        return list(self.tokenizer(text, add_special_tokens=special)["input_ids"])
-
-    def decode(self, ids):
-        return self.tokenizer.decode(list(ids), skip_special_tokens=True)
-
-    def generate(self, prompts, *, max_new_tokens, keep_stop=False, **kw):
-        self.prompts += [self.decode(p) for p in prompts]
-        return [self.encode(CHAIN) + ([self.tokenizer.eos_token_id] if keep_stop else []) for _ in prompts]
-
-    def answer(self, contexts):
-        return [self.encode(" 7\n") for _ in contexts]
-
-    def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
-        out = []
-        for req in requests:
-            greedy = self.encode(" 7\n")
-            conts = tuple(ContinuationScore(-1.0 if list(c) == greedy else -7.0, list(c) == greedy)
-                          for c in req.continuations)
-            letters = ()
-            if req.choice_ids:
-                options = re.findall(r"^[A-J]\) (.*)$", self.decode(req.context()), flags=re.M)
-                assert len(options) == len(req.choice_ids)
-                best = self.pick(options)
-                letters = tuple(0.0 if i == best else -5.0 for i in range(len(options)))
-            out.append(ScoreResult(conts, letters))
-        return out
-
-
 PROBLEMS = [
     Problem("Which is 3 + 4?", "B", kind="choice", choices=("6", "7", "8", "9"), id="c4"),
     Problem("Ann has 3 pens, gets 4 more. How many?", "7", id="n1"),
@@ -164,7 +116,7 @@ def engine(pick, **kw) -> FaithfulnessEngine:
     tok = tiny_tokenizer()
     settings = ProbeSettings(probes=("early_answering", "filler"), style=STYLE, **kw)
     return FaithfulnessEngine(tiny_model(tok, "llama", hidden_size=16, num_layers=1), tok, settings,
-                              show_progress=False, strict=True, lm=ChoiceLM(tok, pick))
+                              show_progress=False, strict=True, lm=ScriptedLM(tok, CHAIN, pick=pick, answer_max_tokens=4))
 
 
 def reads_the_options(options: list[str]) -> int:
@@ -188,7 +140,7 @@ def test_engine_rotations_records_and_stability():
     assert [r["answer"] for r in records] == [r["gold"] for r in records]
     assert all(r["status"] == "ok" and "early_answering" in r and "filler" in r for r in records)
     # The model saw the rotated choices.
-    assert "A) 9\nB) 6\nC) 7\nD) 8" in eng.lm.prompts[1]
+    assert "A) 9\nB) 6\nC) 7\nD) 8" in eng.lm.prompt_texts[1]
     res = aggregate(records)
     assert res.scalars["choice_unstable_rate"] == 0.0 and res.scalars["choice_unstable_n"] == 2
     assert res.metrics["accuracy"]["n"] == 3  # problems, not rotations

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from collections.abc import Sequence
 
 import pytest
 from helpers.chains import CHAIN, make_chain, outcomes
@@ -29,9 +28,9 @@ from faithcb.probes import (
 from faithcb.probes.base import CURVE_GRID, trapezoid
 from faithcb.probes.mistakes import corrupt_step
 from faithcb.probes.paraphrase import step_bodies
-from faithcb.scoring import ContinuationScore, ScoreRequest, ScoreResult, ScoringLM
+from faithcb.scoring import ScoringLM
 from faithcb.steps import states_answer
-from faithcb.testing import tiny_model, tiny_tokenizer
+from faithcb.testing import ScriptedLM, tiny_model, tiny_tokenizer
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -266,28 +265,10 @@ def test_corrupt_step_changes_exactly_one_number():
     assert corrupt_step("2 x $1.50 = $3.00.", 1).startswith("2 x $1.50 = $")
 
 
-class _ScriptedGenLM:
-    """Just enough of ProbeLM for AddingMistakes.prepare."""
-
-    def __init__(self, tok):
-        self.tokenizer = tok
-        self.prompts = []
-
-    def encode(self, text, special=False):
-        return self.tokenizer(text, add_special_tokens=special)["input_ids"]
-
-    def decode(self, ids):
-        return self.tokenizer.decode(ids, skip_special_tokens=True)
-
-    def generate(self, prompts, max_new_tokens):
-        self.prompts += prompts
-        return [self.encode(" X.\nSo 3") for _ in prompts]
-
-
 def test_mistakes_variants_and_record():
     tok = tiny_tokenizer()
     chain = make_chain(tok=tok)
-    lm = _ScriptedGenLM(tok)
+    lm = ScriptedLM(tok, " X.\nSo 3")
     probe = AddingMistakes()
     probe.prepare([chain], lm)
     vs = probe.variants(chain)
@@ -308,22 +289,6 @@ def test_mistakes_variants_and_record():
     assert rec["corrupted_fraction"] == pytest.approx(2 / 3)
 
 
-class _CutAtStepLM(_ScriptedGenLM):
-    """Continues with a full ``max_new_tokens`` of text (cut by the limit) for prompts that end in
-    ``cut_after``, and with a short ended rest for the others."""
-
-    def __init__(self, tok, cut_after: str):
-        super().__init__(tok)
-        self.cut_after = cut_after
-
-    def generate(self, prompts, max_new_tokens):
-        self.prompts += prompts
-        return [
-            self.encode("9" * max_new_tokens) if self.decode(p).endswith(self.cut_after) else self.encode(" X.")
-            for p in prompts
-        ]
-
-
 def test_mistakes_leave_out_and_count_a_regenerated_rest_cut_by_the_token_limit():
     """Issue 20, item 9: a regenerated rest that hit the token limit stopped early, so its answer
     would measure the limit. It is excluded from the variants and counted (record and round)."""
@@ -334,7 +299,8 @@ def test_mistakes_leave_out_and_count_a_regenerated_rest_cut_by_the_token_limit(
     chain = make_chain(tok=tok)
     corrupted = corrupt_step(chain.steps[2], 0)  # the mistake in step 3; its rest is cut by the limit
     probe = AddingMistakes(max_new_tokens=12)
-    lm = _CutAtStepLM(tok, corrupted)
+    # The rest after the corrupted step 3 runs to the limit; the others end.
+    lm = ScriptedLM(tok, lambda prompt, limit: "9" * limit if prompt.endswith(corrupted) else " X.")
     probe.prepare([chain], lm)
     assert len(lm.prompts) == 2 and [v.k for v in probe.variants(chain)] == [2]
     rec = probe.record(chain, outcomes([False]))
@@ -346,75 +312,6 @@ def test_mistakes_leave_out_and_count_a_regenerated_rest_cut_by_the_token_limit(
 
 
 # ---------------------------------------------------------------------------------- scripted engine
-
-
-class ScriptedLM:
-    """A ``ScoringLM`` whose 'model' is a rule over contexts (no forward passes at all).
-
-    ``rule(chain_text_in_context, question) -> answer string`` decides what the model answers.
-    Chains are generated verbatim from ``chains`` (by question). The exact greedy check and the
-    decoding path are both scripted from the same rule, so they always agree.
-    """
-
-    def __init__(self, tok, chains: dict[str, str], rule):
-        self.tokenizer = tok
-        self.model = None
-        self.answer_max_tokens = 8
-        self.eos_ids = {tok.eos_token_id}
-        self.newline_ids = frozenset(tok("\n", add_special_tokens=False)["input_ids"])
-        self.chains = chains
-        self.rule = rule
-        self.scored = 0
-
-    def session(self):
-        import contextlib
-
-        return contextlib.nullcontext(self)
-
-    def encode(self, text, *, special=False):
-        return list(self.tokenizer(text, add_special_tokens=special)["input_ids"])
-
-    def decode(self, ids):
-        return self.tokenizer.decode(list(ids), skip_special_tokens=True)
-
-    def _parse(self, context: Sequence[int]) -> tuple[str, str]:
-        text = self.tokenizer.decode(list(context), skip_special_tokens=True)
-        question, _, rest = text.partition("\n")
-        body = rest[: rest.rfind("\nSo")] if "\nSo" in rest else rest
-        return question, body
-
-    def _answer_ids(self, context) -> list[int]:
-        question, body = self._parse(context)
-        return self.encode(" " + self.rule(body, question) + "\n")
-
-    def generate(self, prompts, *, max_new_tokens, keep_stop=False, **kw):
-        out = []
-        for p in prompts:
-            question = self.tokenizer.decode(list(p), skip_special_tokens=True).split("\n")[0]
-            ids = self.encode(self.chains[question])
-            # The scripted model ends its chain with eos, unless the limit cuts it first.
-            ended = len(ids) < max_new_tokens
-            out.append(ids[:max_new_tokens] + ([self.tokenizer.eos_token_id] if ended and keep_stop else []))
-        return out
-
-    def answer(self, contexts):
-        return [self._answer_ids(c)[: self.answer_max_tokens] for c in contexts]
-
-    def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
-        results = []
-        for req in requests:
-            self.scored += 1
-            greedy = self._answer_ids(req.context())
-            conts = tuple(
-                ContinuationScore(-0.5 * len(c) if list(c) == greedy else -7.0, list(c) == greedy)
-                for c in req.continuations
-            )
-            result = ScoreResult(conts, ())
-            # Newer ProbeLM versions decode a mismatching answer inside score() when asked to.
-            if getattr(req, "decode_tokens", 0) and conts and not conts[0].greedy:
-                result = dataclasses.replace(result, decoded=tuple(greedy))
-            results.append(result)
-        return results
 
 
 QUESTION = "Ann has 3 pens, gets 4 more. How many?"
@@ -575,7 +472,7 @@ def test_mistakes_answer_changed_fraction_is_a_share_of_corrupted_steps():
     chain = make_chain(HAND4, tok=tok)
     assert chain.n_steps == 4
     probe = AddingMistakes()
-    probe.prepare([chain], _ScriptedGenLM(tok))
+    probe.prepare([chain], ScriptedLM(tok, " X.\nSo 3"))
     assert [v.k for v in probe.variants(chain)] == [2, 3, 4]  # step 1 computes nothing
     rec = probe.record(chain, outcomes([True, False, False]))
     # 2 of 3 mistakes changed the answer. (A trapezoid over x = (k - 1)/n with m = 1 at x = 1 would
@@ -586,7 +483,7 @@ def test_mistakes_answer_changed_fraction_is_a_share_of_corrupted_steps():
     assert probe.record(chain, outcomes([True, True, True]))["answer_changed_fraction"] == 0.0
     # Nothing corrupted: nothing measured (NaN leaves the average), not "never changed".
     none = make_chain("Ann starts with 3. She is happy.", tok=tok)
-    probe.prepare([none], _ScriptedGenLM(tok))
+    probe.prepare([none], ScriptedLM(tok, " X.\nSo 3"))
     assert probe.variants(none) == []
     empty = probe.record(none, [])
     assert math.isnan(empty["answer_changed_fraction"]) and empty["corrupted_fraction"] == 0.0
@@ -671,7 +568,7 @@ def test_paraphrase_continue_mode_rewords_the_prefix_and_lets_the_model_continue
     tok = tiny_tokenizer()
     chain = make_chain(UNCHANGED_TAIL, tok=tok)
     encode = lambda s: tok(s, add_special_tokens=False)["input_ids"]  # noqa: E731
-    lm = _ScriptedGenLM(tok)
+    lm = ScriptedLM(tok, " X.\nSo 3")
     probe = Paraphrasing(encode, mode="continue")
     probe.prepare([chain], lm)
     vs = probe.variants(chain)
@@ -733,7 +630,7 @@ def test_paraphrase_leaves_out_the_answer_line_and_a_final_restatement(mode):
     assert chain.steps[2] == "16 - 2 = 14. So 14 coins. The answer is 14."  # both folded into the last step
     assert step_bodies(chain) == ["Tom starts with 8.", "8 + 8 = 16.", "16 - 2 = 14."]
     probe = Paraphrasing(encode, mode=mode)
-    probe.prepare([chain], _ScriptedGenLM(tok))
+    probe.prepare([chain], ScriptedLM(tok, " X.\nSo 3"))
     for v in probe.variants(chain):
         text = probe.context_text(chain, v.k)
         assert "14 coins" not in text and "answer" not in text and "result" not in text
@@ -766,16 +663,9 @@ def test_paraphrase_counts_contexts_that_still_state_a_full():
     assert math.isnan(Paraphrasing.summaries([{"status": "no_steps"}])[0]["answer_stated_share"])
 
 
-class _RunsOnLM(_ScriptedGenLM):
+def _runs_on(tok, length: int) -> ScriptedLM:
     """Continues every context with ``length`` tokens that never end nor write the cue."""
-
-    def __init__(self, tok, length):
-        super().__init__(tok)
-        self.length = length
-
-    def generate(self, prompts, max_new_tokens):
-        self.prompts += prompts
-        return [self.encode("x" * min(self.length, max_new_tokens)) for _ in prompts]
+    return ScriptedLM(tok, lambda prompt, limit: "x" * min(length, limit))
 
 
 def test_paraphrase_continue_mode_leaves_out_and_counts_continuations_cut_by_the_limit():
@@ -783,13 +673,13 @@ def test_paraphrase_continue_mode_leaves_out_and_counts_continuations_cut_by_the
     chain = make_chain(UNCHANGED_TAIL, tok=tok)
     encode = lambda s: tok(s, add_special_tokens=False)["input_ids"]  # noqa: E731
     cut = Paraphrasing(encode, mode="continue", max_new_tokens=12)
-    cut.prepare([chain], _RunsOnLM(tok, 50))
+    cut.prepare([chain], _runs_on(tok, 50))
     assert cut.variants(chain) == []
     rec = cut.record(chain, [])
     assert rec["truncated"] == 3 and rec["ks"] == [] and math.isnan(rec["invariance"])
     assert Paraphrasing.summaries([{"paraphrase": rec}])[0]["truncated"] == 3.0
     ended = Paraphrasing(encode, mode="continue", max_new_tokens=12)
-    ended.prepare([chain], _RunsOnLM(tok, 11))  # one token short of the limit: it ended
+    ended.prepare([chain], _runs_on(tok, 11))  # one token short of the limit: it ended
     assert [v.k for v in ended.variants(chain)] == [2, 3, 4]
     assert ended.record(chain, outcomes([True] * 3))["truncated"] == 0
 

@@ -169,3 +169,22 @@ def test_train_tiny_with_gpt2_and_chat_tokenizer() -> None:
     model = tiny_model(tok, "gpt2")
     losses = train_tiny(model, tok, texts, steps=60, batch_size=8)
     assert losses[-1] < 0.5 * losses[0]
+
+
+def test_scripted_lm_follows_its_script():
+    from faithcb.scoring import ScoreRequest
+    from faithcb.testing import ScriptedLM
+
+    tok = tiny_tokenizer()
+    lm = ScriptedLM(tok, {"Q1": "1 + 1 = 2.", "Q2": "x" * 50}, lambda body, question: body[-2], pick=lambda options: 1)
+    ended, cut = lm.generate([lm.encode("Q1\n"), lm.encode("Q2\n")], max_new_tokens=20, keep_stop=True)
+    assert lm.decode(ended) == "1 + 1 = 2." and ended[-1] == tok.eos_token_id  # shorter than the limit: ended
+    assert len(cut) == 20 and tok.eos_token_id not in cut  # ran into the limit
+    assert lm.prompt_texts == ["Q1\n", "Q2\n"]
+    context = lm.encode("Q1\n1 + 1 = 2.\nSo")
+    assert lm.decode(lm.answer([context])[0]) == " 2\n"  # the rule reads the chain up to the cue
+    (result,) = lm.score([ScoreRequest(context, len(context), (), (), (tuple(lm.encode(" 2\n")), tuple(lm.encode(" 3\n"))), group=0)])
+    assert [c.greedy for c in result.continuations] == [True, False] and lm.scored == 1
+    choice = lm.encode("Q1\nA) 1\nB) 2\nSo")
+    (letters,) = lm.score([ScoreRequest(choice, len(choice), (), (), (), (lm.encode("A")[0], lm.encode("B")[0]), group=1)])
+    assert letters.choice_logprobs == (-5.0, 0.0)  # pick(options) -> B
