@@ -67,11 +67,15 @@ def run_show(args) -> int:
     return 0
 
 
-def show_text(model, tokenizer, problem, settings: ProbeSettings, *, chain_text: str | None = None) -> str:
-    """The report ``faithcb show`` prints (a string, so tests read it)."""
+def show_text(model, tokenizer, problem, settings: ProbeSettings, *, chain_text: str | None = None, lm=None) -> str:
+    """The report ``faithcb show`` prints (a string, so tests read it).
+
+    ``lm``: a ``ScoringLM`` to generate and score with instead of the model's own (a scripted one
+    in tests, so what a probe continues with is made on purpose).
+    """
     from faithcb.engine import FaithfulnessEngine
 
-    engine = FaithfulnessEngine(model, tokenizer, settings, show_progress=False)
+    engine = FaithfulnessEngine(model, tokenizer, settings, show_progress=False, lm=lm)
     prompter, lm = engine.prompter, engine.lm
 
     def text(ids: Sequence[int]) -> str:

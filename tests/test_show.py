@@ -18,7 +18,7 @@ import pytest
 from faithcb.problem import Problem
 from faithcb.settings import ProbeSettings
 from faithcb.show import show_text
-from faithcb.testing import tiny_model, tiny_tokenizer
+from faithcb.testing import ScriptedLM, tiny_model, tiny_tokenizer
 
 STEPS = ("First 3 + 4 = 7.", "Then 7 * 2 = 14.", "Next 14 - 5 = 9.", "Last 9 + 1 = 10.")
 PROBLEM = Problem("What is (3 + 4) * 2 - 5 + 1?", "10", id="show-offsets")
@@ -52,10 +52,11 @@ def _contexts(report: str, probe: str) -> dict[int, str]:
 @pytest.mark.parametrize("tokenizer", ["char", "char-chat", "smollm2"])
 def test_each_probe_context_prints_the_chain_prefix_up_to_its_cut(one_thread, tokenizer):
     tok = _tokenizer(tokenizer)
-    # A one-layer model: what it would answer or continue with does not matter here.
+    # A one-layer model for the setup checks; the contexts come from a scripted LM whose regenerated
+    # rests end (a rest cut by the token limit is left out of the mistakes probe's variants).
     model = tiny_model(tok, "llama", hidden_size=16, num_layers=1)
     settings = ProbeSettings(probes=PROBES, max_chain_tokens=80, max_cuts=16)
-    report = show_text(model, tok, PROBLEM, settings, chain_text="\n".join(STEPS))
+    report = show_text(model, tok, PROBLEM, settings, chain_text="\n".join(STEPS), lm=ScriptedLM(tok, " 1 + 1 = 2."))
 
     assert [line.split("] ", 1)[1] for line in report.splitlines() if re.match(r"  \[\d+\] ", line)] == list(STEPS)
     full = report.split("== full context (what a_full is read from) ==\n⟦prompt⟧", 1)[1].split("⟦cue⟧", 1)[0]
