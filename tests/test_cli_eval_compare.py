@@ -226,13 +226,14 @@ def test_compare_reports_b_minus_a_with_its_sign_in_the_right_columns(tok, tmp_p
         assert cli.main(["compare", a, b, *common, "--out", str(out)]) == 0
         lines = capsys.readouterr().out.splitlines()
         header = lines[1]
-        assert re.split(r"\s{2,}", header)[:4] == ["metric", f"A: {a}", f"B: {b}", "B - A"]
+        assert re.split(r"\s{2,}", header)[:6] == ["metric", f"A: {a} (own problems)", f"B: {b} (own problems)",
+                                                   "B - A paired [95% CI]", "n paired", "B - A unpaired"]
         rows = {}
         for line in lines[3:]:
             if line.startswith("written:"):
                 break
             label = re.split(r"\s{2,}", line)[0]
-            rows[label] = re.findall(r"([+-]?\d+\.\d{3}|n/a)(?: \[[^\]]*\])?", line[len(label):])[:3]
+            rows[label] = re.findall(r"([+-]?\d+\.\d{3}|n/a)(?: \[[^\]]*\])?", line[len(label):])[:4]
         return rows, json.loads(out.read_text())
 
     ab, saved_ab = table("trained", "untrained")
@@ -242,7 +243,9 @@ def test_compare_reports_b_minus_a_with_its_sign_in_the_right_columns(tok, tmp_p
     assert tokens_a < tokens_b  # the trained model ends its chains; the untrained one runs to the limit
     same = lambda x, y: json.dumps(x, sort_keys=True) == json.dumps(y, sort_keys=True)  # noqa: E731 (NaN-safe)
     assert same(saved_ba["a"]["metrics"], saved_ab["b"]["metrics"]) and same(saved_ba["b"]["metrics"], saved_ab["a"]["metrics"])
-    a_cell, b_cell, diff = ab["tokens per chain"]
+    # Every problem has a chain length, so the paired and unpaired differences are the same here.
+    a_cell, b_cell, paired, unpaired = ab["tokens per chain"]
     assert (a_cell, b_cell) == (f"{tokens_a:.3f}", f"{tokens_b:.3f}"), ab["tokens per chain"]
-    assert diff == f"+{tokens_b - tokens_a:.3f}", f"B - A = {tokens_b - tokens_a:+.3f} shown as {diff}"
-    assert ba["tokens per chain"] == [f"{tokens_b:.3f}", f"{tokens_a:.3f}", f"-{tokens_b - tokens_a:.3f}"]
+    assert paired == unpaired == f"+{tokens_b - tokens_a:.3f}", f"B - A = {tokens_b - tokens_a:+.3f} shown as {paired}"
+    minus = f"-{tokens_b - tokens_a:.3f}"
+    assert ba["tokens per chain"] == [f"{tokens_b:.3f}", f"{tokens_a:.3f}", minus, minus]
