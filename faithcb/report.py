@@ -518,7 +518,7 @@ def _draw_figure(runs, title: str, png_path: Path, panels: Sequence[Panel]) -> N
             handles.append(
                 Line2D([], [], color="0.3", marker="o", mfc="white", ls="--", lw=1.3, label="base model (adapters off)")
             )
-        handles.append(matplotlib.patches.Patch(color="0.5", alpha=0.25, label="95% interval (Wilson / t)"))
+        handles.append(matplotlib.patches.Patch(color="0.5", alpha=0.25, label="95% interval (by the metric's kind)"))
         fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), frameon=False, fontsize=10.5)
         fig.suptitle(title, fontsize=15, fontweight="bold")
         fig.savefig(png_path, dpi=150, facecolor="white")
