@@ -355,17 +355,13 @@ def test_evaluator_base_scores_gold_with_adapters_off(models, toks):
             if "lora_B" in name:
                 p.normal_(0, 0.05, generator=torch.Generator().manual_seed(0))
     lora.eval()
-    # free-text answers always parse, so every record has information gain to compare
     problems = [Problem(p.question, p.answer, kind="text", id=p.id) for p in probe_problems(2)]
     probes = ("info_gain",)
-    live = run(lora, tok, problems, probes=probes, evaluator="live")
-    ref = run(base, tok, problems, probes=probes)
-    # The adapter changes the model (chains or gold log-probs differ from the base model).
-    assert [r["chain"] for r in live.records] != [r["chain"] for r in ref.records] or any(
-        r1["info_gain"]["logp_gold"] != pytest.approx(r2["info_gain"]["logp_gold"], abs=1e-3)
-        for r1, r2 in zip(live.records, ref.records)
-        if "info_gain" in r1 and "info_gain" in r2
-    )
+    # The adapter changes the model (so "base" and "live" can differ): checked on the logits
+    # themselves, not on what the two happen to write.
+    ids = torch.tensor([tok("3 + 4 = 7. 7 - 2 = 5.", add_special_tokens=False)["input_ids"]])
+    with torch.no_grad():
+        assert not torch.allclose(lora(input_ids=ids).logits, base(input_ids=ids).logits, atol=1e-3)
     # With evaluator="base", gold log-probs are the base model's under the LoRA model's chains.
     # The chains and a_full are fixed here (what a noisy LoRA writes is beside the point), and
     # every L_k is recomputed by hand with the base model.
