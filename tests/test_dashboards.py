@@ -152,6 +152,7 @@ def test_training_run_writes_the_layout_beside_the_scalars(tmp_path, monkeypatch
             "train/faith/seconds", "train/faith/unparsed_rate"} <= drawn & scalars
 
 
+@pytest.mark.slow  # trains a tiny Trainer
 def test_no_layout_without_tensorboard_in_report_to(tmp_path):
     trainer = make_trainer("trainer", tmp_path / "run", max_steps=2)
     assert tensorboard_layout.write_for_trainer(trainer, DEFAULT_PROBES) is False
@@ -261,6 +262,7 @@ def test_wandb_offline_run_draws_each_rounds_early_answering_curve(tmp_path, wei
 # Moved from tests/test_regressions.py (issue 13's review, one bug each; issue 19 sorted them by subject).
 
 
+@pytest.mark.slow  # trains a tiny Trainer
 def test_wandb_table_columns_hold_the_values_their_names_say(tmp_path, monkeypatch):
     """Regression (issue 13, bug 5): W&B per-round table columns swapped (faithcb/wandb_sink.py).
 
