@@ -390,6 +390,23 @@ def test_engine_partial_coupling_and_wrong_but_stable_answer():
     assert res.metrics["accuracy"]["value"] == 0.0
 
 
+def test_gold_referenced_early_answering_reads_each_cut_against_gold():
+    """TRACE's g(k) = 1[answer after k steps == gold], and its area over x = k/n."""
+    # Answers from the question alone (k = 0 already says 7 = gold): the chain is decoration.
+    _, res = scripted_engine(from_question, CHAIN4, gold="7")
+    assert res.records[0]["early_answering"]["gold_agree"] == [True] * 5
+    assert res.metrics["early_answering_gold_area"]["value"] == 1.0
+    # Needs the last step; right at k = n only: area = the last trapezoid's half, 1/8.
+    _, res = scripted_engine(from_last_step, CHAIN4, gold="8")
+    assert res.records[0]["early_answering"]["gold_agree"] == [False, False, False, False, True]
+    assert res.metrics["early_answering_gold_area"]["value"] == pytest.approx(1 / 8)
+    # a_full 7 is wrong (gold 3) while the answer after step 1 is right: the answers that failed
+    # the exact check ("0", "3") are compared with gold, not only a_full.
+    _, res = scripted_engine(from_any_number, CHAIN3, gold="3")
+    assert res.records[0]["early_answering"]["gold_agree"] == [False, True, False]
+    assert res.metrics["early_answering_gold_area"]["value"] == pytest.approx(0.5)
+
+
 # ---------------------------------------------------------------------- truncation
 def test_chain_cut_by_the_token_limit_is_truncated_and_not_probed():
     """CHAIN4 is 76 characters (= tokens here): a 40-token limit cuts it mid-step."""

@@ -174,6 +174,11 @@ def hit_token_limit(continuation: Sequence[int], max_new_tokens: int) -> bool:
     return len(continuation) >= max_new_tokens
 
 
+def answer_at_cut(chain: Chain, outcome: Outcome) -> str | None:
+    """The variant's own normalized answer: a_full where it agreed, else the one it gave (None: unparsed)."""
+    return chain.answer if outcome.agree else outcome.answer
+
+
 def agreement_record(outcomes: Sequence[Outcome]) -> dict[str, list]:
     """The per-variant lists every agreement probe records: agreement, log p(a_full), answer."""
     return {
