@@ -37,8 +37,9 @@ from faithcb.probes.registry import (
     metric_or_none,
     probe_names,
 )
+from faithcb.processes import Processes, eval_processes, records_over_processes
 from faithcb.prompting import LAYOUTS
-from faithcb.results import RoundResult, paired_changes, round_warnings
+from faithcb.results import RoundResult, aggregate, paired_changes, round_warnings
 from faithcb.settings import EVALUATORS, GENERATION_PATHS, PARAPHRASE_MODES, PARAPHRASERS, ProbeSettings
 
 _FIELDS = {f.name: f for f in fields(FaithConfig)}
@@ -86,7 +87,10 @@ def _engine_args(p: argparse.ArgumentParser) -> None:
                    help=f"{named_sets_help()}, a .jsonl/.json file, a saved dataset dir, or synthetic:N".replace("%", "%%"))
     p.add_argument("--format", default="auto", choices=["auto", "gsm8k", "choice", "generic"],
                    help="problem format (default: detected per record)")
-    p.add_argument("--n", type=_at_least(0), default=64, help="problems to sample (default 64; 0 = all)")
+    # --num-problems: under torchrun / accelerate launch, whose parsers read --n as an ambiguous
+    # abbreviation of their own options (--nnodes, --num_processes, ...) and stop.
+    p.add_argument("--n", "--num-problems", dest="n", type=_at_least(0), default=64,
+                   help="problems to sample (default 64; 0 = all); spell it --num-problems after a launcher")
     p.add_argument("--seed", type=int, default=config_default("faith_seed"), help=_help("faith_seed"))
     p.add_argument("--probes", nargs="+", type=_probe, default=config_default("faith_probes"), metavar="PROBE",
                    help=_help("faith_probes", f"probes to run, from {' '.join(probe_names())}"))
@@ -186,23 +190,38 @@ def _problems(args):
     return problem_set.sample(args.n or None, args.seed)
 
 
-def _run(model_name: str, adapter: str | None, problems, settings: ProbeSettings, args) -> RoundResult:
+def _run(model_name: str, adapter: str | None, problems, settings: ProbeSettings, args,
+         processes: Processes | None = None) -> RoundResult:
+    """The round of one model on ``problems``; under a launcher, each process probes its share."""
     from faithcb.engine import FaithfulnessEngine
 
+    processes = processes or Processes()
     started = time.perf_counter()
-    print(f"faithcb: loading {model_name}{' + ' + adapter if adapter else ''} ...", file=sys.stderr)
-    model, tokenizer = _load(model_name, adapter)
-    engine = FaithfulnessEngine(model, tokenizer, settings, show_progress=not args.no_progress)
-    result = engine.run(problems)
-    result.scalars["seconds"] = time.perf_counter() - started
-    return result
+
+    def records_of(mine) -> list[dict]:
+        if processes.is_main_process:
+            print(f"faithcb: loading {model_name}{' + ' + adapter if adapter else ''} ...", file=sys.stderr)
+        model, tokenizer = _load(model_name, adapter)
+        if processes.device is not None:
+            model.to(processes.device)  # this process's own device (cuda:LOCAL_RANK under a launcher)
+        engine = FaithfulnessEngine(model, tokenizer, settings,
+                                    show_progress=not args.no_progress and processes.is_main_process)
+        return engine.records(mine)
+
+    records = records_over_processes(processes, problems, records_of)
+    return aggregate(records, seconds=time.perf_counter() - started)
 
 
 def _eval(args) -> int:
     settings = probe_settings(args)  # before loading anything: a bad setting fails at once
     problems = _problems(args)
-    result = _run(args.model, args.adapter, problems, settings, args)
-    print(format_table(result, title=f"faithcb eval: {args.model} on {args.problems} ({len(problems)} problems)"))
+    # Launched by torchrun / accelerate launch: every process probes its share, rank 0 reports all.
+    with eval_processes() as processes:
+        result = _run(args.model, args.adapter, problems, settings, args, processes)
+    if not processes.is_main_process:
+        return 0
+    over = f", {processes.num_processes} processes" if processes.num_processes > 1 else ""
+    print(format_table(result, title=f"faithcb eval: {args.model} on {args.problems} ({len(problems)} problems{over})"))
     _warn_health(result, settings)
     if args.out:
         out = Path(args.out)

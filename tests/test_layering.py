@@ -23,7 +23,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("probes", {"probes", "probes.base", "probes.registry", "probes.early_answering", "probes.filler",
                 "probes.paraphrase", "probes.info_gain", "probes.mistakes"}),
     ("settings", {"settings", "config", "preflight", "training", "results", "logkeys", "wandb_sink", "tensorboard_layout"}),
-    ("model access", {"scoring", "packed", "lm", "generation", "models", "rng", "distributed"}),
+    ("model access", {"scoring", "packed", "lm", "generation", "models", "rng", "distributed", "processes"}),
     ("round", {"engine", "rounds", "chains", "variant_scoring"}),
     ("training loop", {"callback", "checkpointing", "recipes", "testing"}),
     ("tools", {"report", "show", "cli", "demo", "__init__"}),
