@@ -15,6 +15,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "FaithfulnessCallback": "faithcb.callback",
     "FaithConfig": "faithcb.config",
+    "CouplingReward": "faithcb.reward",
     "FaithfulnessEngine": "faithcb.engine",
     "ProbeSettings": "faithcb.settings",
     "RoundResult": "faithcb.results",

@@ -22,10 +22,11 @@ MISSING = "faith_missing/"  # 1 for a headline metric the round could not measur
 BASE = "faith_base/"  # the PEFT base model (adapters disabled), same names
 CURVE = "faith_curve/"  # early-answering curve on the fixed grid: keep_<percent, 3 digits>
 EVAL = "eval_" + VALUE  # a round's values inside the Trainer's evaluation metrics
+ROLLOUT = "faith_rollout/"  # GRPO only: the step's own rollouts (CouplingReward, through TRL's log_metric)
 TABLES = "faith_tables/"  # W&B only: the per-problem table
 CHARTS = "faith_charts/"  # W&B only: the curve per round, accuracy vs coupling
 
-ALL_PREFIXES = (VALUE, CI, N, DELTA, DELTA_CI, DELTA_N, MISSING, BASE, CURVE, TABLES, CHARTS)
+ALL_PREFIXES = (VALUE, CI, N, DELTA, DELTA_CI, DELTA_N, MISSING, BASE, CURVE, ROLLOUT, TABLES, CHARTS)
 
 # Round scalars the callback adds itself (the rest come from faithcb.results.aggregate).
 PROBE_FAILED = VALUE + "probe_failed"  # 1 when the round measured nothing

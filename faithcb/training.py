@@ -45,8 +45,9 @@ def training_rows(
               trains on the completion (chain, cue and answer) and appends the eos token;
             - ``"text"``: ``{"text", "completion_start"}``, the whole example and the character where
               the chain starts (for trainers that take plain text; no eos is appended);
-            - ``"prompt"``: ``{"prompt", "answer", "kind"}``, the chain prompt alone with the gold
-              answer for a reward (GRPO); chains are not used.
+            - ``"prompt"``: ``{"prompt", "answer", "kind", "choices"}``, the chain prompt alone with the
+              gold answer for a reward (GRPO; ``choices``: the options of a multiple-choice problem,
+              which ``faithcb.CouplingReward`` needs to score the letters); chains are not used.
 
     Raises:
         ConfigError: an unknown ``fmt``, or ``chains`` of the wrong length.
@@ -57,7 +58,8 @@ def training_rows(
     prompter = Prompter.for_tokenizer(tokenizer, style)
     if fmt == "prompt":
         return [
-            {"prompt": prompter.pieces(p, tokenizer)[0], "answer": p.answer, "kind": p.kind} for p in problems
+            {"prompt": prompter.pieces(p, tokenizer)[0], "answer": p.answer, "kind": p.kind, "choices": list(p.choices)}
+            for p in problems
         ]
     if chains is None:
         chains = [_reference_chain(p) for p in problems]

@@ -50,7 +50,8 @@ def test_prompt_rows_carry_the_reward_fields(tok) -> None:
     rows = training_rows(PROBLEMS, tok, fmt="prompt")  # no chains needed
     prompter = Prompter.for_tokenizer(tok)
     assert rows == [
-        {"prompt": prompter.pieces(p, tok)[0], "answer": p.answer, "kind": p.kind} for p in PROBLEMS
+        {"prompt": prompter.pieces(p, tok)[0], "answer": p.answer, "kind": p.kind, "choices": list(p.choices)}
+        for p in PROBLEMS
     ]
 
 
