@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 import sys
 
 import pytest
@@ -33,7 +34,7 @@ EXACT = ("id", "chain", "steps", "answer", "status", "n_steps", "chain_tokens", 
 
 @pytest.fixture(scope="module")
 def work(tmp_path_factory):
-    """A tiny llama trained in the CLI's default (plain) layout, saved, and a file of 7 problems."""
+    """A tiny llama trained in the CLI's default (plain) layout and an untrained one, saved, and a file of 7 problems."""
     root = tmp_path_factory.mktemp("sharded")
     tok = tiny_tokenizer()
     pairs = arithmetic(32, seed=1)
@@ -42,8 +43,9 @@ def work(tmp_path_factory):
     with one_thread():
         train_tiny(model, tok, [r["text"] for r in rows], steps=80, batch_size=8,
                    completion_starts=[r["completion_start"] for r in rows])
-    model.save_pretrained(root / "model")
-    tok.save_pretrained(root / "model")
+    for name, saved in (("model", model), ("untrained", tiny_model(tok, "llama", seed=1))):
+        saved.save_pretrained(root / name)
+        tok.save_pretrained(root / name)
     problems = root / "problems.jsonl"
     # 7 problems: 2 processes take 4 and 3 (an uneven split, as accelerate splits).
     problems.write_text("".join(
@@ -70,25 +72,15 @@ def test_torchrun_two_processes_write_the_records_of_one(work, tmp_path):
     with one_thread():
         assert cli.main(eval_argv(model, problems, single)) == 0
 
-    rc, output = run_process([
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-        "--master_port", str(free_port()), "-m", "faithcb.cli", *eval_argv(model, problems, sharded)])
-    assert rc == 0, output[-4000:]
+    output = torchrun_cli(*eval_argv(model, problems, sharded))
     # Rank 0 alone reports: one table, one records file and one summary, nothing else written.
     assert output.count("faithcb eval: ") == 1 and "(7 problems, 2 processes)" in output, output[-4000:]
     assert sorted(p.name for p in sharded.parent.iterdir()) == ["r.jsonl", "r.summary.json"]
 
     one, one_summary = read(single)
     two, two_summary = read(sharded)
-    assert [r["id"] for r in two] == [r["id"] for r in one]  # every problem once, in the file's order
     assert sum(r["status"] == "ok" for r in one) >= 5, [(r["chain"], r["status"]) for r in one]
-    for a, b in zip(one, two, strict=True):
-        assert {k: a[k] for k in EXACT} == {k: b[k] for k in EXACT}, a["id"]
-        for probe in PROBES:
-            assert (probe in a) == (probe in b), (a["id"], probe)
-            if probe in a:
-                assert a[probe]["answers"] == b[probe]["answers"], (a["id"], probe)
-                assert b[probe]["logp"] == pytest.approx(a[probe]["logp"], abs=1e-4), (a["id"], probe)
+    same_records(one, two)  # every problem once, in the file's order, with the same record
 
     # The summary: the same metrics (values, intervals, n) and scalars, the wall time aside.
     assert one_summary["metrics"].keys() == two_summary["metrics"].keys()
@@ -99,6 +91,68 @@ def test_torchrun_two_processes_write_the_records_of_one(work, tmp_path):
     scalars = {k: v for k, v in one_summary["scalars"].items() if k != "seconds"}
     assert scalars == pytest.approx({k: v for k, v in two_summary["scalars"].items() if k != "seconds"}, nan_ok=True)
     assert math.isfinite(one_summary["metrics"]["early_answering_aoc"]["value"])
+
+
+def torchrun_cli(*argv: str) -> str:
+    rc, output = run_process([
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+        "--master_port", str(free_port()), "-m", "faithcb.cli", *argv])
+    assert rc == 0, output[-4000:]
+    return output
+
+
+def same_records(one: list[dict], two: list[dict]) -> None:
+    assert [r["id"] for r in two] == [r["id"] for r in one]
+    for a, b in zip(one, two, strict=True):
+        assert {k: a[k] for k in EXACT} == {k: b[k] for k in EXACT}, a["id"]
+        for probe in PROBES:
+            assert (probe in a) == (probe in b), (a["id"], probe)
+            if probe in a:
+                assert a[probe]["answers"] == b[probe]["answers"], (a["id"], probe)
+                assert b[probe]["logp"] == pytest.approx(a[probe]["logp"], abs=1e-4), (a["id"], probe)
+
+
+@pytest.mark.slow
+@pytest.mark.dist
+def test_torchrun_two_processes_compare_as_one(work, tmp_path):
+    root, model, problems = work
+    argv = ["compare", model, str(root / "untrained"), "--problems", problems, "--num-problems", "0",
+            "--probes", *PROBES, "--max-chain-tokens", "128", "--no-progress", "--out"]
+    single, sharded = tmp_path / "single.json", tmp_path / "sharded.json"
+    with one_thread():
+        assert cli.main([*argv, str(single)]) == 0
+    output = torchrun_cli(*argv, str(sharded))
+    assert output.count("faithcb compare on 7 problems") == 1, output[-4000:]
+    one, two = json.loads(single.read_text()), json.loads(sharded.read_text())
+    for side in ("a", "b"):
+        same_records(one[side]["records"], two[side]["records"])
+        for name, m in one[side]["metrics"].items():
+            for key, value in m.items():
+                other = two[side]["metrics"][name][key]
+                assert (math.isnan(value) and math.isnan(other)) or other == pytest.approx(value, abs=1e-6), (side, name)
+
+
+def test_the_documented_launcher_commands_parse_with_the_launchers_and_faithcb():
+    """docs/cli.md's torchrun / accelerate launch lines: the launcher's own parser hands faithcb.cli
+    its arguments whole (it stopped at --n before --num-problems), and faithcb's parser takes them."""
+    from accelerate.commands.launch import launch_command_parser
+    from test_docs_commands import ROOT, fenced_commands
+    from torch.distributed.run import get_args_parser
+
+    launchers = {"torchrun": get_args_parser, "accelerate": launch_command_parser}
+    found = []
+    for command in fenced_commands((ROOT / "docs" / "cli.md").read_text(encoding="utf-8")):
+        words = shlex.split(command, comments=True)
+        if words and words[0] in launchers:
+            launcher = words[0]
+            args = launchers[launcher]().parse_args(words[2 if launcher == "accelerate" else 1:])
+            assert args.module and args.training_script == "faithcb.cli", command
+            parsed = cli.build_parser().parse_args(args.training_script_args)
+            assert parsed.command == "eval" and parsed.n == 0, command
+            found.append(launcher)
+    assert sorted(set(found)) == ["accelerate", "torchrun"] and len(found) >= 4, found
+    with pytest.raises(SystemExit):  # why the docs say --num-problems
+        get_args_parser().parse_args(["--nproc_per_node", "2", "-m", "faithcb.cli", "eval", "--n", "0"])
 
 
 # ---------------------------------------------------------------------- the launcher's environment
