@@ -1,4 +1,4 @@
-"""``faithcb eval | compare | show | report | demo`` — the command line: parsers, dispatch, tables, errors.
+"""``faithcb eval | compare | show | report | demo | validate`` — the command line: parsers, dispatch, tables, errors.
 
     faithcb eval --problems gsm8k --n 16                     # a bundled set, the embedded SmolLM2-135M-Instruct
     faithcb eval --model ./ckpt --adapter ./lora --problems gsm8k.jsonl --n 64 --out results.jsonl
@@ -6,6 +6,7 @@
     faithcb show --problems heldout.jsonl                    # every context the probes build, for one problem
     faithcb report RUN_DIR [RUN_DIR ...]                     # PNG + HTML from faith_history.jsonl
     faithcb demo --output-dir faithcb-demo                   # the two-arm LoRA demo
+    faithcb validate --quick                                 # error rates on planted shortcuts (docs/validation.md)
 
 ``eval`` and ``compare`` take their defaults, choices and help from ``FaithConfig``'s fields (the
 callback's settings), so a saved checkpoint is probed the way training probes it; ``show``,
@@ -26,7 +27,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from faithcb import demo, report, show
+from faithcb import demo, report, show, validation
 from faithcb.config import FaithConfig
 from faithcb.data import named_sets_help
 from faithcb.errors import FaithcbError
@@ -156,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.make_parser(sub)
     report.make_parser(sub)
     demo.make_parser(sub)
+    validation.make_parser(sub)
     return parser
 
 
