@@ -23,11 +23,11 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("probes", {"probes", "probes.base", "probes.registry", "probes.early_answering", "probes.filler",
                 "probes.paraphrase", "probes.info_gain", "probes.mistakes"}),
     ("settings", {"settings", "config", "preflight", "training", "results", "logkeys", "wandb_sink", "tensorboard_layout",
-                  "runinfo", "model_card"}),
+                  "runinfo", "model_card", "validation_stats"}),
     ("model access", {"scoring", "packed", "lm", "generation", "models", "rng", "distributed", "processes"}),
     ("round", {"engine", "rounds", "chains", "variant_scoring", "rollouts"}),
     ("training loop", {"callback", "checkpointing", "recipes", "testing", "reward"}),
-    ("tools", {"report", "show", "cli", "demo", "__init__"}),
+    ("tools", {"report", "show", "cli", "demo", "validation", "__init__"}),
 ]
 LAYER_OF = {module: i for i, (_, modules) in enumerate(LAYERS) for module in modules}
 
