@@ -41,6 +41,7 @@ from faithcb.config import FaithConfig
 from faithcb.distributed import check_zero3_hook, decide_on_rank0
 from faithcb.generation import check_generation
 from faithcb.history import HistoryWriter, round_lines
+from faithcb.model_card import add_to_model_card
 from faithcb.preflight import (
     check_evaluator,
     check_setup,
@@ -52,8 +53,10 @@ from faithcb.preflight import (
 from faithcb.probes import probe_metrics
 from faithcb.prompting import Prompter, PromptStyle
 from faithcb.results import RoundResult
+from faithcb.reward import bind_coupling_rewards
 from faithcb.rng import rng_kept
 from faithcb.rounds import Round, RoundRunner
+from faithcb.runinfo import run_info
 from faithcb.stopping import EarlyStopper
 from faithcb.tensorboard_layout import write_for_trainer
 from faithcb.wandb_sink import WandbReporter
@@ -116,6 +119,7 @@ class FaithfulnessCallback(TrainerCallback, ExportableState):
             cfg.faith_evaluator, self.problems[0] if self.problems else None, field_prefix="faith_",
         )
         check_generation(trainer.model, self.settings.generation)
+        bind_coupling_rewards(trainer, self.settings)
         self.runner = self.runner_class(
             trainer, self.problems, self.settings, self.tokenizer, cfg,
             start_round=check_start_round(start_round, self.problems, round_at_start=cfg.faith_round_at_start),
@@ -126,6 +130,11 @@ class FaithfulnessCallback(TrainerCallback, ExportableState):
             trainer.args.output_dir or ".", cfg.faith_history_file, log_records=cfg.faith_log_records
         )
         self.wandb = WandbReporter(cfg.faith_probes, log_records=cfg.faith_log_records)
+        self.run_info = run_info(
+            settings=self.settings, problems=self.problems, source=problems if problems is not None else cfg.faith_problems,
+            model=trainer.model, layout=self.prompter.layout, config=cfg,
+        )
+        add_to_model_card(trainer, self.history_writer.path)  # the card the trainer writes gets a Faithfulness section
         self._headline_metrics = [m.name for p in cfg.faith_probes for m in probe_metrics(p) if m.headline]
         # Round state (exported into checkpoints, see state()).
         self.history: list[dict[str, Any]] = []
@@ -186,6 +195,9 @@ class FaithfulnessCallback(TrainerCallback, ExportableState):
             logger.info("faithcb: prompt layout %r: %s", self.prompter.layout, self.prompter.reason)
             write_for_trainer(self.trainer, self.config.faith_probes)
             self.wandb.define_metrics()
+            self.wandb.log_run_info(self.run_info)
+            if state.global_step == 0:  # a new run (a resumed one continues its history)
+                self.history_writer.write_header(self.run_info)
         if state.global_step == 0 and self.config.faith_round_at_start:
             self._probe(state, control, reason="start")
         return control
@@ -286,6 +298,7 @@ class FaithfulnessCallback(TrainerCallback, ExportableState):
         lines = round_lines(
             step=done.step, epoch=state.epoch, run=self._run_name(), reason=reason, seconds=done.seconds,
             result=result, base=base, error=done.error, early_stop=stop_reason, best_step=self.best_step,
+            changes=done.changes,
         )
         records = {} if result is None else {"model": result.records}
         if result is not None and base is not None:

@@ -4,11 +4,16 @@ One line per round and role::
 
     {"step": 40, "epoch": 0.5, "run": "sft", "reason": "schedule", "role": "model", "seconds": 12.3,
      "metrics": {"accuracy": {"value", "ci_low", "ci_high", "n"}, ...}, "scalars": {...},
+     "changes": {"accuracy": {"value", "ci_low", "ci_high", "n"}, ...},
      "curve": {"x": [...], "mean": [...], "ci_low": [...], "ci_high": [...]},
      "errors": [...], "early_stop": "reason"}
 
 ``role`` is ``"model"`` (the live model) or ``"base"`` (the PEFT base model, adapters disabled).
-A round that failed has ``"error"`` instead of metrics. Per-problem records of each round go to
+A round that failed has ``"error"`` instead of metrics. Before the rounds, the run's first line is
+its header, ``{"run_info": {...}}`` (``faithcb.runinfo``: settings, layout, model, problems, versions),
+written once when a run starts; a run started again into the same file appends its own header
+before its rounds. ``read_history`` returns the rounds only (histories without a header, from
+before it existed, read as before); ``read_run_info`` returns the header. Per-problem records of each round go to
 ``faith_records/step_NNNNNN[_base].jsonl`` beside the history. The callback, ``faithcb report``,
 ``faithcb demo`` and the benchmarks all read histories through ``read_history``.
 """
@@ -24,22 +29,30 @@ from typing import Any
 
 from faithcb.errors import HistoryFormatError
 
-__all__ = ["HISTORY_NAME", "HistoryFormatError", "HistoryWriter", "find_history", "measured_rounds",
-           "metric_value", "read_history", "round_lines"]
+__all__ = ["HEADER_KEY", "HISTORY_NAME", "HistoryFormatError", "HistoryWriter", "find_history", "measured_rounds",
+           "metric_value", "read_history", "read_run_info", "round_lines"]
 
 HISTORY_NAME = "faith_history.jsonl"
 RECORDS_DIR = "faith_records"
 ROLES = ("model", "base")
+HEADER_KEY = "run_info"  # the header line's one key; a round line always has "step"
+
+
+def is_header(line: Any) -> bool:
+    """Whether a parsed history line is a run header rather than a round."""
+    return isinstance(line, dict) and HEADER_KEY in line and "step" not in line
 
 
 def round_lines(
     *, step: int, epoch: float | None, run: str, reason: str, seconds: float,
     result=None, base=None, error: str | None = None, early_stop: str | None = None,
-    best_step: int | None = None,
+    best_step: int | None = None, changes: dict[str, dict[str, float]] | None = None,
 ) -> list[dict[str, Any]]:
     """The history lines of one round: the live model's, then the base model's when measured.
 
     ``result`` and ``base`` are ``RoundResult``s (anything with ``to_dict(with_records=...)``).
+    ``changes`` are the paired changes from the run's first round (value, ci_low, ci_high, n per
+    metric), kept so a reader (the model card) need not pair the records again.
     A round that stopped training also says where to go back to: ``best_step``, the round early
     stopping found best.
     """
@@ -47,6 +60,8 @@ def round_lines(
     model: dict[str, Any] = {**common, "role": "model", "seconds": seconds}
     if result is not None:
         model.update(result.to_dict(with_records=False))
+        if changes:
+            model["changes"] = changes
     else:
         model["error"] = error
     if early_stop:
@@ -65,6 +80,12 @@ class HistoryWriter:
         self.out_dir = Path(out_dir)
         self.path = self.out_dir / filename
         self.log_records = log_records
+
+    def write_header(self, run_info: dict[str, Any]) -> None:
+        """Start a run: its header line, before its rounds (a resumed run does not call this)."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps({HEADER_KEY: run_info}) + "\n")
 
     def write_round(self, lines: Sequence[dict[str, Any]], records: dict[str, Sequence[dict]] | None = None) -> None:
         """Append ``lines``; with ``log_records``, write ``records[role]`` for the round's step."""
@@ -157,7 +178,9 @@ def find_history(path: str | os.PathLike) -> Path:
 
 
 def read_history(path: str | os.PathLike) -> list[dict]:
-    """Read a faithcb history: a JSONL file, or a directory holding ``faith_history.jsonl``.
+    """Read a faithcb history's rounds: a JSONL file, or a directory holding ``faith_history.jsonl``.
+
+    Header lines (``read_run_info``) are not rounds and are left out.
 
     A directory is searched recursively (shallowest match first, so a Trainer ``output_dir`` or
     one of its checkpoints works). Blank lines are skipped. Raises :class:`FileNotFoundError` when
@@ -165,7 +188,18 @@ def read_history(path: str | os.PathLike) -> list[dict]:
     for malformed content. A last line without a trailing newline that does not parse is taken to
     be a round still being written by a live run: it is skipped with a warning.
     """
-    file = find_history(path)
+    return [line for line in _read_lines(find_history(path)) if not is_header(line)]
+
+
+def read_run_info(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The run header of a history (file or directory): what settings, model, problems and versions
+    produced its rounds; the last one when several runs wrote to the file. None for a history
+    written before headers existed."""
+    headers = [line[HEADER_KEY] for line in _read_lines(find_history(path)) if is_header(line)]
+    return headers[-1] if headers else None
+
+
+def _read_lines(file: Path) -> list[dict]:
     text = file.read_text(encoding="utf-8")
     lines = text.split("\n")
     rounds: list[dict] = []
@@ -188,6 +222,10 @@ def read_history(path: str | os.PathLike) -> list[dict]:
 def _check_line(obj: Any, where: str) -> None:
     if not isinstance(obj, dict):
         raise HistoryFormatError(f"{where}: expected a JSON object per line, got {type(obj).__name__}")
+    if is_header(obj):
+        if not isinstance(obj[HEADER_KEY], dict):
+            raise HistoryFormatError(f"{where}: '{HEADER_KEY}' must be an object, got {type(obj[HEADER_KEY]).__name__}")
+        return
     if "step" not in obj:
         raise HistoryFormatError(f"{where}: history record has no 'step' field")
     if "metrics" in obj and not isinstance(obj["metrics"], dict):

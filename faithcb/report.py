@@ -24,15 +24,24 @@ import itertools
 import math
 import os
 import sys
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from faithcb.errors import ConfigError, FaithcbError
-from faithcb.history import HISTORY_NAME, HistoryFormatError, find_history, measured_rounds, read_history
+from faithcb.history import (
+    HISTORY_NAME,
+    HistoryFormatError,
+    find_history,
+    measured_rounds,
+    read_history,
+    read_run_info,
+)
 from faithcb.metrics import Metric
 from faithcb.probes.registry import in_registry_order, round_metrics
+from faithcb.runinfo import incomparable
 
 # Okabe-Ito colour-blind-safe palette; run i always gets colour i in every panel.
 _PALETTE = ["#D55E00", "#0072B2", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442"]
@@ -535,6 +544,8 @@ body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; mar
 h1 { font-size: 1.6em; margin-bottom: 0.2em; }
 h2 { font-size: 1.2em; margin-top: 1.6em; border-bottom: 1px solid #ddd; padding-bottom: 0.2em; }
 p.how { background: #f6f8fa; border-left: 4px solid #888; padding: 10px 14px; }
+p.warn { background: #fff4e5; border-left: 4px solid #D55E00; padding: 6px 14px; }
+tr.differs td { background: #fff4e5; }
 img.fig { width: 100%; height: auto; border: 1px solid #eee; }
 .meta { color: #666; font-size: 0.9em; }
 .tw { overflow-x: auto; }
@@ -623,6 +634,58 @@ def _run_table(run) -> str:
     return "\n".join(out)
 
 
+def settings_rows(info: dict | None) -> dict[str, str]:
+    """A run's settings record (``faithcb.runinfo``) as label -> text, in the report's order."""
+    if not info:
+        return {"recorded": "no (a history from before faithcb recorded run settings)"}
+    model, problems = info.get("model") or {}, info.get("problems") or {}
+    adapter = model.get("adapter") or {}
+    rows = {
+        "faithcb": str(info.get("faithcb")),
+        "model": f"{model.get('name_or_path')} (config sha256 {str(model.get('config_sha256'))[:12]})",
+        "adapter": (f"{adapter.get('peft_type')} r={adapter.get('r')} {adapter.get('path') or ''}".strip()
+                    if adapter else "none"),
+        "device, dtype": f"{model.get('device')}, {model.get('dtype')}",
+        "problems": f"{problems.get('n')} from {problems.get('source')} (sha256 {str(problems.get('sha256'))[:12]})",
+        "layout": str(info.get("layout")),
+    }
+    for key, value in (info.get("settings") or {}).items():
+        if isinstance(value, dict):  # the prompt style: one row per field
+            rows.update({f"{key}.{k}": _setting_text(v) for k, v in value.items()})
+        else:
+            rows[key] = _setting_text(value)
+    rows.update({name: str(version) for name, version in (info.get("versions") or {}).items()})
+    return rows
+
+
+def _setting_text(value) -> str:
+    return " ".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def incomparable_runs(runs) -> list[str]:
+    """Why runs' numbers do not compare with the first run's (settings, layout, problems), one line each."""
+    first = runs[0]
+    return [f"{first['label']} vs {r['label']}: {line}" for r in runs[1:]
+            for line in incomparable(first.get("info"), r.get("info"))]
+
+
+def _settings_table(runs) -> str:
+    """One column per run, one row per recorded setting; rows that differ between runs are marked."""
+    per_run = [settings_rows(r.get("info")) for r in runs]
+    labels = list(dict.fromkeys(label for rows in per_run for label in rows))
+    out = ['<div class="tw"><table class="gloss">',
+           '<tr><th class="l">setting</th>' + "".join(
+               f'<th class="l"><span class="swatch" style="background:{r["color"]}"></span>{html.escape(r["label"])}</th>'
+               for r in runs) + "</tr>"]
+    for label in labels:
+        values = [rows.get(label, "—") for rows in per_run]
+        row_class = ' class="differs"' if len(set(values)) > 1 else ""
+        out.append(f'<tr{row_class}><td class="l"><code>{html.escape(label)}</code></td>'
+                   + "".join(f'<td class="l">{html.escape(v)}</td>' for v in values) + "</tr>")
+    out.append("</table></div>")
+    return "\n".join(out)
+
+
 def _how_to_read(panels: Sequence[Panel]) -> str:
     letters = {p.key: _letter(i) for i, p in enumerate(panels)}
     text = _HOW_TO_READ.format(**letters)
@@ -652,6 +715,9 @@ def _write_html(runs, title: str, png_path: Path, html_path: Path, panels: Seque
         f'src="data:image/png;base64,{b64}">',
         "<h2>Metrics</h2>",
         _glossary(ordered_metrics(_logged(runs))),
+        "<h2>Run settings</h2>",
+        *(f'<p class="warn">Not comparable: {html.escape(line)}</p>' for line in incomparable_runs(runs)),
+        _settings_table(runs),
     ]
     for r in runs:
         parts.append(
@@ -705,12 +771,15 @@ def write_report(
             label = f"{label} ({seen[label]})"
         else:
             seen[label] = 1
-        loaded.append({"label": label, "records": records, "source": file, "color": _PALETTE[i % len(_PALETTE)]})
+        loaded.append({"label": label, "records": records, "source": file, "color": _PALETTE[i % len(_PALETTE)],
+                       "info": read_run_info(file)})
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     png_path = out / "report.png"
     html_path = out / "report.html"
+    for line in incomparable_runs(loaded):  # the page says it too; a script gets a warning
+        warnings.warn(f"faithcb report: runs not comparable: {line}", UserWarning, stacklevel=2)
     panels = layout(loaded)
     _draw_figure(loaded, title, png_path, panels)
     _write_html(loaded, title, png_path, html_path, panels)
@@ -759,7 +828,11 @@ def run(args: argparse.Namespace) -> int:
     else:
         first = _run_dir(Path(args.runs[0]))
         out = first if len(args.runs) == 1 else first.resolve().parent
-    png, page = write_report(args.runs, out, labels=labels, title=args.title)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        png, page = write_report(args.runs, out, labels=labels, title=args.title)
+    for warning in caught:  # one line each, not Python's warning format with a source line
+        print(str(warning.message).replace("faithcb report: ", "faithcb report: warning: ", 1), file=sys.stderr)
     print(png)
     print(page)
     return 0

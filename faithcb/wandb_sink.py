@@ -1,5 +1,6 @@
-"""What faithcb sends to W&B beyond the scalars: metric definitions, a per-problem table and the
-early-answering curve per round, and a closing chart.
+"""What faithcb sends to W&B beyond the scalars: metric definitions (bookkeeping keys hidden), the
+run's settings record in the run config, a per-problem table and the early-answering curve per
+round, and a closing chart.
 
 Scalars reach W&B through ``Trainer.log`` like every other integration; this module only adds
 W&B-specific objects, and only to a run the Trainer's integration already started (it never
@@ -18,7 +19,14 @@ from faithcb.probes import DEFAULT_PROBES, probe_metrics, probe_names
 
 RECORD_COLUMNS = ("step", "id", "question", "chain", "answer", "gold", "correct", "n_steps")
 STEP_METRIC = logkeys.TRAIN + "global_step"  # the Trainer's W&B integration logs this with every row
-FAITH_KEYS = logkeys.TRAIN + "faith*"  # every faith key as the Trainer's integration names it (train/ + faith.../)
+# Bookkeeping sections: logged (a script or the run page can read them) but hidden from the
+# automatic panels, which would otherwise put a chart of "16 problems" beside every metric.
+HIDDEN_PREFIXES = (logkeys.N, logkeys.DELTA_N, logkeys.MISSING)
+# The sections the callback logs through Trainer.log (train/ + prefix); tables and charts are
+# logged by this module directly, outside train/. One glob per section and none overlapping, so no
+# key depends on which of two matching globs W&B applies.
+LOGGED_PREFIXES = tuple(p for p in logkeys.ALL_PREFIXES if p not in (logkeys.TABLES, logkeys.CHARTS))
+RUN_CONFIG_KEY = "faithcb"  # the run's settings record (faithcb.runinfo) in the W&B run config
 # A headline metric's run summary: its last value and its best one in the direction of coupling.
 _BEST = {"higher": "last,max", "lower": "last,min", "neutral": "last"}
 SUMMARY_SERIES = {"accuracy": "accuracy", "early_answering_aoc": "early-answering AOC (coupling)"}
@@ -50,8 +58,13 @@ def _headline_metrics(probes: Sequence[str]):
 
 def metric_definitions(probes: Sequence[str]) -> list[tuple[str, dict]]:
     """``define_metric`` calls, as (name, keyword arguments): every faith key on the trainer's step
-    axis with its last value as summary, then each headline metric also with its best value."""
-    definitions = [(FAITH_KEYS, {"step_metric": STEP_METRIC, "summary": "last"})]
+    axis with its last value as summary (bookkeeping sections hidden from the automatic panels),
+    then each headline metric also with its best value."""
+    definitions = [
+        (f"{logkeys.TRAIN}{prefix}*", {"step_metric": STEP_METRIC, "summary": "last",
+                                       **({"hidden": True} if prefix in HIDDEN_PREFIXES else {})})
+        for prefix in LOGGED_PREFIXES
+    ]
     for m in (m for p in probes for m in probe_metrics(p) if m.headline):
         definitions.append((logkeys.TRAIN + logkeys.VALUE + m.name, {"step_metric": STEP_METRIC, "summary": _BEST[m.direction]}))
     return definitions
@@ -105,6 +118,13 @@ class WandbReporter:
             return
         for name, kwargs in metric_definitions(self.probes):
             run.define_metric(name, **kwargs)
+
+    def log_run_info(self, info: dict) -> None:
+        """The run's settings record (``faithcb.runinfo.run_info``) as the run config's ``faithcb`` entry."""
+        run = active_run()
+        if run is None or not hasattr(run, "config"):
+            return
+        run.config.update({RUN_CONFIG_KEY: info}, allow_val_change=True)
 
     def log_round_table(self, step: int, records: Sequence[dict]) -> None:
         run = active_run()
