@@ -10,7 +10,8 @@ result. Reports each path's seconds and whether its chains are token-identical t
 
 Usage (from the repository root)::
 
-    python bench/bench_generation.py --problems /work/shared/data/gsm8k/train.jsonl -n 16 --max-chain-tokens 512
+    python bench/bench_generation.py                      # the bundled GSM8K sample, 16 problems, 512 tokens
+    python bench/bench_generation.py --problems my.jsonl  # a JSONL file, a bundled set (gsm8k, aqua), synthetic:N
     python bench/bench_generation.py --compile ...        # + static with the compiled decode step
 """
 
@@ -49,7 +50,8 @@ def timed(engine: FaithfulnessEngine, prompts, path: str, max_new_tokens: int, b
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default=None, help="default: embedded SmolLM2-135M-Instruct")
-    ap.add_argument("--problems", default="/work/shared/data/gsm8k/train.jsonl")
+    # The bundled GSM8K sample (faithcb.data's named sets): runs from a fresh install, no data directory.
+    ap.add_argument("--problems", default="gsm8k", help="a bundled set (gsm8k, aqua), a JSONL file or synthetic:N")
     ap.add_argument("-n", "--num-problems", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-chain-tokens", type=int, default=512)

@@ -31,7 +31,7 @@ with only early answering + information gain (the probes whose contexts are pure
 Usage (from the repository root)::
 
     python bench/bench_probes.py                                   # embedded SmolLM2-135M, synthetic:16, CPU
-    python bench/bench_probes.py --problems /work/shared/data/gsm8k/train.jsonl
+    python bench/bench_probes.py --problems gsm8k                 # the bundled GSM8K sample (or a JSONL file)
     python bench/bench_probes.py --model Qwen/Qwen2.5-0.5B-Instruct --device cuda
     python bench/bench_probes.py --json out.json --profile         # + where faithcb's time goes (operators)
     python bench/bench_probes.py --real --no-plain --repeats 1     # 16 GSM8K problems, 512-token chains
@@ -66,9 +66,14 @@ PROBES = ("early_answering", "filler", "info_gain")
 TOKEN_PROBES = ("early_answering", "info_gain")  # the token-ratio target is about these two
 AGREEMENT_PROBES = ("early_answering", "filler")
 TOKEN_TARGET = 1.5
-SPEED_TARGET = 10.0
-# --real: the issue's real-length setting (GSM8K, 512-token chains)
-REAL_PROBLEMS = "/work/shared/data/gsm8k/train.jsonl"
+# Today's goals (issue 24): faithcb at most 1.3x the compute floor and at least 5x faster than the
+# naive loop, on the synthetic and the real-length workload alike. (The old 10x was set before the
+# floor was measured: on this CPU the naive loop itself is only 6-7x the floor, so 10x is out of reach.)
+FLOOR_GOAL = 1.3
+SPEED_GOAL = 5.0
+# --real: the issue's real-length setting: GSM8K (the bundled sample of its train split, so the bench
+# runs from a fresh install, with no data directory), 512-token chains
+REAL_PROBLEMS = "gsm8k"
 
 
 # ---------------------------------------------------------------------- memory
@@ -664,7 +669,7 @@ def report(cmp: Comparison, log=print) -> dict[str, Any]:
         f"{token_ratio:.2f}x [target <= {TOKEN_TARGET}x: {'met' if token_ratio <= TOKEN_TARGET else 'NOT met'}]"
     )
     log(
-        f"speed naive/faithcb: {speed:.1f}x [target >= {SPEED_TARGET}x: {'met' if speed >= SPEED_TARGET else 'NOT met'}]"
+        f"speed naive/faithcb: {speed:.1f}x [goal >= {SPEED_GOAL}x: {'met' if speed >= SPEED_GOAL else 'NOT met'}]"
     )
     if "plain" in cmp.sides:
         log(
@@ -721,7 +726,7 @@ def floor_report(cmp: Comparison, log=print) -> dict[str, Any]:
     log(
         f"compute floor: {distinct} distinct tokens x {1e3 * c:.3f} ms per token (measured: decoder forward of "
         f"4 x 256 tokens) = {floor_s:.2f} s; faithcb {f.best_seconds:.2f} s = {multiple:.2f}x the floor "
-        f"[goal <= 1.3x: {'met' if multiple <= 1.3 else 'NOT met'}]; naive {naive_multiple:.1f}x; "
+        f"[goal <= {FLOOR_GOAL}x: {'met' if multiple <= FLOOR_GOAL else 'NOT met'}]; naive {naive_multiple:.1f}x; "
         f"the naive/faithcb bound at this floor: {naive_multiple:.1f}x"
     )
     parts: dict[str, float] = {}
@@ -762,7 +767,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument(
         "--model", default=None, help="checkpoint dir or hub id (default: embedded SmolLM2-135M-Instruct)"
     )
-    ap.add_argument("--problems", default="synthetic:16", help="'synthetic:N' or a JSONL file (e.g. GSM8K)")
+    ap.add_argument("--problems", default=None,
+                    help="'synthetic:N', a bundled set (gsm8k, aqua) or a JSONL file (default: synthetic:16)")
     ap.add_argument("-n", "--num-problems", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0, help="seed of the problem sample")
     ap.add_argument("--device", default="cpu")
@@ -779,12 +785,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--profile", action="store_true", help="also profile the faithcb side (torch.profiler)")
     ap.add_argument(
         "--real", action="store_true",
-        help=f"real-length chains: {REAL_PROBLEMS} x 16 with a 512-token chain limit (overrides --problems, "
-        "-n, --max-chain-tokens)",
+        help=f"real-length chains: the bundled {REAL_PROBLEMS} set x 16 with a 512-token chain limit (overrides "
+        "-n and --max-chain-tokens, and --problems unless given: --real --problems FILE for your own)",
     )
     args = ap.parse_args(argv)
     if args.real:
-        args.problems, args.num_problems, args.max_chain_tokens = REAL_PROBLEMS, 16, 512
+        args.num_problems, args.max_chain_tokens = 16, 512
+    args.problems = args.problems or (REAL_PROBLEMS if args.real else "synthetic:16")
 
     from faithcb.models import load_model
 

@@ -81,11 +81,30 @@ def test_floor_multiple_and_attribution(comparison, bench):
     assert set(timed.forward_seconds) <= set(timed.stages) and {"prefix", "branch"} <= set(timed.forward_seconds)
     assert sum(timed.forward_seconds.values()) <= timed.seconds[0]
     assert any("x the floor" in line for line in lines)
+    # The verdicts name today's goals (issue 24), not the old 10x target.
+    assert any(f"the floor [goal <= {bench.FLOOR_GOAL}x: " in line for line in lines) and bench.FLOOR_GOAL == 1.3
+    assert any("speed naive/faithcb: " in line and f"[goal >= {bench.SPEED_GOAL}x: " in line for line in lines)
+    assert bench.SPEED_GOAL == 5.0 and not any("10.0x" in line for line in lines)
 
 
 def test_trie_size(bench):
     assert bench.trie_size([]) == 0
     assert bench.trie_size([[1, 2, 3], [1, 2, 4], [1, 2], [5]]) == 5
+
+
+def test_benches_read_no_directory_of_the_machine_they_were_written_on(bench):
+    """The benches' defaults and the screenshot script run from a fresh clone: problems from the
+    bundled sets, outputs inside the repository (not ../shared, /work, /tmp)."""
+    from test_docs_commands import MACHINE_PATHS
+
+    from faithcb.data import is_named, load
+
+    scripts = [*sorted(BENCH.parent.glob("*.py")), BENCH.parents[1] / "docs" / "img" / "make_screenshots.sh"]
+    found = [f"{path.name}:{number}: {line.strip()}" for path in scripts
+             for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1)
+             if MACHINE_PATHS.search(line)]
+    assert not found, "\n".join(found)
+    assert is_named(bench.REAL_PROBLEMS) and len(load(bench.REAL_PROBLEMS)) >= 16  # --real, offline
 
 
 GPU_CHECK = BENCH.parent / "gpu_check.py"

@@ -6,8 +6,12 @@
 #   3. TensorBoard on the run's event files, and both pages captured by headless Chromium;
 #   4. Pillow shrinks each capture under 300 KB.
 #
-#   bash docs/img/make_screenshots.sh            # from the repository root, venv active
-#   WORK=/tmp/dash bash docs/img/make_screenshots.sh   # reuse a run already in $WORK/run
+#   bash docs/img/make_screenshots.sh              # from the repository root, venv active
+#   bash docs/img/make_screenshots.sh WORK_DIR     # the run and captures there (reused if WORK_DIR/run has one)
+#
+# The images go to docs/img; the run, the captures and the logs to WORK_DIR (default
+# outputs/faithcb-dashboard in the repository, git-ignored), kept so a rerun reuses the 13-minute
+# training and nothing is lost when a temporary directory is cleaned.
 #
 # Needs the project's venv (tensorboard is in the [test] extra) and Chromium from Debian
 # (`apt-get install -y chromium`). --no-sandbox: Chromium refuses to run as root without it.
@@ -17,12 +21,13 @@
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
-WORK=${WORK:-/tmp/faithcb-dashboard}
+WORK=${1:-${WORK:-$REPO/outputs/faithcb-dashboard}}
+mkdir -p "$WORK"
+WORK=$(cd "$WORK" && pwd)  # absolute (a relative WORK_DIR is the caller's): the report opens as a file:// URL
 RUN=$WORK/run
 IMG=$REPO/docs/img
 PORT=${PORT:-6006}
 cd "$REPO"
-mkdir -p "$WORK"
 
 # 1. A real run (skipped when $RUN already holds one).
 if [ ! -f "$RUN/faith_history.jsonl" ]; then
