@@ -40,7 +40,7 @@ from faithcb.settings import ProbeSettings
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["REWARD_ON", "CouplingReward"]
+__all__ = ["REWARD_ON", "CouplingReward", "bind_coupling_rewards"]
 
 REWARD_ON = ("correct", "all")
 
@@ -94,6 +94,7 @@ class CouplingReward:
         self.settings: ProbeSettings | None = None
         self.weight: float | None = None
         self._probe: RolloutProbe | None = None
+        self.last_records: list[dict[str, Any]] = []  # the last call's per-rollout records (sampled ones)
 
     # ------------------------------------------------------------------ binding
     @property
@@ -172,6 +173,7 @@ class CouplingReward:
             if log_metric is not None:
                 log_metric(logkeys.ROLLOUT + "probe_failed", 1.0)
             return rewards
+        self.last_records = records
         for i, record in zip(picked, records):
             rewards[i] = self._reward(record)
         if log_metric is not None:
@@ -224,6 +226,13 @@ class CouplingReward:
         if self.reward_on == "correct" and record.get("correct") is not True:
             return 0.0
         return score
+
+
+def bind_coupling_rewards(trainer, settings: ProbeSettings) -> None:
+    """Bind the trainer's unbound ``CouplingReward``s, with ``settings`` (the callback's) unless they have their own."""
+    for func in getattr(trainer, "reward_funcs", None) or []:
+        if isinstance(func, CouplingReward) and not func.bound:
+            func.bind(trainer, settings=settings)
 
 
 def _problem(prompt_text: str, i: int, columns: dict[str, list]) -> Problem:

@@ -11,8 +11,9 @@ run state never leaks into the test process.
 Every rank writes ``<out>/rank<R>.json``: its ``trainer.state.log_history`` and the number of
 problems each ``FaithfulnessEngine.records`` call on that rank received (the callback's share of a
 round), ``padding_calls`` (the same for the callback's padding: repeated problems run so that
-every rank handles as many), and ``round_forwards``: the model forward passes each round made on that
-rank (counted at the input embedding, which every pass calls once). With ``--save-state`` it also
+every rank handles as many), ``round_forwards``: the model forward passes each round made on that
+rank (counted at the input embedding, which every pass calls once), and ``reward_forwards``: the
+same for each call of a ``CouplingReward`` (``--coupling-reward``, GRPO). With ``--save-state`` it also
 writes ``<out>/state<R>.pt``: the trained weights and the global RNG states after training. The
 callback's own outputs (``faith_history.jsonl``, ``faith_records/``) land in
 ``<out>/run`` (written by rank 0 only).
@@ -69,6 +70,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--zero3", action="store_true",
                         help="DeepSpeed ZeRO-3 through the Trainer (needs deepspeed and DS_ACCELERATOR=cpu)")
     parser.add_argument("--save-steps", type=int, default=0, help="save a checkpoint every N steps (0: none)")
+    parser.add_argument("--coupling-reward", action="store_true",
+                        help="GRPO: add a CouplingReward monitor (weight 0); bound by the callback, or explicitly "
+                        "with --no-callback")
+    parser.add_argument("--rank1-reward-sample", type=int, default=0,
+                        help="rank 1 probes only this many rollouts per step: the ranks' work differs on purpose")
     args = parser.parse_args(argv)
     if args.toy_probe:
         import toy_probe
@@ -129,6 +135,31 @@ def main(argv: list[str] | None = None) -> None:
             round_forwards.append(forwards[0] - before)
 
     RoundRunner.measure = measure
+
+    # The same count for each call of the coupling reward (its rollout probe on this rank's rollouts).
+    reward_forwards: list[int] = []
+    reward = None
+    if args.coupling_reward:
+        from helpers.vocabulary import STYLE
+
+        from faithcb.reward import CouplingReward
+        from faithcb.settings import ProbeSettings
+
+        reward = CouplingReward(
+            reward_on="all", settings=ProbeSettings(style=STYLE, max_chain_tokens=40, answer_max_tokens=4)
+        )
+        if rank == 1 and args.rank1_reward_sample:
+            reward.sample = args.rank1_reward_sample
+        original_score = CouplingReward._score
+
+        def score(self, rollouts):
+            before = forwards[0]
+            try:
+                return original_score(self, rollouts)
+            finally:
+                reward_forwards.append(forwards[0] - before)
+
+        CouplingReward._score = score
     # gloo: the CPU backend (ddp_backend outside torchrun makes accelerate expect a process group).
     ddp = {"ddp_backend": "gloo"} if "WORLD_SIZE" in os.environ else {}
     report_to = [] if args.report_to == "none" else args.report_to.split(",")
@@ -145,6 +176,7 @@ def main(argv: list[str] | None = None) -> None:
         report_to=report_to,
         run_name="faithcb-integration",
         n_texts=args.n_texts,
+        **({"coupling_reward": reward, "max_completion_length": 40} if reward is not None else {}),
         **ddp,
         **saving,
     )
@@ -162,6 +194,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     if not args.no_callback:
         attach(trainer, config, problems=probe_problems(args.problems))
+    elif reward is not None:
+        reward.bind(trainer)
     trainer.train()
     if args.save_state:
         rng = rng_states()  # before the weights are gathered, which is not training
@@ -177,6 +211,7 @@ def main(argv: list[str] | None = None) -> None:
         "records_calls": calls,
         "padding_calls": padding_calls,
         "round_forwards": round_forwards,
+        "reward_forwards": reward_forwards,
         "log_history": trainer.state.log_history,
     }
     (out / f"rank{rank}.json").write_text(json.dumps(payload), encoding="utf-8")

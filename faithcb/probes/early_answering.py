@@ -26,10 +26,10 @@ from faithcb.metrics import UNIT, Metric, number, problem_key, shares_over_probl
 from faithcb.probes.base import (
     CURVE_GRID,
     Chain,
-    answer_at_cut,
     Outcome,
     Variant,
     agreement_record,
+    answer_at_cut,
     area_over_curve,
     curve_on_grid,
     disagreement_before_end,

@@ -84,6 +84,7 @@ def make_trainer(
     n_texts: int = 32,
     lora_r: int = 4,
     n_eval: int = 0,
+    coupling_reward: Any = None,
     **arg_overrides: Any,
 ):
     """A ready-to-train tiny trainer of ``kind`` (one of :data:`KINDS`).
@@ -92,7 +93,9 @@ def make_trainer(
     - ``"sft"`` / ``"sft_lora"``: ``trl.SFTTrainer`` on a ``"text"`` dataset, full fine-tuning or a
       PEFT LoRA (q_proj/v_proj) on top of the model.
     - ``"grpo"``: ``trl.GRPOTrainer`` on plain-text prompts (the probes' question layout), 2
-      generations of at most 8 tokens, rewarded for containing a digit.
+      generations of at most 8 tokens, rewarded for containing a digit; ``coupling_reward`` (a
+      ``faithcb.CouplingReward``) is added as a second reward, with weight 0 (a monitor) unless
+      ``reward_weights`` is given.
 
     ``n_eval`` > 0 adds an eval dataset of that many training texts (Trainer and SFTTrainer).
     ``arg_overrides`` go to the trainer's args class (``TrainingArguments``/``SFTConfig``/``GRPOConfig``).
@@ -153,7 +156,11 @@ def make_trainer(
     from trl import GRPOConfig, GRPOTrainer
 
     problems = [p for p, _ in arithmetic(n_texts, seed=1)]
-    prompts = [r["prompt"] for r in training_rows(problems, tok, style=STYLE, fmt="prompt")]
+    rows = training_rows(problems, tok, style=STYLE, fmt="prompt")  # prompt, answer, kind, choices
+    reward_funcs = [_digit_reward]
+    if coupling_reward is not None:  # a monitor: weight 0 unless the overrides say otherwise
+        reward_funcs.append(coupling_reward)
+        arg_overrides = {"reward_weights": [1.0, 0.0], **arg_overrides}
     overrides = {
         "num_generations": 2,
         "max_completion_length": 8,
@@ -165,9 +172,9 @@ def make_trainer(
     args = GRPOConfig(**_common_args(output_dir, max_steps, batch_size, overrides))
     return GRPOTrainer(
         model=model,
-        reward_funcs=_digit_reward,
+        reward_funcs=reward_funcs,
         args=args,
-        train_dataset=Dataset.from_dict({"prompt": prompts}),
+        train_dataset=Dataset.from_list(rows),
         processing_class=tok,
     )
 
