@@ -19,9 +19,9 @@ import pytest
 from helpers.distributed import WORKER, run_process
 from helpers.models import one_thread
 from helpers.trainers import attach, faith_config, faith_logs, make_trainer
-from helpers.wandb_log import wandb_history, wandb_records
+from helpers.wandb_log import wandb_config, wandb_history
 
-from faithcb import tensorboard_layout
+from faithcb import logkeys, tensorboard_layout
 from faithcb.probes import DEFAULT_PROBES
 from faithcb.wandb_sink import CURVE_CHART, CURVE_COLUMNS, WandbReporter, curve_rows, metric_definitions
 
@@ -179,14 +179,18 @@ def test_wandb_definitions_follow_each_metrics_direction(monkeypatch):
     monkeypatch.setattr("faithcb.wandb_sink.active_run", lambda: run)
     WandbReporter(DEFAULT_PROBES).define_metrics()
     step = "train/global_step"
+    hidden = {"faith_n/", "faith_delta_n/", "faith_missing/"}
+    sections = [(f"train/{p}*", {"step_metric": step, "summary": "last", **({"hidden": True} if p in hidden else {})})
+                for p in logkeys.ALL_PREFIXES if p not in (logkeys.TABLES, logkeys.CHARTS)]
+    assert {"faith/", "faith_ci/", "faith_n/", "faith_missing/", "faith_curve/"} <= {p for p in logkeys.ALL_PREFIXES}
     assert run.calls == [
-        ("train/faith*", {"step_metric": step, "summary": "last"}),
+        *sections,
         ("train/faith/early_answering_aoc", {"step_metric": step, "summary": "last,max"}),
         ("train/faith/filler_invariance", {"step_metric": step, "summary": "last,min"}),
         ("train/faith/paraphrase_invariance", {"step_metric": step, "summary": "last"}),
         ("train/faith/info_gain_total", {"step_metric": step, "summary": "last,max"}),
     ]
-    assert metric_definitions(["mistakes"])[1] == (
+    assert metric_definitions(["mistakes"])[len(sections)] == (
         "train/faith/mistakes_answer_changed_fraction", {"step_metric": step, "summary": "last,max"}
     )
 
@@ -201,16 +205,6 @@ def test_curve_rows_leave_out_points_without_a_value():
     curve = {"x": [0.0, 0.5, 1.0], "mean": [0.25, nan, 1.0], "ci_low": [0.1, nan, nan], "ci_high": [0.6, nan, nan]}
     assert curve_rows(8, curve) == [[8, "step 8", 0.0, 0.25, 0.1, 0.6], [8, "step 8", 1.0, 1.0, None, None]]
     assert curve_rows(8, {}) == []  # no early answering this round: no rows, nothing logged
-
-
-def _wandb_config_updates(path: Path) -> dict[tuple[str, ...], object]:
-    """Every config update the run recorded, by its (nested) key; a later update wins."""
-    updates = {}
-    for record in wandb_records(path):
-        if record.WhichOneof("record_type") == "config":
-            for item in record.config.update:
-                updates[tuple(item.nested_key) or (item.key,)] = json.loads(item.value_json)
-    return updates
 
 
 @pytest.mark.slow
@@ -228,7 +222,7 @@ def test_wandb_offline_run_draws_each_rounds_early_answering_curve(tmp_path, wei
     (log_file,) = run_dir.glob("run-*.wandb")
 
     # The plot spec: W&B's line preset over the curve table, the fraction kept on x, one line per round.
-    spec = _wandb_config_updates(log_file)[("_wandb", "visualize", CURVE_CHART)]
+    spec = wandb_config(log_file)[("_wandb", "visualize", CURVE_CHART)]
     assert spec["panel_config"]["panelDefId"] == "wandb/line/v0"
     assert spec["panel_config"]["fieldSettings"] == {"x": "keep", "y": "agreement", "stroke": "round"}
     assert f'"{CURVE_CHART}_table"' in json.dumps(spec["panel_config"]["userQuery"])

@@ -33,7 +33,9 @@ from helpers.distributed import (
 from helpers.models import one_thread
 from helpers.trainers import attach, faith_config, faith_logs, make_trainer, read_history
 from helpers.vocabulary import arithmetic_problems as probe_problems
-from helpers.wandb_log import wandb_history, wandb_metric_definitions
+from helpers.wandb_log import wandb_config, wandb_history, wandb_metric_definitions
+
+from faithcb.history import read_run_info
 
 TABLE_COLUMNS = [
     "step",
@@ -112,7 +114,16 @@ def test_wandb_offline_run_holds_scalars_tables_and_chart(tmp_path, weights):
     # Every faith key is on the trainer's step axis; headline metrics keep their best value in the
     # direction the registry declares (AOC: higher = more coupled -> max; filler: lower -> min).
     definitions = wandb_metric_definitions(log_file)
-    assert definitions["train/faith*"].step_metric == "train/global_step"
+    assert definitions["train/faith/*"].step_metric == "train/global_step"
+    # Bookkeeping sections are hidden from the automatic panels, still logged (rows below).
+    assert all(definitions[f"train/{p}*"].options.hidden for p in ("faith_n/", "faith_delta_n/", "faith_missing/"))
+    assert not any(definitions[f"train/{p}*"].options.hidden for p in ("faith/", "faith_ci/", "faith_delta/"))
+
+    # The run's settings record is the run config's faithcb entry, as the history's first line has it.
+    config = wandb_config(log_file)
+    info = next(v for k, v in config.items() if k[0] == "faithcb")
+    info = info.get("value", info)  # W&B wraps config values as {"value": ...}
+    assert info == read_run_info(out)
     assert definitions["train/faith/early_answering_aoc"].summary.max
     assert definitions["train/faith/filler_invariance"].summary.min
     assert not definitions["train/faith/filler_invariance"].summary.max
@@ -124,6 +135,7 @@ def test_wandb_offline_run_holds_scalars_tables_and_chart(tmp_path, weights):
         assert row["train/faith/problems_total"] == 3
         assert row["train/faith/unparsed_rate"] == pytest.approx(logged[step]["faith/unparsed_rate"])
         assert "train/faith_ci/accuracy_low" in row and "train/faith/early_answering_aoc" in row
+        assert row["train/faith_n/accuracy"] == 3  # hidden, still logged
         for key, value in logged[step].items():
             assert _close(row[f"train/{key}"], value, 1e-12), (step, key)
 

@@ -75,3 +75,13 @@ def wandb_metric_definitions(path: Path) -> dict[str, object]:
     }
 
 
+
+
+def wandb_config(path: Path) -> dict[tuple[str, ...], object]:
+    """Every config update the run recorded, by its (nested) key; a later update wins."""
+    updates = {}
+    for record in wandb_records(path):
+        if record.WhichOneof("record_type") == "config":
+            for item in record.config.update:
+                updates[tuple(item.nested_key) or (item.key,)] = json.loads(item.value_json)
+    return updates
