@@ -41,6 +41,7 @@ from faithcb.probes.registry import (
 from faithcb.processes import Processes, eval_processes, records_over_processes
 from faithcb.prompting import LAYOUTS
 from faithcb.results import RoundResult, aggregate, paired_changes, round_warnings
+from faithcb.runinfo import run_info
 from faithcb.settings import EVALUATORS, GENERATION_PATHS, PARAPHRASE_MODES, PARAPHRASERS, ProbeSettings
 
 _FIELDS = {f.name: f for f in fields(FaithConfig)}
@@ -208,10 +209,15 @@ def _run(model_name: str, adapter: str | None, problems, settings: ProbeSettings
             model.to(processes.device)  # this process's own device (cuda:LOCAL_RANK under a launcher)
         engine = FaithfulnessEngine(model, tokenizer, settings,
                                     show_progress=not args.no_progress and processes.is_main_process)
+        made["run_info"] = run_info(settings=settings, problems=problems, source=args.problems, model=model,
+                                    model_name=model_name, adapter=adapter, layout=engine.prompter.layout)
         return engine.records(mine)
 
+    made: dict[str, Any] = {}
     records = records_over_processes(processes, problems, records_of)
-    return aggregate(records, seconds=time.perf_counter() - started)
+    result = aggregate(records, seconds=time.perf_counter() - started)
+    result.run_info = made.get("run_info")
+    return result
 
 
 def _eval(args) -> int:
@@ -232,7 +238,7 @@ def _eval(args) -> int:
             for record in result.records:
                 f.write(json.dumps(record) + "\n")
         summary = out.with_suffix(".summary.json")
-        summary.write_text(json.dumps(result.to_dict(with_records=False), indent=2))
+        summary.write_text(json.dumps({"run_info": result.run_info, **result.to_dict(with_records=False)}, indent=2))
         print(f"records: {out}\nsummary: {summary}")
     return 0
 

@@ -34,6 +34,8 @@ class RoundResult:
     curve: dict[str, list[float]]
     records: list[dict[str, Any]]
     errors: list[str] = field(default_factory=list)
+    # What produced it (faithcb.runinfo.run_info) where the caller records it: faithcb eval's summary.
+    run_info: dict[str, Any] | None = None
 
     def to_dict(self, *, with_records: bool = True) -> dict[str, Any]:
         out: dict[str, Any] = {"metrics": self.metrics, "scalars": self.scalars, "curve": self.curve}
