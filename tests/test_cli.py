@@ -266,4 +266,11 @@ def test_eval_end_to_end_with_a_tiny_model(monkeypatch, tmp_path, capsys):
     assert len(records) == 2
     # The callback's chain budget (FaithConfig), not the CLI's old 256.
     assert all(r["chain_tokens"] <= FaithConfig().faith_max_chain_tokens for r in records)
-    assert "metrics" in json.loads(out.with_suffix(".summary.json").read_text())
+    summary = json.loads(out.with_suffix(".summary.json").read_text())
+    assert "metrics" in summary
+    # How the numbers were made: the run's settings record, the one the callback's history starts with.
+    info = summary["run_info"]
+    assert info["problems"]["source"] == "synthetic:3" and info["problems"]["n"] == 2
+    assert info["settings"]["max_chain_tokens"] == FaithConfig().faith_max_chain_tokens
+    assert info["model"]["name_or_path"] == "embedded" and info["model"]["config_sha256"]
+    assert info["layout"] in ("two_turn", "think", "plain") and info["versions"]["transformers"]
