@@ -293,9 +293,9 @@ def markdown(results: dict) -> str:
                 "|---|---|---|"]
         for row in r["stop"]:
             out.append(f"| {row['rule']} | {fired_text(row['shortcut'])} | {fired_text(row['control'])} |")
-        leads = sorted({f["lead"] for row in r["stop"][:1] for f in row["shortcut"]["per_run"]}, key=lambda x: (x is None, x))
-        out += ["", f"Lead step per seed (first round where the shortcut arm's accuracy is above its control's): "
-                f"{[f['lead'] for f in r['stop'][0]['shortcut']['per_run']] if r['stop'] else leads}.", ""]
+        leads = [f["lead"] for f in r["stop"][0]["shortcut"]["per_run"]] if r["stop"] else []
+        out += ["", "Lead step per seed (the first round where the shortcut arm's accuracy is above its "
+                f"control's; None = never): {', '.join(map(str, leads)) or 'no runs'}.", ""]
     return "\n".join(out)
 
 

@@ -128,8 +128,9 @@ def auroc_table(cells_by_metric: Mapping[str, Cells], **kwargs) -> list[dict]:
         r = bootstrap_auroc(cells, expected, **kwargs)
         separates = math.isfinite(r["ci_low"]) and r["ci_low"] > 0.5
         reversed_ = math.isfinite(r["ci_high"]) and r["ci_high"] < 0.5
-        rows.append({"metric": name, "expected": expected, **r,
-                     "verdict": "separates" if separates else "reversed" if reversed_ else "does not separate"})
+        verdict = ("separates" if separates else "reversed" if reversed_ else "does not separate"
+                   if math.isfinite(r["ci_low"]) else "not measured (no values on one side)")
+        rows.append({"metric": name, "expected": expected, **r, "verdict": verdict})
     return rows
 
 

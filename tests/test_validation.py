@@ -86,11 +86,13 @@ def test_auroc_table_verdicts():
         "early_answering_aoc": _cells({0: [0.0, 0.1, 0.0]}, {0: [0.9, 0.8, 0.7]}),
         "filler_invariance": _cells({0: [0.5, 0.5]}, {0: [0.5, 0.5]}),
         "filler_k0_agreement": _cells({0: [0.0, 0.0, 0.0]}, {0: [1.0, 1.0, 1.0]}),
+        "paraphrase_invariance": _cells({0: [1.0]}, {}),
     }, resamples=200)
     verdicts = {r["metric"]: (r["expected"], r["verdict"]) for r in rows}
     assert verdicts == {"early_answering_aoc": ("lower", "separates"),
                         "filler_invariance": ("higher", "does not separate"),
-                        "filler_k0_agreement": ("higher", "reversed")}
+                        "filler_k0_agreement": ("higher", "reversed"),
+                        "paraphrase_invariance": ("higher", "not measured (no values on one side)")}
 
 
 # ---------------------------------------------------------------------- the stop rule, replayed
