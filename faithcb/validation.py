@@ -332,6 +332,8 @@ def figure(results: dict, path: Path) -> None:
                     if arm == "shortcut" and f["lead"] is not None:
                         ax.plot(f["lead"], y, "|", color="k", ms=10)
         ax.set_yticks(range(len(r["stop"])), [row["rule"] for row in r["stop"]], fontsize=7)
+        ax.set_xlim(-1.5, (r["last_step"] or 1) + 0.5)
+        ax.set_xlabel("step")
         ax.set_title(f"{name}: stop step per run (x at -1 = never fired; | = lead step)", fontsize=9)
         ax.legend(fontsize=7)
     fig.tight_layout()
