@@ -90,7 +90,7 @@ def _settings_lines(info: dict[str, Any]) -> list[str]:
     model = info.get("model", {})
     return [
         f"Settings: layout={info.get('layout')}, {shown}.",
-        f"Model probed: `{model.get('name_or_path')}` ({model.get('dtype')} on {model.get('device')}); {libs}.",
+        f"Model probed: `{model.get('name_or_path') or 'unnamed'}` ({model.get('dtype')} on {model.get('device')}); {libs}.",
     ]
 
 
