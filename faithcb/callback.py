@@ -193,7 +193,8 @@ class FaithfulnessCallback(TrainerCallback, ExportableState):
         self._schedule = self._make_schedule(state.max_steps)
         if state.is_world_process_zero:  # once per run: the layout; dashboards: TB's layout, W&B's metric axes
             logger.info("faithcb: prompt layout %r: %s", self.prompter.layout, self.prompter.reason)
-            write_for_trainer(self.trainer, self.config.faith_probes)
+            write_for_trainer(self.trainer, self.config.faith_probes,
+                              choice=any(p.kind == "choice" for p in self.problems))  # letter charts need letters
             self.wandb.define_metrics()
             self.wandb.log_run_info(self.run_info)
             if state.global_step == 0:  # a new run (a resumed one continues its history)
