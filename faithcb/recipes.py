@@ -27,6 +27,7 @@ __all__ = [
     "correctness_reward",
     "grpo_dataset",
     "load_examples",
+    "RolloutArguments",
     "load_model_and_tokenizer",
     "sft_dataset",
 ]
@@ -65,6 +66,36 @@ class DataArguments:
     synthetic_corrupt_fraction: float = field(
         default=0.0, metadata={"help": "Synthetic task: share of chains with a wrong last step."}
     )
+
+
+@dataclass
+class RolloutArguments:
+    """The GRPO recipe's ``CouplingReward`` (faithcb.reward): monitor by default (weight 0)."""
+
+    faith_rollout_probe: bool = field(
+        default=True, metadata={"help": "Probe every step's own rollouts (faith_rollout/* at every step)."}
+    )
+    faith_rollout_weight: float = field(
+        default=0.0, metadata={"help": "The coupling reward's weight beside correctness (1.0); 0 = monitor only."}
+    )
+    faith_rollout_reward_on: str = field(
+        default="correct", metadata={"help": "'correct': pay coupling on correct rollouts only; 'all'."}
+    )
+    faith_rollout_sample: int = field(
+        default=0, metadata={"help": "Rollouts probed per step and process (0 = all)."}
+    )
+    faith_rollout_max_cuts: int = field(default=6, metadata={"help": "Cut points per rollout (at least 4)."})
+
+    def reward(self):
+        """The ``CouplingReward`` these fields describe, or None when ``faith_rollout_probe`` is off."""
+        if not self.faith_rollout_probe:
+            return None
+        from faithcb.reward import CouplingReward
+
+        return CouplingReward(
+            reward_on=self.faith_rollout_reward_on, sample=self.faith_rollout_sample,
+            max_cuts=self.faith_rollout_max_cuts,
+        )
 
 
 # ---------------------------------------------------------------------- model

@@ -18,6 +18,10 @@ arithmetic word problems, on CPU. Override any field on the command line, e.g.
 
 Probe problems: ``--faith_problems gsm8k|aqua|FILE|synthetic:N`` if given, else problems held out of the
 training data (``--holdout``). History: ``OUTPUT_DIR/faith_history.jsonl``.
+
+Every step's own rollouts are probed too (``faithcb.CouplingReward``, logged as ``faith_rollout/*``):
+a monitor by default (``--faith_rollout_weight 0``); a positive weight rewards coupling beside
+correctness. Read ``faith_rollout/`` next to the held-out ``faith/`` rounds (docs/grpo.md).
 """
 
 from trl import GRPOConfig, GRPOTrainer, ModelConfig, TrlParser, get_peft_config
@@ -25,30 +29,39 @@ from trl import GRPOConfig, GRPOTrainer, ModelConfig, TrlParser, get_peft_config
 from faithcb import FaithConfig, FaithfulnessCallback
 from faithcb.recipes import (
     DataArguments,
+    RolloutArguments,
     correctness_reward,
     grpo_dataset,
     load_examples,
     load_model_and_tokenizer,
 )
 
-PARSER_TYPES = (DataArguments, GRPOConfig, ModelConfig, FaithConfig)
+PARSER_TYPES = (DataArguments, GRPOConfig, ModelConfig, FaithConfig, RolloutArguments)
 
 
-def main(data_args, training_args, model_args, faith_args):
+def main(data_args, training_args, model_args, faith_args, rollout_args=None):
+    rollout_args = rollout_args or RolloutArguments()
     model, tokenizer = load_model_and_tokenizer(model_args)
     train, heldout = load_examples(data_args, seed=training_args.seed)
+    reward_funcs = [correctness_reward]
+    coupling = rollout_args.reward()
+    if coupling is not None:
+        reward_funcs.append(coupling)
+        training_args.reward_weights = [1.0, rollout_args.faith_rollout_weight]
     trainer = GRPOTrainer(
         model=model,
-        reward_funcs=correctness_reward,
+        reward_funcs=reward_funcs,
         args=training_args,
         train_dataset=grpo_dataset(train, tokenizer, faith_args.prompt_style()),
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
     )
+    # The callback binds the coupling reward to the policy, in the probes' layout and wording.
     callback = FaithfulnessCallback(trainer, faith_args.faith_problems or heldout, faith_args)
     trainer.add_callback(callback)
     trainer.train()
     trainer.save_model(training_args.output_dir)
+    return trainer
 
 
 if __name__ == "__main__":

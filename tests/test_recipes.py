@@ -54,8 +54,12 @@ def test_shipped_config_parses(config):
 
     module = _recipe(config.stem)
     parsed = TrlParser(module.PARSER_TYPES).parse_args_and_config(["--config", str(config)])
-    data_args, training_args, model_args, faith_args = parsed
+    data_args, training_args, model_args, faith_args, *rollout_args = parsed
     assert isinstance(faith_args, FaithConfig)
+    if config.stem == "grpo":  # every step's rollouts probed, as a monitor (weight 0) by default
+        (rollouts,) = rollout_args
+        assert rollouts.faith_rollout_probe and rollouts.faith_rollout_weight == 0.0
+        assert rollouts.reward().reward_on == "correct"
     assert faith_args.faith_probes == ["early_answering", "filler", "info_gain"]
     assert faith_args.faith_num_problems == 12
     assert faith_args.faith_num_rounds >= 2
@@ -250,3 +254,6 @@ def test_recipe_runs_on_the_embedded_model(name, tmp_path):
     steps = sorted({h["step"] for h in history if h.get("role", "model") == "model"})
     assert steps[0] == 0 and steps[-1] == 2
     assert all("error" not in h for h in history)
+    if name == "grpo":  # the coupling monitor logged each step's own rollouts
+        logs = proc.stdout + proc.stderr
+        assert logs.count("'faith_rollout/probed'") == 2 and "'rewards/faith_coupling/mean'" in logs
