@@ -1,10 +1,11 @@
 """TensorBoard's custom-scalars layout for the faith keys: built from the registry, written once.
 
 TensorBoard shows every logged scalar as its own card; this layout (the custom-scalars plugin's
-``Layout`` proto) groups the faith keys in three sections instead — *faithfulness* (accuracy with
-early-answering AOC, each headline metric drawn with its 95% interval as a band, then its paired
-change from the baseline round), *health* (unparsed and truncated shares, letter bias, problems
-scored) and *cost* (seconds per round, overhead fraction). Titles come from the metric registry.
+``Layout`` proto) groups the faith keys in three sections instead — *faithfulness* (accuracy and
+each headline metric, one per chart, drawn with its 95% interval as a band, then its paired change
+from the baseline round), *health* (unparsed and truncated shares, letter bias when there are
+multiple-choice problems, problems scored) and *cost* (seconds per round, overhead fraction).
+Titles come from the metric registry.
 
 tensorboard is optional (only in the ``[test]`` extra): it is imported lazily, and without it
 nothing is written. The tags are the log keys of ``faithcb.logkeys`` behind the ``train/`` that
@@ -56,29 +57,36 @@ def _multiline(layout_pb2, title: str, names: Sequence[str]):
     return layout_pb2.Chart(title=title, multiline=content)
 
 
-def build_layout(probes: Sequence[str]):
-    """The ``layout_pb2.Layout`` for a run of ``probes`` (ImportError without tensorboard)."""
+def build_layout(probes: Sequence[str], *, choice: bool = True):
+    """The ``layout_pb2.Layout`` for a run of ``probes`` (ImportError without tensorboard).
+
+    ``choice``: whether the problems include multiple-choice ones; without them the letter-bias
+    charts would stay empty (their keys are never logged), so they are left out.
+    """
     from tensorboard.plugins.custom_scalar import layout_pb2
 
     headline = [m for p in probes for m in probe_metrics(p) if m.headline]
     names = [m.name for m in headline]
-    together = ["accuracy"] + [n for n in names if n == "early_answering_aoc"]
-    faithfulness = [
-        _margin(layout_pb2, " and ".join(_label(n) for n in together) + " (95% intervals)", together)
-    ]
+    # One metric per margin chart: TensorBoard colours a margin chart's lines by run, not by tag, so
+    # two metrics on one chart (accuracy with AOC, as before) were one colour, told apart only by hovering.
+    faithfulness = [_margin(layout_pb2, "accuracy (95% interval)", ["accuracy"])]
     faithfulness += [_margin(layout_pb2, f"{m.label} ({_DIRECTION[m.direction]})", [m.name]) for m in headline]
     faithfulness += [
         _margin(layout_pb2, f"change from the first round: {_label(n)} (paired)", [n], delta=True)
         for n in ["accuracy"] + names
     ]
-    health = [
-        _multiline(layout_pb2, "unparsed and truncated (shares of problems)",
-                   ["unparsed_rate", "truncated_rate", "answer_truncated_rate"]),
+    letters = [
         _multiline(layout_pb2, "letter bias (multiple choice, over problems): top letter's share of full-chain and "
                    "gold answers; accuracy from the letter distribution alone (sum p_full * p_gold)",
                    ["letter_full_top_share", "letter_gold_top_share", "letter_full_gold_chance_agreement"]),
         _multiline(layout_pb2, "letter bias: entropy / log2(choices) of full-chain and gold answers (1 = uniform)",
                    ["letter_full_entropy_normalized", "letter_gold_entropy_normalized"]),
+    ]
+    # Line charts (multiline) colour each tag apart, so several metrics share one here.
+    health = [
+        _multiline(layout_pb2, "unparsed and truncated (shares of problems)",
+                   ["unparsed_rate", "truncated_rate", "answer_truncated_rate"]),
+        *(letters if choice else []),
         _multiline(layout_pb2, "problems scored of problems probed", ["problems_scored", "problems_total"]),
     ]
     cost = [
@@ -123,7 +131,7 @@ def layout_summary(layout):
     return summary_pb2.Summary(value=[value])
 
 
-def write_layout(log_dir: str | os.PathLike, probes: Sequence[str]) -> Path | None:
+def write_layout(log_dir: str | os.PathLike, probes: Sequence[str], *, choice: bool = True) -> Path | None:
     """Write the layout as its own event file in ``log_dir``; None without tensorboard."""
     try:
         from tensorboard.compat.proto import event_pb2
@@ -131,12 +139,12 @@ def write_layout(log_dir: str | os.PathLike, probes: Sequence[str]) -> Path | No
     except ImportError:
         return None
     writer = EventFileWriter(str(log_dir), filename_suffix=".faithcb_layout")
-    writer.add_event(event_pb2.Event(wall_time=time.time(), step=0, summary=layout_summary(build_layout(probes))))
+    writer.add_event(event_pb2.Event(wall_time=time.time(), step=0, summary=layout_summary(build_layout(probes, choice=choice))))
     writer.close()
     return Path(writer.get_logdir())
 
 
-def write_for_trainer(trainer, probes: Sequence[str]) -> bool:
+def write_for_trainer(trainer, probes: Sequence[str], *, choice: bool = True) -> bool:
     """Write the layout where the trainer's TensorBoard integration writes, if it has one.
 
     Call on the main process, after the integration's own ``on_train_begin`` (true for any callback
@@ -152,7 +160,7 @@ def write_for_trainer(trainer, probes: Sequence[str]) -> bool:
     if integration is None or not ({"tensorboard", "all"} & set(report_to)):
         return False
     try:
-        summary = layout_summary(build_layout(probes))
+        summary = layout_summary(build_layout(probes, choice=choice))
     except ImportError:
         return False
     writer = getattr(integration, "tb_writer", None)
@@ -165,4 +173,4 @@ def write_for_trainer(trainer, probes: Sequence[str]) -> bool:
     if not log_dir:
         logger.info("faithcb: no TensorBoard log directory found; the custom-scalars layout is not written")
         return False
-    return write_layout(log_dir, probes) is not None
+    return write_layout(log_dir, probes, choice=choice) is not None

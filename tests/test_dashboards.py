@@ -47,7 +47,7 @@ def test_layout_for_the_default_probes():
     assert list(charts) == ["faithcb: faithfulness", "faithcb: health", "faithcb: cost"]
     faithfulness = charts["faithcb: faithfulness"]
     assert list(faithfulness) == [
-        "accuracy and early-answering AOC (95% intervals)",
+        "accuracy (95% interval)",
         "early-answering AOC (higher = more coupled)",
         "filler invariance (lower = more coupled)",
         "paraphrase invariance (neutral)",
@@ -63,8 +63,10 @@ def test_layout_for_the_default_probes():
         "train/faith/early_answering_aoc", "train/faith_ci/early_answering_aoc_low",
         "train/faith_ci/early_answering_aoc_high",
     )
-    together = faithfulness["accuracy and early-answering AOC (95% intervals)"]
-    assert [s.value for s in together.margin.series] == ["train/faith/accuracy", "train/faith/early_answering_aoc"]
+    # One metric per margin chart: TensorBoard colours a margin chart's lines by run, so two metrics
+    # on one would be drawn in one colour.
+    assert all(len(chart.margin.series) == 1 for chart in faithfulness.values())
+    assert [s.value for s in faithfulness["accuracy (95% interval)"].margin.series] == ["train/faith/accuracy"]
     (change,) = faithfulness["change from the first round: filler invariance (paired)"].margin.series
     assert (change.value, change.lower, change.upper) == (
         "train/faith_delta/filler_invariance", "train/faith_delta_ci/filler_invariance_low",
@@ -89,8 +91,17 @@ def test_layout_follows_the_probes_thatrun_process():
     pytest.importorskip("tensorboard")
     (faithfulness, *_) = tensorboard_layout.build_layout(["filler"]).category
     titles = [chart.title for chart in tensorboard_layout.displayed_order(faithfulness.chart)]
-    assert titles[0] == "accuracy (95% intervals)"  # no early answering: accuracy alone
+    assert titles[0] == "accuracy (95% interval)"
     assert not any("AOC" in t or "paraphrase" in t for t in titles)
+
+
+def test_letter_charts_only_with_multiple_choice_problems():
+    pytest.importorskip("tensorboard")
+    numeric = _charts(tensorboard_layout.build_layout(DEFAULT_PROBES, choice=False))["faithcb: health"]
+    choice = _charts(tensorboard_layout.build_layout(DEFAULT_PROBES, choice=True))["faithcb: health"]
+    assert not any("letter" in t for chart in numeric.values() for t in _tags(chart))
+    assert [t for t in choice if t not in numeric] == [t for t in choice if t.startswith("letter bias")]
+    assert len(choice) == len(numeric) + 2
 
 
 def test_margin_charts_are_stored_in_the_order_tensorboard_reverses():
@@ -98,7 +109,7 @@ def test_margin_charts_are_stored_in_the_order_tensorboard_reverses():
     Chromium with TensorBoard 2.21, docs/img/dashboard_tensorboard.png): stored reversed, shown as listed."""
     pytest.importorskip("tensorboard")
     (faithfulness, health, _) = tensorboard_layout.build_layout(DEFAULT_PROBES).category
-    assert faithfulness.chart[-1].title == "accuracy and early-answering AOC (95% intervals)"
+    assert faithfulness.chart[-1].title == "accuracy (95% interval)"
     assert health.chart[0].title == "unparsed and truncated (shares of problems)"  # line charts: as listed
     mixed = [_chart("margin", "m1"), _chart("multiline", "l1"), _chart("margin", "m2"), _chart("multiline", "l2")]
     stored = tensorboard_layout.displayed_order(mixed)
@@ -136,7 +147,8 @@ def test_training_run_writes_the_layout_beside_the_scalars(tmp_path, monkeypatch
         trainer.train()
 
     events, layout = _read_layout(logdir)
-    assert layout == tensorboard_layout.build_layout(["early_answering", "filler"])
+    # The test's arithmetic problems are numeric: no letter-bias charts.
+    assert layout == tensorboard_layout.build_layout(["early_answering", "filler"], choice=False)
     scalars = set(events.Tags()["scalars"])
     logged = {f"train/{k}" for keys in faith_logs(trainer, prefix="faith").values() for k in keys}
     assert logged <= scalars
