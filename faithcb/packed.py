@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
+from faithcb.kv_room import decode_room, reserve
 from faithcb.scoring import ContinuationScore, EndRule, ScoreRequest, ScoreResult, TokenCounter, needs_decode
 
 __all__ = [
@@ -222,26 +223,26 @@ class PackedScorer:
         bins = [(g, idx) for g, reqs in enumerate(problems) for idx in self._bins(reqs)]
         home = {(g, r): b for b, (g, idx) in enumerate(bins) for r in idx}
         row_problem = torch.tensor([g for g, _ in bins], dtype=torch.long, device=dev)
-        if len(bins) != len(problems):
-            cache.reorder_cache(row_problem)
         keys = _KeyTable(real.to(dev)[row_problem])
 
         # Stage 1: every request's insert + cue; keep the logits at its last token.
         mids = [[[*r.insert, *r.cue] for r in reqs] for reqs in problems]
-        rows = [
+        branch = [
             [(tok, r, -1, problems[g][r].cut + j, problems[g][r].cut, j == len(mids[g][r]) - 1)
              for r in idx for j, tok in enumerate(mids[g][r])]
             for g, idx in bins
         ]
-        cache, first = self._forward_packed(cache, keys, rows, "branch")
-        first_at = {(b, r): k for k, (b, (_t, r, *_rest)) in enumerate(_kept(rows))}
-
         # Stage 2: each continuation's tokens but the last (that one is only predicted).
         rows = [
             [(tok, r, c, problems[g][r].cut + len(mids[g][r]) + j, problems[g][r].cut, True)
              for r in idx for c, cont in enumerate(problems[g][r].continuations) for j, tok in enumerate(cont[:-1])]
             for g, idx in bins
         ]
+        # Each bin's copy of its problem's prefix cache, with room for both passes: they write in place.
+        reserve(cache, _width(branch) + (_width(rows) if any(rows) else 0),
+                row_problem if len(bins) != len(problems) else None)
+        cache, first = self._forward_packed(cache, keys, branch, "branch")
+        first_at = {(b, r): k for k, (b, (_t, r, *_rest)) in enumerate(_kept(branch))}
         later = None
         if any(rows):
             cache, later = self._forward_packed(cache, keys, rows, "continuation")
@@ -306,12 +307,14 @@ class PackedScorer:
         # Decode on the rows that hold these requests only: every pass reads (and grows) the
         # whole cache of every row it runs, and usually a few requests of a few rows need decoding.
         used = sorted({home[key] for key in todo})
+        index = None
         if len(used) < keys.req.shape[0]:
             index = torch.tensor(used, dtype=torch.long, device=self.device)
-            cache.reorder_cache(index)
             keys.select(index)
             row_of = {b: i for i, b in enumerate(used)}
             home = {key: row_of[home[key]] for key in todo}
+        # Room for every step, in the copy that keeps the used rows: the steps write in place.
+        reserve(cache, decode_room([problems[g][r].decode_tokens for g, r in todo], [home[key] for key in todo]), index)
         while True:
             active = [
                 i for i, (g, r) in enumerate(todo)
@@ -343,8 +346,7 @@ class PackedScorer:
         keep) entries of batch row b. Returns the grown cache and the next-token scores at the kept
         entries, in row order."""
         dev = self.device
-        length = max(1, max(len(row) for row in rows))
-        shape = (len(rows), length)
+        shape = (len(rows), _width(rows))
         ids = torch.full(shape, self.pad_id, dtype=torch.long)
         req = torch.full(shape, -1, dtype=torch.long)
         branch = torch.full(shape, -3, dtype=torch.long)
@@ -453,6 +455,11 @@ class _NextToken(Sequence):
 
     def __getitem__(self, k):
         return _Next(self.logprobs[k], self.best[k])
+
+
+def _width(rows: Sequence[Sequence[tuple]]) -> int:
+    """The positions a packed pass over ``rows`` adds to every row's cache (``_forward_packed``'s width)."""
+    return max(1, max(len(row) for row in rows))
 
 
 def _kept(rows: Sequence[Sequence[tuple]]):

@@ -24,7 +24,7 @@ LAYERS: list[tuple[str, set[str]]] = [
                 "probes.paraphrase", "probes.info_gain", "probes.mistakes"}),
     ("settings", {"settings", "config", "preflight", "training", "results", "logkeys", "wandb_sink", "tensorboard_layout",
                   "runinfo", "model_card", "validation_stats"}),
-    ("model access", {"scoring", "packed", "lm", "generation", "models", "rng", "distributed", "processes"}),
+    ("model access", {"scoring", "packed", "lm", "generation", "models", "rng", "distributed", "processes", "kv_room"}),
     ("round", {"engine", "rounds", "chains", "variant_scoring", "rollouts"}),
     ("training loop", {"callback", "checkpointing", "recipes", "testing", "reward"}),
     ("tools", {"report", "show", "cli", "demo", "validation", "__init__"}),
