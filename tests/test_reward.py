@@ -241,3 +241,56 @@ def test_every_rank_scores_its_rollouts_in_lockstep_and_logs_the_same_metrics(sh
     forwards = [r["reward_forwards"] for r in ranks]
     assert len(forwards[0]) == 2 and min(forwards[0]) > 0
     assert forwards[0] == forwards[1], forwards
+
+
+# ---------------------------------------------------------------------- layouts and conversational prompts
+@pytest.mark.parametrize("name", ["qwen3", "gpt_oss", "llama3_2"])
+def test_rollouts_in_each_layout_are_cut_where_the_reasoning_ends(name):
+    """A think-block, a harmony and a two-turn template: in the reasoning layouts the rollout's chain
+    is its reasoning, and what the model writes after closing it (its own answer) is not part of it,
+    as in rounds."""
+    from template_tokenizers import TEMPLATES, template_tokenizer
+
+    from faithcb.problem import Problem
+    from faithcb.prompting import Prompter
+    from faithcb.testing import tiny_model
+
+    tok = template_tokenizer(name)
+    problem = Problem("Ann has 3 pens and gets 4 more. How many?", "7")
+    (row,) = training_rows([problem], tok, fmt="prompt")
+    reasoning = "She has 3. 3 + 4 = 7."
+    closer = Prompter.for_tokenizer(tok).reasoning_end
+    assert (closer is not None) == TEMPLATES[name].expects_think
+    text = reasoning + (closer or "") + "\n\nThe final answer is 7"
+    rollout = Rollout(problem, tok(text=row["prompt"])["input_ids"], text)
+    probe = RolloutProbe(tiny_model(tok, "llama", hidden_size=16, num_layers=1), tok, ProbeSettings())
+    (record,) = probe.records([rollout])
+    # Two-turn: the cue is a turn of its own, so what the model wrote is all chain, as in rounds.
+    assert record["chain"] == (reasoning if closer else text)
+    assert record["n_steps"] == 2  # an answer sentence joins the step before it (faithcb.steps)
+
+
+def test_conversational_prompts_are_tokenized_as_trl_tokenizes_them(tmp_path):
+    from datasets import Dataset
+    from trl import GRPOConfig, GRPOTrainer
+
+    from faithcb.testing import tiny_tokenizer
+
+    tok = tiny_tokenizer(chat_template=True)
+    pairs = arithmetic(2, seed=3)
+    rows = [{"prompt": [{"role": "user", "content": p.question}], "answer": p.answer} for p, _ in pairs]
+    reward = CouplingReward(settings=SETTINGS)
+    trainer = GRPOTrainer(model=pretrained_model(tok), reward_funcs=[reward], train_dataset=Dataset.from_list(rows),
+                          processing_class=tok, args=GRPOConfig(output_dir=str(tmp_path), report_to=[], use_cpu=True,
+                                                                per_device_train_batch_size=2, num_generations=2))
+    reward.bind(trainer)
+    prompts = [r["prompt"] for r in rows]
+    completions = [[{"role": "assistant", "content": chain}] for _, chain in pairs]
+    trl_ids, _, _ = trainer._tokenize_prompts(prompts)  # what generation ran on (a test may read TRL's privates)
+    for i in range(2):
+        rollout = reward._rollout(i, prompts, completions, None, {"answer": [r["answer"] for r in rows]})
+        assert rollout.prompt_ids == list(trl_ids[i]) and rollout.text == pairs[i][1]
+    logged: dict[str, float] = {}
+    rewards = reward(prompts, completions, answer=[r["answer"] for r in rows],
+                     log_metric=lambda k, v: logged.__setitem__(k, v))
+    assert len(rewards) == 2 and logged["faith_rollout/probed"] == 2
