@@ -68,12 +68,18 @@ class RoomyLayer(DynamicLayer if DynamicLayer is not None else object):  # type:
         self._show()
 
     @staticmethod
-    def _buffer(states: torch.Tensor, room: int, rows: torch.Tensor | None) -> torch.Tensor:
-        picked = range(states.shape[0]) if rows is None else rows.tolist()
+    def _buffer(states: torch.Tensor, room: int, rows: torch.Tensor | None, row_by_row: bool | None = None) -> torch.Tensor:
         batch, heads, length, dim = states.shape
-        buffer = states.new_empty((len(picked), heads, length + max(0, room), dim))
-        for to, row in enumerate(picked):  # row by row: one copy, no temporary of the selected rows
-            buffer[to, :, :length] = states[row]
+        buffer = states.new_empty((batch if rows is None else len(rows), heads, length + max(0, room), dim))
+        if row_by_row is None:
+            row_by_row = states.device.type == "cpu"
+        if rows is None:
+            buffer[:, :, :length] = states
+        elif row_by_row:  # on the CPU: one copy, no temporary of the selected rows
+            for to, row in enumerate(rows.tolist()):
+                buffer[to, :, :length] = states[row]
+        else:  # an accelerator: two launches (a temporary) beat one small copy per row and layer
+            buffer[:, :, :length] = states.index_select(0, rows.to(states.device))
         return buffer
 
     def _show(self) -> None:

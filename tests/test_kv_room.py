@@ -50,6 +50,14 @@ def test_a_layer_with_room_holds_what_a_dynamic_layer_holds():
     assert torch.equal(cache.layers[0].keys, plain.keys) and cache.layers[0]._keys.shape[-2] == plain.keys.shape[-2] + 7
 
 
+def test_rows_are_kept_alike_row_by_row_and_in_one_selection():
+    keys, _ = _states(torch.Generator().manual_seed(2), 4, 3)
+    rows = torch.tensor([3, 1])
+    one, other = (RoomyLayer._buffer(keys, 2, rows, row_by_row=flag) for flag in (True, False))  # CPU / accelerator way
+    assert one.shape == other.shape == (2, 2, 5, 4)
+    assert torch.equal(one[:, :, :3], keys[rows]) and torch.equal(other[:, :, :3], keys[rows])
+
+
 def test_other_layers_keep_their_own_growth_and_only_select_rows():
     class Other(DynamicLayer):  # not a plain DynamicLayer (a sliding window, a quantized layer...)
         pass
