@@ -26,7 +26,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from faithcb import logkeys
@@ -58,6 +58,9 @@ class CouplingReward:
         settings: the probes' layout, wording and batch size; None takes the callback's when a
             ``FaithfulnessCallback`` binds it, else ``ProbeSettings()``. Only early answering runs.
         seed: seeds which rollouts are sampled (a private generator: the training RNG is not drawn).
+
+    ``last_records`` holds the last call's per-rollout records (the sampled rollouts, in order): the
+    chain, its steps, a_full, the early-answering entry and ``coupling``.
 
     The data set gives each rollout its gold answer in an ``answer`` column (needed for
     ``reward_on="correct"`` and the gold-referenced metrics), its kind in ``kind`` (default
@@ -165,7 +168,7 @@ class CouplingReward:
         picked = self._pick(len(prompts), step)
         rewards: list[float | None] = [None] * len(prompts)
         try:
-            records = self._score([self._rollout(i, prompts, completions, completion_ids, columns) for i in picked])
+            records = self._score(lambda: [self._rollout(i, prompts, completions, completion_ids, columns) for i in picked])
         except ConfigError:
             raise
         except Exception as exc:  # reported, not fatal: the step trains on its other rewards
@@ -210,14 +213,16 @@ class CouplingReward:
         ended = ids is None or bool(ids and ids[-1] in self._probe.lm.eos_ids) or (limit is not None and len(ids) < limit)
         return Rollout(_problem(prompt_text, i, columns), list(prompt_ids), text, ended=ended)
 
-    def _score(self, rollouts: list[Rollout]) -> list[dict[str, Any]]:
+    def _score(self, rollouts: Callable[[], list[Rollout]]) -> list[dict[str, Any]]:
+        """Score the rollouts ``rollouts()`` builds; built inside the lockstep, so that a rank that fails
+        while building them still runs its share of forward passes and the other ranks go on."""
         trainer = self.trainer
         # Under ZeRO-3 the weights are gathered, gradient checkpointing is paused, and every rank runs as
         # many forward passes as the busiest (ranks score different rollouts): the rounds' machinery.
         with unwrapped_model(trainer) as model, forwards_in_lockstep(model, trainer.accelerator):
             if self._probe.lm.model is not model:
                 self._probe = RolloutProbe(model, self._probe.lm.tokenizer, self.settings)
-            return self._probe.records(rollouts)
+            return self._probe.records(rollouts())
 
     def _reward(self, record: dict[str, Any]) -> float | None:
         score = record.get("coupling", math.nan)
