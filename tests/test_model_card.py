@@ -3,14 +3,13 @@ into the README.md a real trainer writes, replaced (not repeated) when the card 
 
 from __future__ import annotations
 
-import json
 import math
 
 import pytest
 from helpers.models import pretrained_model, tokenizer
 from helpers.trainers import attach, faith_config, make_trainer, read_history
 
-from faithcb.history import HistoryWriter, round_lines
+from faithcb.history import HistoryWriter, read_run_info, round_lines
 from faithcb.model_card import END, START, TITLE, faithfulness_section, put_section
 
 
@@ -74,5 +73,5 @@ def test_a_real_trainers_card_gets_the_section(tmp_path):
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[1] == f"{aoc['value']:.3f} [{aoc['ci_low']:.3f}, {aoc['ci_high']:.3f}]" and cells[2] == str(aoc["n"])
     assert cells[4] == str(change["n"]) and math.isfinite(change["value"])
-    assert f"`{json.loads((tmp_path / 'faith_history.jsonl').read_text().splitlines()[0])['run_info']['problems']['source']}`" in text
+    assert f"`{read_run_info(tmp_path)['problems']['source']}`" in text
     assert "max_chain_tokens=40" in text and "transformers " in text

@@ -82,8 +82,8 @@ def test_history_header_is_read_apart_from_the_rounds(tmp_path):
     writer.write_header(info)
     writer.write_round(_round(0))
     writer.write_round(_round(2))
-    first = json.loads((tmp_path / "faith_history.jsonl").read_text().splitlines()[0])
-    assert first == {"run_info": json.loads(json.dumps(info))}
+    assert (tmp_path / "faith_history.jsonl").read_text().startswith('{"run_info": {')  # the first line
+    assert read_run_info(tmp_path) == info  # JSON-pure: read back equal
     assert [r["step"] for r in read_history(tmp_path)] == [0, 2]  # every reader sees rounds only
     assert read_run_info(tmp_path)["problems"] == info["problems"]
     writer.rewind(0)  # resuming from step 0 drops later rounds and keeps the header
@@ -108,8 +108,8 @@ def test_callback_history_starts_with_the_run_info_and_report_shows_it(tmp_path)
     trainer = make_trainer("sft_lora", tmp_path / "a", model=pretrained_model(tok), tok=tok, max_steps=1)
     attach(trainer, faith_config(faith_every_n_steps=1, faith_max_chain_tokens=24, faith_probes=["early_answering"]))
     trainer.train()
-    first = json.loads((tmp_path / "a" / "faith_history.jsonl").read_text().splitlines()[0])
-    info = first["run_info"]
+    assert (tmp_path / "a" / "faith_history.jsonl").read_text().startswith('{"run_info": {')  # the first line
+    info = read_run_info(tmp_path / "a")
     assert info["settings"]["max_chain_tokens"] == 24 and info["config"]["faith_max_chain_tokens"] == 24
     assert info["layout"] == "plain" and info["problems"]["n"] == 4 and info["problems"]["source"] == "<in memory>"
     assert info["model"]["adapter"]["peft_type"] == "LORA" and info["model"]["adapter"]["r"] == 4
