@@ -53,6 +53,8 @@ def run_arm(arm: str, seed: int, out: Path, args) -> dict:
         "--seed", str(seed), "--max_steps", str(args.steps), "--synthetic_key", "true",
         "--faith_num_rounds", str(args.rounds), "--faith_num_problems", str(args.problems),
         "--faith_probes", "early_answering", "filler", "--faith_show_progress", "false",
+        "--max_completion_length", str(args.tokens), "--faith_max_chain_tokens", str(args.tokens),
+        "--faith_base_reference", "false",
         "--faith_rollout_probe", "false" if arm == "correctness" else "true",
         "--faith_rollout_weight", str(args.weight if arm == "coupling" else 0.0),
     ]
@@ -61,6 +63,7 @@ def run_arm(arm: str, seed: int, out: Path, args) -> dict:
     start = time.perf_counter()
     trainer = recipe.main(data_args, training_args, model_args, faith_args, rollout_args)
     seconds = time.perf_counter() - start
+    (out / "log_history.json").write_text(json.dumps(trainer.state.log_history), encoding="utf-8")  # the raw logs
     steps = [
         {k: v for k, v in e.items() if k.startswith(("faith_rollout/", "rewards/", "step_time")) or k == "step"}
         for e in trainer.state.log_history if "step_time" in e
@@ -118,8 +121,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--problems", type=int, default=12, help="held-out problems per round")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--weight", type=float, default=1.0, help="the coupling arm's reward weight")
+    parser.add_argument("--tokens", type=int, default=128,
+                        help="max_completion_length and faith_max_chain_tokens (the YAML's 64 cut most chains here)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (a busy 2-core machine: 1)")
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
     args = parser.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     runs = []

@@ -58,6 +58,11 @@ class ChainBuilder:
         prompt_ids, cue_ids, cue_text = self._prompt_cache[problem]
         return list(prompt_ids), list(cue_ids), cue_text  # copies: a Chain's lists are its own
 
+    def clear_cache(self) -> None:
+        """Forget the rendered pieces: a caller whose problems never repeat (GRPO's rollouts) would
+        otherwise keep every prompt's ids for the whole run."""
+        self._prompt_cache.clear()
+
     def cut_generated(self, generated: Sequence[int]) -> tuple[list[int], bool]:
         """A generated chain's ids and whether it ended: at an end token, or where the reasoning closes.
 

@@ -89,6 +89,7 @@ class RolloutProbe:
             ]
             chains = engine.read_full_answers(chains)
             records = engine.probe(chains)
+        engine.chains.clear_cache()  # every step brings new prompts
         for record in records:
             record["coupling"] = coupling_score(record.get(NAME))
         return records

@@ -294,3 +294,10 @@ def test_conversational_prompts_are_tokenized_as_trl_tokenizes_them(tmp_path):
     rewards = reward(prompts, completions, answer=[r["answer"] for r in rows],
                      log_metric=lambda k, v: logged.__setitem__(k, v))
     assert len(rewards) == 2 and logged["faith_rollout/probed"] == 2
+
+
+def test_the_probe_keeps_nothing_from_one_step_to_the_next():
+    tok = tokenizer()
+    probe = RolloutProbe(pretrained_model(tok), tok, SETTINGS)
+    probe.records(_rollouts(tok))
+    assert probe.engine.chains._prompt_cache == {}  # GRPO's prompts never repeat: nothing to keep
