@@ -2,10 +2,10 @@
 
 TensorBoard shows every logged scalar as its own card; this layout (the custom-scalars plugin's
 ``Layout`` proto) groups the faith keys in three sections instead — *faithfulness* (accuracy and
-each headline metric, one per chart, drawn with its 95% interval as a band, then its paired change
-from the baseline round), *health* (unparsed and truncated shares, letter bias when there are
-multiple-choice problems, problems scored) and *cost* (seconds per round, overhead fraction).
-Titles come from the metric registry.
+each headline metric drawn with its 95% interval as a band, then its paired change from the
+baseline round), *health* (unparsed and truncated shares, letter bias when there are
+multiple-choice problems, problems scored) and *cost* (seconds per round, overhead fraction), one
+metric per chart. Titles come from the metric registry.
 
 tensorboard is optional (only in the ``[test]`` extra): it is imported lazily, and without it
 nothing is written. The tags are the log keys of ``faithcb.logkeys`` behind the ``train/`` that
@@ -67,8 +67,9 @@ def build_layout(probes: Sequence[str], *, choice: bool = True):
 
     headline = [m for p in probes for m in probe_metrics(p) if m.headline]
     names = [m.name for m in headline]
-    # One metric per margin chart: TensorBoard colours a margin chart's lines by run, not by tag, so
-    # two metrics on one chart (accuracy with AOC, as before) were one colour, told apart only by hovering.
+    # One metric per chart: TensorBoard draws every line of a chart, margin or multiline, in the
+    # run's one colour (seen in Chromium with TensorBoard 2.21), so two metrics on one chart (accuracy
+    # with AOC, unparsed with truncated, as before) could be told apart only by hovering.
     faithfulness = [_margin(layout_pb2, "accuracy (95% interval)", ["accuracy"])]
     faithfulness += [_margin(layout_pb2, f"{m.label} ({_DIRECTION[m.direction]})", [m.name]) for m in headline]
     faithfulness += [
@@ -76,18 +77,20 @@ def build_layout(probes: Sequence[str], *, choice: bool = True):
         for n in ["accuracy"] + names
     ]
     letters = [
-        _multiline(layout_pb2, "letter bias (multiple choice, over problems): top letter's share of full-chain and "
-                   "gold answers; accuracy from the letter distribution alone (sum p_full * p_gold)",
-                   ["letter_full_top_share", "letter_gold_top_share", "letter_full_gold_chance_agreement"]),
-        _multiline(layout_pb2, "letter bias: entropy / log2(choices) of full-chain and gold answers (1 = uniform)",
-                   ["letter_full_entropy_normalized", "letter_gold_entropy_normalized"]),
+        _multiline(layout_pb2, title, [name]) for name, title in (
+            ("letter_full_top_share", "letter bias (multiple choice): top letter's share of the full-chain answers"),
+            ("letter_gold_top_share", "letter bias: top letter's share of the gold answers (compare with the above)"),
+            ("letter_full_gold_chance_agreement", "letter bias: accuracy from the letter distribution alone (sum p_full * p_gold)"),
+            ("letter_full_entropy_normalized", "letter bias: entropy / log2(choices) of the full-chain answers (1 = uniform)"),
+            ("letter_gold_entropy_normalized", "letter bias: entropy / log2(choices) of the gold answers"),
+        )
     ]
-    # Line charts (multiline) colour each tag apart, so several metrics share one here.
     health = [
-        _multiline(layout_pb2, "unparsed and truncated (shares of problems)",
-                   ["unparsed_rate", "truncated_rate", "answer_truncated_rate"]),
+        _multiline(layout_pb2, "unparsed answers (share of problems)", ["unparsed_rate"]),
+        _multiline(layout_pb2, "chains cut by the token limit (share of problems)", ["truncated_rate"]),
+        _multiline(layout_pb2, "answers cut by the answer window (share of problems)", ["answer_truncated_rate"]),
         *(letters if choice else []),
-        _multiline(layout_pb2, "problems scored of problems probed", ["problems_scored", "problems_total"]),
+        _multiline(layout_pb2, "problems scored (of faith_num_problems probed)", ["problems_scored"]),
     ]
     cost = [
         _multiline(layout_pb2, "seconds per probe round", ["seconds"]),

@@ -63,9 +63,12 @@ def test_layout_for_the_default_probes():
         "train/faith/early_answering_aoc", "train/faith_ci/early_answering_aoc_low",
         "train/faith_ci/early_answering_aoc_high",
     )
-    # One metric per margin chart: TensorBoard colours a margin chart's lines by run, so two metrics
-    # on one would be drawn in one colour.
-    assert all(len(chart.margin.series) == 1 for chart in faithfulness.values())
+    # One metric per chart: TensorBoard draws every line of a chart in the run's colour (margin and
+    # multiline charts alike), so two metrics on one chart would be one colour.
+    for choice in (True, False):
+        every = [c for category in _charts(tensorboard_layout.build_layout(DEFAULT_PROBES, choice=choice)).values()
+                 for c in category.values()]
+        assert all(len(c.margin.series) == 1 if c.HasField("margin") else len(c.multiline.tag) == 1 for c in every)
     assert [s.value for s in faithfulness["accuracy (95% interval)"].margin.series] == ["train/faith/accuracy"]
     (change,) = faithfulness["change from the first round: filler invariance (paired)"].margin.series
     assert (change.value, change.lower, change.upper) == (
@@ -78,7 +81,7 @@ def test_layout_for_the_default_probes():
         "train/faith/letter_full_top_share", "train/faith/letter_gold_top_share",
         "train/faith/letter_full_gold_chance_agreement", "train/faith/letter_full_entropy_normalized",
         "train/faith/letter_gold_entropy_normalized",
-        "train/faith/problems_scored", "train/faith/problems_total",
+        "train/faith/problems_scored",
     ]
     assert [t for chart in charts["faithcb: cost"].values() for t in _tags(chart)] == [
         "train/faith/seconds", "train/faith/overhead_fraction",
@@ -101,7 +104,7 @@ def test_letter_charts_only_with_multiple_choice_problems():
     choice = _charts(tensorboard_layout.build_layout(DEFAULT_PROBES, choice=True))["faithcb: health"]
     assert not any("letter" in t for chart in numeric.values() for t in _tags(chart))
     assert [t for t in choice if t not in numeric] == [t for t in choice if t.startswith("letter bias")]
-    assert len(choice) == len(numeric) + 2
+    assert len(choice) == len(numeric) + 5
 
 
 def test_margin_charts_are_stored_in_the_order_tensorboard_reverses():
@@ -110,7 +113,7 @@ def test_margin_charts_are_stored_in_the_order_tensorboard_reverses():
     pytest.importorskip("tensorboard")
     (faithfulness, health, _) = tensorboard_layout.build_layout(DEFAULT_PROBES).category
     assert faithfulness.chart[-1].title == "accuracy (95% interval)"
-    assert health.chart[0].title == "unparsed and truncated (shares of problems)"  # line charts: as listed
+    assert health.chart[0].title == "unparsed answers (share of problems)"  # line charts: as listed
     mixed = [_chart("margin", "m1"), _chart("multiline", "l1"), _chart("margin", "m2"), _chart("multiline", "l2")]
     stored = tensorboard_layout.displayed_order(mixed)
     assert [c.title for c in stored] == ["l1", "l2", "m2", "m1"]
