@@ -122,7 +122,9 @@ def put_section(card_file: str | os.PathLike, section: str) -> None:
 
 def add_to_model_card(trainer, history_file: str | os.PathLike) -> None:
     """Make ``trainer.create_model_card`` (and so ``push_to_hub``) also write the Faithfulness section."""
-    original = trainer.create_model_card
+    original = getattr(trainer, "create_model_card", None)
+    if original is None:  # not a transformers Trainer: it writes no card to add to
+        return
 
     @functools.wraps(original)
     def create_model_card(*args, **kwargs):
