@@ -263,7 +263,8 @@ def _compare(args) -> int:
     for result in (a, b):
         _warn_health(result, settings)
     if args.out:
-        Path(args.out).write_text(json.dumps({"a": a.to_dict(), "b": b.to_dict()}, indent=2))
+        Path(args.out).write_text(json.dumps(
+            {"a": {"run_info": a.run_info, **a.to_dict()}, "b": {"run_info": b.run_info, **b.to_dict()}}, indent=2))
         print(f"written: {args.out}")
     return 0
 
