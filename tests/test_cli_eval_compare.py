@@ -27,6 +27,7 @@ from faithcb.engine import FaithfulnessEngine
 from faithcb.models import load_model
 from faithcb.prompting import PromptStyle
 from faithcb.results import paired_changes
+from faithcb.runinfo import incomparable
 from faithcb.settings import ProbeSettings
 from faithcb.testing import tiny_model, tiny_tokenizer, train_tiny
 from faithcb.training import training_rows
@@ -167,6 +168,10 @@ def test_compare_shows_each_models_round_and_b_minus_a(work, tmp_path, capsys):
     # Each side is exactly that model's own `faithcb eval` round.
     assert same_metrics(saved["a"]["metrics"], eval_a["metrics"])
     assert same_metrics(saved["b"]["metrics"], eval_b["metrics"])
+    # Each side says how it was made: its own model, and the same settings and problems as eval's.
+    assert [saved[side]["run_info"]["model"]["name_or_path"] for side in "ab"] == [work.trained, work.untrained]
+    assert incomparable(saved["a"]["run_info"], saved["b"]["run_info"]) == []
+    assert incomparable(saved["a"]["run_info"], eval_a["run_info"]) == []
 
     assert lines[0] == "faithcb compare on 6 problems"
     assert split_row(lines[1]) == ["metric", "A: trained (own problems)", "B: untrained (own problems)",
