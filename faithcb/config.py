@@ -145,15 +145,19 @@ class FaithConfig:
         default="auto",
         metadata={"help": "'auto': from the metric's direction; 'max': higher is better; 'min': lower is."},
     )
-    faith_stop_patience: int = field(default=2, metadata={"help": "Consecutive bad rounds before stopping."})
+    # Defaults from docs/validation.md: on planted shortcuts the paired change with its interval
+    # required, patience 1, fired in 3/3 shortcut runs and 0/3 controls; 'best' without the interval
+    # (the earlier default) fired in 3/3 controls too (the untrained step-0 round sets a best that
+    # any fine-tune that learns the format falls from).
+    faith_stop_patience: int = field(default=1, metadata={"help": "Consecutive bad rounds before stopping."})
     faith_stop_min_delta: float = field(default=0.05, metadata={"help": "A round is bad when worse than the reference by more than this."})
     faith_stop_reference: str = field(
-        default="best",
+        default="paired",
         metadata={"help": "'best' value so far, 'baseline' (the first round, step 0), or 'paired' (the round's "
                   "paired change from the baseline round over the same problems)."},
     )
     faith_stop_require_ci: bool = field(
-        default=False,
+        default=True,
         metadata={"help": "Also require the reference to lie outside the round's 95% interval ('paired': the "
                   "paired interval of the change to exclude zero)."},
     )

@@ -279,7 +279,10 @@ def test_early_stopping_stops_at_the_predicted_step(values, settings, stop_step,
     script_records(monkeypatch, values)
     trainer = make_trainer("trainer", tmp_path, tok=tok, max_steps=6)
     cfg = faith_config(
-        **{"faith_every_n_steps": 1, "faith_early_stopping": True, "faith_stop_patience": 2, **settings}
+        # The stopper's mechanics on scripted values: 'best' without the interval, patience 2, named
+        # (not the defaults, which docs/validation.md chose: the paired change needs real records).
+        **{"faith_every_n_steps": 1, "faith_early_stopping": True, "faith_stop_patience": 2,
+           "faith_stop_reference": "best", "faith_stop_require_ci": False, **settings}
     )
     cb = attach(trainer, cfg)
     trainer.train()
@@ -306,7 +309,8 @@ def test_early_stopping_stops_at_the_predicted_step(values, settings, stop_step,
 
 
 def test_resume_continues_early_stopping_state(tok, tmp_path, monkeypatch):
-    cfg = faith_config(faith_every_n_steps=2, faith_early_stopping=True, faith_stop_patience=3)
+    cfg = faith_config(faith_every_n_steps=2, faith_early_stopping=True, faith_stop_patience=3,
+                       faith_stop_reference="best", faith_stop_require_ci=False)
     # Run 1: best 0.8 at step 0, a bad round at step 2 (checkpoint-2 saved), then fine rounds.
     script_records(monkeypatch, [0.8, 0.6, 0.8, 0.8])
     first = make_trainer("trainer", tmp_path, tok=tok, max_steps=6, save_strategy="steps", save_steps=2)
@@ -431,7 +435,8 @@ def test_nan_metric_does_not_count_for_early_stopping(tok, tmp_path, monkeypatch
     """Rounds whose watched metric is NaN (nothing scorable) neither stop training nor reset the count."""
     script_records(monkeypatch, [0.8, 0.5, math.nan, 0.5, 0.8, 0.8, 0.8])
     trainer = make_trainer("trainer", tmp_path, tok=tok, max_steps=6)
-    cfg = faith_config(faith_every_n_steps=1, faith_early_stopping=True, faith_stop_patience=2)
+    cfg = faith_config(faith_every_n_steps=1, faith_early_stopping=True, faith_stop_patience=2,
+                       faith_stop_reference="best", faith_stop_require_ci=False)
     attach(trainer, cfg)
     trainer.train()
     assert trainer.state.global_step == 3

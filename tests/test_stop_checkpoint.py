@@ -41,10 +41,12 @@ def _stopping_run(tmp_path, monkeypatch, save_strategy: str):
         # and the stopping round's 0.5 is not one.
         args.update(eval_strategy="steps", eval_steps=1, metric_for_best_model="faith/early_answering_aoc",
                     greater_is_better=True)
-    cfg = faith_config(faith_every_n_steps=1, faith_early_stopping=True, faith_stop_patience=1)
+    # Scripted values, the same on every problem: the 'best' reference (the paired default needs spread).
+    rule = {"faith_stop_reference": "best", "faith_stop_require_ci": False}
+    cfg = faith_config(faith_every_n_steps=1, faith_early_stopping=True, faith_stop_patience=1, **rule)
     if save_strategy == "best":
         cfg = faith_config(faith_every_n_steps=0, faith_on_evaluate=True, faith_early_stopping=True,
-                           faith_stop_patience=1, faith_round_at_end=False)
+                           faith_stop_patience=1, faith_round_at_end=False, **rule)
     trainer = make_trainer("trainer", tmp_path, tok=tokenizer(), max_steps=6, n_eval=4, **args)
     cb = attach(trainer, cfg)
     trainer.train()

@@ -69,7 +69,8 @@ def test_state_round_trips():
 
 def test_mode_comes_from_the_metric_direction():
     assert EarlyStopper.from_config(FaithConfig()).mode == "max"  # the default metric: higher = coupled
-    cfg = FaithConfig(faith_early_stopping=True, faith_stop_metric="filler_invariance")
+    cfg = FaithConfig(faith_early_stopping=True, faith_stop_metric="filler_invariance", faith_stop_reference="best",
+                      faith_stop_require_ci=False, faith_stop_patience=2)
     assert cfg.faith_stop_mode == "auto" and EarlyStopper.from_config(cfg).mode == "min"
     # A rise of filler invariance is a faithfulness drop: it stops.
     assert first_stop(EarlyStopper.from_config(cfg), [0.2, 0.5, 0.5]) == 2
