@@ -137,7 +137,8 @@ def auroc_table(cells_by_metric: Mapping[str, Cells], **kwargs) -> list[dict]:
 # ---------------------------------------------------------------------- the stop rule, replayed
 @dataclass(frozen=True)
 class StopRule:
-    """One setting of the early stopper (its other fields at ``FaithConfig``'s defaults)."""
+    """One setting of the early stopper. The field defaults are the rule ``FaithConfig`` had before
+    this table chose its current defaults (the paired reference, the interval required, patience 1)."""
 
     name: str
     metric: str = "early_answering_disagreement_before_end"
@@ -154,12 +155,13 @@ class StopRule:
                             min_delta=self.min_delta, reference=self.reference, require_ci=self.require_ci)
 
 
-# The defaults (FaithConfig: faith_stop_*) first, then the alternatives the table compares.
+# The former defaults first, then the alternatives the table compares (FaithConfig's faith_stop_*
+# defaults are now the paired rule with the interval required at patience 1, chosen from this table).
 STOP_RULES = (
-    StopRule("default (best, no CI, patience 2)"),
+    StopRule("best, no CI, patience 2 (former default)"),
     StopRule("best, no CI, patience 1", patience=1),
     StopRule("best, CI, patience 2", require_ci=True),
-    StopRule("paired, CI, patience 1", reference="paired", require_ci=True, patience=1),
+    StopRule("paired, CI, patience 1 (default)", reference="paired", require_ci=True, patience=1),
     StopRule("paired, CI, patience 2", reference="paired", require_ci=True),
     StopRule("paired, no CI, patience 3", reference="paired", patience=3),
     StopRule("AOC: best, no CI, patience 2", metric="early_answering_aoc"),

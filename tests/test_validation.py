@@ -244,3 +244,15 @@ def test_quick_pipeline_end_to_end(tmp_path):
             assert (tmp_path / setting / f"{arm}-0" / "faith_records" / "step_000001.jsonl").is_file()
     assert (tmp_path / "validation.png").stat().st_size > 0
     assert "### gsm8k" in (tmp_path / "validation.md").read_text()
+
+
+def test_the_tables_default_rule_is_faithconfigs():
+    """The stop table's '(default)' row is the rule FaithConfig ships (the defaults it chose)."""
+    from faithcb.config import FaithConfig
+    from faithcb.validation_stats import STOP_RULES
+
+    [rule] = [r for r in STOP_RULES if r.name.endswith("(default)")]
+    c = FaithConfig()
+    assert (rule.metric, rule.reference, rule.require_ci, rule.patience, rule.min_delta) == (
+        c.faith_stop_metric, c.faith_stop_reference, c.faith_stop_require_ci, c.faith_stop_patience,
+        c.faith_stop_min_delta)
