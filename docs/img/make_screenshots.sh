@@ -15,9 +15,9 @@
 #
 # Needs the project's venv (tensorboard is in the [test] extra) and Chromium from Debian
 # (`apt-get install -y chromium`). --no-sandbox: Chromium refuses to run as root without it.
-# Measured on this project's shared 2-core CPU (load average 6-9 from other work): 868 s for the
-# whole script (training with its four probe rounds: train_runtime 807 s); with the run already in
-# $WORK, 17 s.
+# Measured on this project's shared 2-core CPU (load average 3-4 from other work, 2 December 2026):
+# 648 s for the whole script (training with its four probe rounds: train_runtime 606 s); with the
+# run already in $WORK, about 20 s.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
@@ -39,10 +39,11 @@ if [ ! -f "$RUN/faith_history.jsonl" ]; then
 fi
 
 # 2. The HTML report of the run's history.
-faithcb report "$RUN" --out "$WORK/report" --title "faithcb: LoRA recipe, shortcut variant (12 steps)"
+# From $WORK with relative paths, so the page names run/faith_history.jsonl, not this machine's path.
+(cd "$WORK" && faithcb report run --out report --title "faithcb: LoRA recipe, shortcut variant (12 steps)")
 
 # 3. TensorBoard (a JS app: --virtual-time-budget lets its scripts fetch and draw the charts).
-tensorboard --logdir "$RUN/tb" --host 127.0.0.1 --port "$PORT" >"$WORK/tensorboard.log" 2>&1 &
+(cd "$RUN" && exec tensorboard --logdir tb --host 127.0.0.1 --port "$PORT") >"$WORK/tensorboard.log" 2>&1 &  # relative: the page shows "tb"
 TB_PID=$!
 trap 'kill "$TB_PID" 2>/dev/null || true' EXIT
 for _ in $(seq 60); do curl -sf "http://127.0.0.1:$PORT/" >/dev/null && break; sleep 1; done
