@@ -8,6 +8,7 @@ and FSDP2 (gloo) every rank logs the same metrics and makes as many forward pass
 
 from __future__ import annotations
 
+import importlib.util
 import math
 
 import pytest
@@ -212,16 +213,21 @@ def test_setup_errors_are_config_errors(tmp_path):
 
 # ---------------------------------------------------------------------- DDP and FSDP2 (gloo, CPU)
 @pytest.mark.dist
-@pytest.mark.parametrize("sharding", ["ddp", "fsdp"])
+@pytest.mark.parametrize("sharding", [
+    "ddp", "fsdp",
+    pytest.param("zero3", marks=pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None,
+                                                   reason="deepspeed is not installed")),
+])
 def test_every_rank_scores_its_rollouts_in_lockstep_and_logs_the_same_metrics(sharding, tmp_path, weights):
-    """2 processes: each rank probes its own rollouts (the callback binds the reward); every rank
+    """2 processes (DDP, FSDP2, ZeRO-3): each rank probes its own rollouts (the callback binds the reward); every rank
     logs faith_rollout/* at every step with the same values (TRL averages them) and makes as many
     forward passes per call (rank 1 scores 1 of its 4 rollouts, rank 0 all 4: the lockstep evens
     the passes out, which FSDP's collective forward passes need)."""
     args = ("--kind", "grpo", "--coupling-reward", "--rank1-reward-sample", "1", "--problems", "2",
             "--probes", "early_answering",
-            "--max-steps", "2", "--n-texts", "8", *(["--fsdp"] if sharding == "fsdp" else []))
-    rc, output = torchrun(2, tmp_path, weights, *args)
+            "--max-steps", "2", "--n-texts", "8", *({"fsdp": ["--fsdp"], "zero3": ["--zero3"]}.get(sharding, [])))
+    # ZeRO-3 on DeepSpeed's CPU accelerator (gloo), as in test_sharding.
+    rc, output = torchrun(2, tmp_path, weights, *args, env={"DS_ACCELERATOR": "cpu"} if sharding == "zero3" else None)
     assert rc == 0, output[-4000:]
     ranks = [rank_state(tmp_path, r) for r in (0, 1)]
     assert ranks[0]["world_size"] == 2
