@@ -18,19 +18,17 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from helpers.models import one_thread, pretrained_model
+from helpers.models import cli_model, one_thread, pretrained_model
 from helpers.vocabulary import STYLE, arithmetic
 
 from faithcb import cli
 from faithcb.data import ProbeSet
 from faithcb.engine import FaithfulnessEngine
 from faithcb.models import load_model
-from faithcb.prompting import PromptStyle
 from faithcb.results import paired_changes
 from faithcb.runinfo import incomparable
 from faithcb.settings import ProbeSettings
-from faithcb.testing import tiny_model, tiny_tokenizer, train_tiny
-from faithcb.training import training_rows
+from faithcb.testing import tiny_model, tiny_tokenizer
 
 # Trains its own model and saves checkpoints: seconds to tens of seconds on 2 shared cores.
 pytestmark = pytest.mark.slow
@@ -50,12 +48,7 @@ def work(tmp_path_factory):
     """Saved checkpoints (trained, untrained), a LoRA adapter for the trained one, a problem file."""
     root = tmp_path_factory.mktemp("cli")
     tok = tiny_tokenizer()
-    pairs = arithmetic(32, seed=1)
-    rows = training_rows([p for p, _ in pairs], tok, chains=[c for _, c in pairs], style=PromptStyle(), fmt="text")
-    trained = tiny_model(tok, "llama", seed=0)
-    with one_thread():
-        train_tiny(trained, tok, [r["text"] for r in rows], steps=80, batch_size=8,
-                   completion_starts=[r["completion_start"] for r in rows])
+    trained = cli_model(tok)  # trained once per session (helpers.models), shared with the other CLI tests
     for name, model in (("trained", trained), ("untrained", tiny_model(tok, "llama", seed=1))):
         model.save_pretrained(root / name)
         tok.save_pretrained(root / name)

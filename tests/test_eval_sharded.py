@@ -16,15 +16,13 @@ import sys
 
 import pytest
 from helpers.distributed import free_port, run_process
-from helpers.models import one_thread
+from helpers.models import cli_model, one_thread
 from helpers.vocabulary import arithmetic
 
 from faithcb import cli
 from faithcb.errors import ConfigError, ProbeError
 from faithcb.processes import Launch, Processes, launched, records_over_processes
-from faithcb.prompting import PromptStyle
-from faithcb.testing import tiny_model, tiny_tokenizer, train_tiny
-from faithcb.training import training_rows
+from faithcb.testing import tiny_model, tiny_tokenizer
 
 PROBES = ["early_answering", "filler"]
 # Discrete parts of a record: equal exactly. Log-probabilities: equal up to the order of float sums
@@ -37,12 +35,7 @@ def work(tmp_path_factory):
     """A tiny llama trained in the CLI's default (plain) layout and an untrained one, saved, and a file of 7 problems."""
     root = tmp_path_factory.mktemp("sharded")
     tok = tiny_tokenizer()
-    pairs = arithmetic(32, seed=1)
-    rows = training_rows([p for p, _ in pairs], tok, chains=[c for _, c in pairs], style=PromptStyle(), fmt="text")
-    model = tiny_model(tok, "llama", seed=0)
-    with one_thread():
-        train_tiny(model, tok, [r["text"] for r in rows], steps=80, batch_size=8,
-                   completion_starts=[r["completion_start"] for r in rows])
+    model = cli_model(tok)  # trained once per session (helpers.models), shared with the other CLI tests
     for name, saved in (("model", model), ("untrained", tiny_model(tok, "llama", seed=1))):
         saved.save_pretrained(root / name)
         tok.save_pretrained(root / name)

@@ -55,6 +55,30 @@ def pretrained_model(tok=None):
     return model
 
 
+@functools.cache
+def _cli_state() -> dict[str, torch.Tensor]:
+    from faithcb.prompting import PromptStyle
+    from faithcb.training import training_rows
+    from helpers.vocabulary import arithmetic
+
+    tok = tokenizer()
+    pairs = arithmetic(32, seed=1)
+    rows = training_rows([p for p, _ in pairs], tok, chains=[c for _, c in pairs], style=PromptStyle(), fmt="text")
+    model = tiny_model(tok, "llama", seed=0)
+    with one_thread():
+        train_tiny(model, tok, [r["text"] for r in rows], steps=80, batch_size=8,
+                   completion_starts=[r["completion_start"] for r in rows])
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def cli_model(tok=None):
+    """A fresh tiny llama trained on the compact arithmetic in the CLI's default layout
+    (``PromptStyle()``, plain), for tests that save a checkpoint and run ``faithcb`` on it."""
+    model = tiny_model(tok or tokenizer(), "llama", seed=0)
+    model.load_state_dict(_cli_state())
+    return model
+
+
 @contextlib.contextmanager
 def one_thread():
     """Run tiny CPU models on one thread: on a busy machine the spinning intra-op pool of 2+
