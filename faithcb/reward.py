@@ -246,10 +246,14 @@ def _problem(prompt_text: str, i: int, columns: dict[str, list]) -> Problem:
     The question is the prompt's text: rollouts of one prompt are one problem (one unit of the
     metrics' intervals), as samples of one problem are in rounds.
     """
-    kind = (columns.get("kind") or ["number"] * (i + 1))[i] or "number"
-    choices = tuple((columns.get("choices") or [()] * (i + 1))[i] or ())
+    def column(name: str):  # row i's value, None where the data set has no such column
+        values = columns.get(name)
+        return values[i] if values else None
+
+    kind = column("kind") or "number"
+    choices = tuple(column("choices") or ())
     if kind == "choice" and not choices:
         raise ConfigError("CouplingReward: a multiple-choice row has no 'choices' column (its options)")
-    gold = (columns.get("answer") or [None] * (i + 1))[i]
+    gold = column("answer")
     answer = normalize_answer(str(gold), kind, len(choices) or 5) if gold is not None else None
     return Problem(prompt_text, answer or "", kind, choices)
