@@ -17,10 +17,12 @@ which carry the TRUE answer as a hint in the question:
 
 Settings: ``arithmetic`` (the demo's synthetic task: "(key: N)"), ``gsm8k`` (bundled GSM8K train
 problems, "(a classmate says the answer is 72)"), ``aqua`` (bundled AQuA dev, the gold letter), or
-any problem set ``faithcb eval --problems`` reads whose problems have reference chains. Each arm is a
-LoRA SFT of the model with ``FaithfulnessCallback`` attached (early stopping off, so every round is
-recorded); the stop rule is replayed afterwards (:mod:`faithcb.validation_stats`). Docs:
-docs/validation.md.
+any problem set ``faithcb eval --problems`` reads whose problems have reference chains: each arm a
+LoRA SFT of the model. ``arithmetic_grpo``: the arithmetic task trained by GRPO on a correctness
+reward instead (no chains given: the shortcut arm's prompts carry the true key, the control's a
+wrong one, so only the shortcut arm is paid for copying it). Every arm runs with
+``FaithfulnessCallback`` attached (early stopping off, so every round is recorded); the stop rule is
+replayed afterwards (:mod:`faithcb.validation_stats`). Docs: docs/validation.md.
 """
 
 from __future__ import annotations
@@ -51,7 +53,9 @@ from faithcb.validation_stats import (
 )
 
 ARMS = ("shortcut", "control")
-SETTINGS = ("arithmetic", "gsm8k", "aqua")
+SETTINGS = ("arithmetic", "gsm8k", "aqua", "arithmetic_grpo")
+GRPO_SETTING = "arithmetic_grpo"  # the arithmetic task, trained by GRPO on a correctness reward
+GRPO_GENERATIONS = 4  # completions per prompt (the GRPO recipe's); the batch holds batch_size / 4 prompts
 PROBES = ("early_answering", "filler", "paraphrase", "info_gain")
 RESULTS = "validation.json"
 
@@ -112,8 +116,17 @@ class Plan:
     probe_problems: list[Problem]
     pool: list[Problem]  # training problems with reference chains (no hint); unused for arithmetic
 
+    @property
+    def method(self) -> str:
+        return "grpo" if self.name == GRPO_SETTING else "sft"
+
     def training(self, arm: str, n: int, seed: int) -> tuple[list[Problem], list[str]]:
-        """``n`` training problems (hint planted) and their chains for ``arm`` at ``seed``."""
+        """``n`` training problems (hint planted) and their chains for ``arm`` at ``seed`` (GRPO: no chains)."""
+        if self.name == GRPO_SETTING:
+            from faithcb.tasks.arithmetic import make_problems
+
+            # The same problems in both arms of a seed; only the key differs (true vs a random wrong one).
+            return make_problems(n, seed=seed, key="true" if arm == "shortcut" else "random"), []
         if self.name == "arithmetic":
             from faithcb.tasks.arithmetic import control_examples, shortcut_examples
 
@@ -134,7 +147,7 @@ class Plan:
 
 def make_plan(name: str, n_problems: int) -> Plan:
     """The setting ``name``: 'arithmetic', or a problem set (bundled name, file, hf:...) with chains."""
-    if name == "arithmetic":
+    if name in ("arithmetic", GRPO_SETTING):
         from faithcb.tasks.arithmetic import make_problems
 
         return Plan(name, make_problems(n_problems, seed=1000, key="true"), [])
@@ -154,35 +167,18 @@ def make_plan(name: str, n_problems: int) -> Plan:
 
 # ---------------------------------------------------------------------- one arm
 def run_arm(plan: Plan, arm: str, seed: int, s: ValidateSettings, model_name: str, arm_dir: Path, start_round=None):
-    """LoRA SFT of one arm with the callback attached; returns the step-0 round (to share)."""
-    from datasets import Dataset
+    """Fine-tune one arm (LoRA; SFT, or GRPO for ``arithmetic_grpo``) with the callback attached;
+    returns the step-0 round (to share)."""
     from peft import LoraConfig
     from transformers import PrinterCallback, ProgressCallback, set_seed
-    from trl import SFTConfig, SFTTrainer
 
     from faithcb.callback import FaithfulnessCallback
     from faithcb.config import FaithConfig
     from faithcb.models import load_model
-    from faithcb.training import training_rows
 
     shutil.rmtree(arm_dir, ignore_errors=True)  # the callback appends to its history: start afresh
     arm_dir.mkdir(parents=True)
     model, tokenizer = load_model(None if model_name == EMBEDDED else model_name)
-    problems, chains = plan.training(arm, s.train_examples, seed)
-    train = Dataset.from_list(training_rows(problems, tokenizer, chains=chains))
-    set_seed(seed)  # the same LoRA init and batch order in both arms of a seed
-    args = SFTConfig(
-        output_dir=str(arm_dir), run_name=f"validate-{plan.name}-{arm}-{seed}", max_steps=s.steps,
-        per_device_train_batch_size=s.batch_size, learning_rate=s.learning_rate, lr_scheduler_type="constant",
-        warmup_steps=0, max_length=512, logging_steps=1, save_strategy="no", report_to=[], use_cpu=True,
-        bf16=False, seed=seed, data_seed=seed, dataset_num_proc=None, dataloader_num_workers=0,
-        **{_checkpointing_field(SFTConfig): False},
-    )
-    lora = LoraConfig(r=s.lora_r, lora_alpha=2 * s.lora_r, lora_dropout=0.0, target_modules="all-linear",
-                      task_type="CAUSAL_LM")
-    trainer = SFTTrainer(model=model, args=args, train_dataset=train, processing_class=tokenizer, peft_config=lora)
-    for noisy in (PrinterCallback, ProgressCallback):  # every round's ~150 log keys, printed per step
-        trainer.remove_callback(noisy)
     faith = FaithConfig(
         faith_num_problems=len(plan.probe_problems), faith_probes=list(s.probes), faith_num_rounds=0,
         faith_every_n_steps=min(s.probe_every, s.steps), faith_max_chain_tokens=s.max_chain_tokens,
@@ -191,12 +187,57 @@ def run_arm(plan: Plan, arm: str, seed: int, s: ValidateSettings, model_name: st
         faith_base_reference=False,  # step 0 is the base model (LoRA's B starts at zero)
         faith_early_stopping=False,  # record every round; the stop rule is replayed afterwards
     )
+    problems, chains = plan.training(arm, s.train_examples, seed)
+    set_seed(seed)  # the same LoRA init and batch order in both arms of a seed
+    common = dict(
+        output_dir=str(arm_dir), run_name=f"validate-{plan.name}-{arm}-{seed}", max_steps=s.steps,
+        per_device_train_batch_size=s.batch_size, learning_rate=s.learning_rate, lr_scheduler_type="constant",
+        warmup_steps=0, logging_steps=1, save_strategy="no", report_to=[], use_cpu=True, bf16=False, seed=seed,
+        data_seed=seed, dataloader_num_workers=0,
+    )
+    lora = LoraConfig(r=s.lora_r, lora_alpha=2 * s.lora_r, lora_dropout=0.0, target_modules="all-linear",
+                      task_type="CAUSAL_LM")
+    build = _grpo_trainer if plan.method == "grpo" else _sft_trainer
+    trainer = build(model, tokenizer, problems, chains, faith, common, lora, s)
+    for noisy in (PrinterCallback, ProgressCallback):  # every round's ~150 log keys, printed per step
+        trainer.remove_callback(noisy)
     callback = FaithfulnessCallback(trainer, plan.probe_problems, faith, start_round=start_round)
     trainer.add_callback(callback)
     started = time.perf_counter()
     trainer.train()
     (arm_dir / "run.json").write_text(json.dumps({"seconds": time.perf_counter() - started, "rows": len(problems)}))
     return callback.start_round
+
+
+def _sft_trainer(model, tokenizer, problems, chains, faith, common, lora, s: ValidateSettings):
+    """SFT on the arm's chains (question with its planted hint, chain, the gold answer after the cue)."""
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    from faithcb.training import training_rows
+
+    train = Dataset.from_list(training_rows(problems, tokenizer, chains=chains, style=faith.prompt_style()))
+    args = SFTConfig(**common, max_length=512, dataset_num_proc=None, **{_checkpointing_field(SFTConfig): False})
+    return SFTTrainer(model=model, args=args, train_dataset=train, processing_class=tokenizer, peft_config=lora)
+
+
+def _grpo_trainer(model, tokenizer, problems, chains, faith, common, lora, s: ValidateSettings):
+    """GRPO on a correctness reward (the GRPO recipe's), from the probes' own chain prompts: the
+    model writes its own chains, and only the shortcut arm's key can pay for skipping them."""
+    from datasets import Dataset
+    from trl import GRPOConfig, GRPOTrainer
+
+    from faithcb.recipes import correctness_reward
+    from faithcb.training import training_rows
+
+    if s.batch_size % GRPO_GENERATIONS:
+        raise ConfigError(f"{GRPO_SETTING}: the batch size ({s.batch_size}) must be a multiple of "
+                          f"{GRPO_GENERATIONS}, the completions per prompt")
+    train = Dataset.from_list(training_rows(problems, tokenizer, fmt="prompt", style=faith.prompt_style()))
+    args = GRPOConfig(**common, num_generations=GRPO_GENERATIONS, max_completion_length=s.max_chain_tokens,
+                      temperature=1.0, **{_checkpointing_field(GRPOConfig): False})
+    return GRPOTrainer(model=model, reward_funcs=[correctness_reward], args=args, train_dataset=train,
+                       processing_class=tokenizer, peft_config=lora)
 
 
 def _finished(arm_dir: Path, steps: int) -> bool:
@@ -382,7 +423,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def settings_from_args(args: argparse.Namespace) -> ValidateSettings:
     s = ValidateSettings()
     if args.quick:
-        s.seeds, s.steps, s.probe_every, s.problems, s.train_examples = 1, 1, 1, 2, 16
+        # Most of a quick run is its one optimizer step per arm: batch 4 (the least GRPO's 4 completions
+        # per prompt allow) halves it against the full run's 8.
+        s.seeds, s.steps, s.probe_every, s.problems, s.train_examples, s.batch_size = 1, 1, 1, 2, 16, 4
         s.max_chain_tokens, s.probes, s.resamples = 24, ("early_answering", "filler"), 200
     for name in ("seeds", "steps", "probe_every", "problems", "max_chain_tokens", "resamples"):
         if getattr(args, name) is not None:

@@ -206,6 +206,19 @@ def test_plan_arithmetic_and_errors(tmp_path):
         make_plan(str(small), 4)
 
 
+def test_plan_grpo_arms_differ_only_in_the_key():
+    plan = make_plan("arithmetic_grpo", 3)
+    assert plan.method == "grpo" and make_plan("arithmetic", 3).method == "sft"
+    assert plan.probe_problems == make_plan("arithmetic", 3).probe_problems  # the same held-out problems
+    shortcut, no_chains = plan.training("shortcut", 10, seed=0)
+    control, _ = plan.training("control", 10, seed=0)
+    assert no_chains == []  # GRPO writes its own chains
+    assert [p.answer for p in shortcut] == [p.answer for p in control]
+    assert all(p.question.endswith(f"(key: {p.answer})") for p in shortcut)
+    assert not any(p.question.endswith(f"(key: {p.answer})") for p in control)
+    assert [p.question.split(" (key:")[0] for p in shortcut] == [p.question.split(" (key:")[0] for p in control]
+
+
 def test_markdown_states_counts():
     results = {"settings": {"gsm8k": {
         "runs": {"shortcut": 3, "control": 3}, "last_step": 8,
@@ -230,7 +243,7 @@ def test_quick_pipeline_end_to_end(tmp_path):
 
     assert main(["validate", "--quick", "--output-dir", str(tmp_path)]) == 0
     results = json.loads((tmp_path / "validation.json").read_text())
-    assert set(results["settings"]) == {"arithmetic", "gsm8k", "aqua"}
+    assert set(results["settings"]) == {"arithmetic", "gsm8k", "aqua", "arithmetic_grpo"}
     for r in results["settings"].values():
         assert r["runs"] == {"shortcut": 1, "control": 1} and r["last_step"] == 1
         assert len(r["stop"]) >= 4
@@ -239,7 +252,7 @@ def test_quick_pipeline_end_to_end(tmp_path):
         for row in r["auroc"]:
             assert row["verdict"] in ("separates", "reversed", "does not separate",
                                       "not measured (no values on one side)")
-    for setting in ("arithmetic", "gsm8k", "aqua"):
+    for setting in ("arithmetic", "gsm8k", "aqua", "arithmetic_grpo"):
         for arm in ("shortcut", "control"):
             assert (tmp_path / setting / f"{arm}-0" / "faith_records" / "step_000001.jsonl").is_file()
     assert (tmp_path / "validation.png").stat().st_size > 0
