@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from faithcb.answers import is_lead_text
-from faithcb.packed import PackedScorer, group_problems, packing_supported
+from faithcb.packed import PackedScorer, group_problems, grouped_query_sdpa, packing_supported
 from faithcb.rng import rng_kept
 from faithcb.scoring import (
     ContinuationScore,
@@ -103,11 +103,12 @@ class ProbeLM:
 
     @contextlib.contextmanager
     def session(self) -> Iterator[ProbeLM]:
-        """Eval mode, no grad, cache on; restore mode, cache flag and every RNG afterwards."""
+        """Eval mode, no grad, cache on, SDPA's grouped-query attention on CPU
+        (``faithcb.packed.grouped_query_sdpa``); restore mode, cache flag and every RNG afterwards."""
         config = self._config()
         training, use_cache = self.model.training, getattr(config, "use_cache", None)
         try:
-            with rng_kept(), torch.no_grad():
+            with rng_kept(), torch.no_grad(), grouped_query_sdpa(self.device):
                 self.model.eval()
                 if config is not None:
                     config.use_cache = True

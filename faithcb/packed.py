@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from collections.abc import Hashable, Sequence
+import os
+from collections.abc import Hashable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -147,6 +149,33 @@ def _check_shared_prefix(reqs: Sequence[ScoreRequest]) -> None:
             raise ValueError(
                 f"ScoreRequest group {req.group!r}: requests of one group must share their prefix up to their cuts"
             )
+
+
+# transformers' switch for SDPA's own grouped-query attention (``enable_gqa``) under a mask.
+FORCE_GQA = "TRANSFORMERS_SDPA_FORCE_GQA"
+
+
+@contextmanager
+def grouped_query_sdpa(device: torch.device) -> Iterator[None]:
+    """On CPU, let SDPA attend to a grouped-query model's key/value heads directly under a mask
+    (``ProbeLM.session`` holds it for every probing pass).
+
+    With a mask, transformers expands every layer's cached keys and values to every query head
+    (``repeat_kv``) before calling SDPA, except on a single-query pass. The packed passes all carry
+    a 4-D mask, so each one copied the whole cache 3x per layer (SmolLM2-135M: 9 heads, 3 key/value
+    heads): in a decoding pass of a few tokens per row over ~800 cached positions that copy is most
+    of the pass (measured: 33 ms per layer against 5 ms with ``enable_gqa``; results identical).
+    torch's CPU kernel takes ``enable_gqa`` with a mask; CUDA would fall back to its slow math
+    kernel, so this stays CPU-only. A value the user set is left alone; ours is removed on exit.
+    """
+    if device.type != "cpu" or FORCE_GQA in os.environ:
+        yield
+        return
+    os.environ[FORCE_GQA] = "1"
+    try:
+        yield
+    finally:
+        os.environ.pop(FORCE_GQA, None)
 
 
 # ---------------------------------------------------------------------- the scorer

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import inspect
+import os
 import random
 import subprocess
 import sys
@@ -102,6 +103,41 @@ def test_fast_path_equals_plain_path(models, tok, family):
     assert_same(score(model, tok, requests, fast=True, max_batch_tokens=1), plain)
     assert_same(score(model, tok, requests, fast=True, bin_tokens=4), plain)
     assert_same(score(model, tok, requests, fast=False, max_batch_size=2), plain)
+
+
+def test_packed_passes_attend_to_grouped_key_value_heads_without_copies(models, tok, monkeypatch):
+    """On CPU, probing hands SDPA the grouped-query keys as they are (``enable_gqa``), never
+    transformers' ``repeat_kv`` copy of the cache, with the same scores as the plain path outside
+    a session (which copies); the switch is transformers' own and is gone afterwards (a user's
+    value is left alone)."""
+    import transformers.integrations.sdpa_attention as sdpa_attention
+
+    from faithcb.packed import FORCE_GQA, grouped_query_sdpa
+
+    model = models["llama"]  # 4 query heads, 2 key/value heads
+    assert model.config.num_key_value_heads < model.config.num_attention_heads
+    copies = []
+    real_repeat_kv = sdpa_attention.repeat_kv
+    monkeypatch.setattr(sdpa_attention, "repeat_kv", lambda h, n: copies.append(n) or real_repeat_kv(h, n))
+    monkeypatch.delenv(FORCE_GQA, raising=False)
+    lm = ProbeLM(model, tok)
+    with lm.session():
+        requests = make_requests(lm, seed=5)
+    with torch.no_grad():  # outside a session: transformers copies the keys for every masked pass
+        plain = ProbeLM(model, tok, fast=False).score(requests)
+    assert copies  # so the counter does see repeat_kv
+    copies.clear()
+    assert_same(score(model, tok, requests, fast=True), plain)
+    assert_same(score(model, tok, requests, fast=False), plain)
+    assert copies == [] and FORCE_GQA not in os.environ
+    mask, keys = torch.zeros(1, 1, 2, 3), torch.zeros(1, 2, 3, 8)
+    with grouped_query_sdpa(torch.device("cpu")):
+        assert sdpa_attention.use_gqa_in_sdpa(mask, keys, keys)  # the switch still exists in transformers
+    assert not sdpa_attention.use_gqa_in_sdpa(mask, keys, keys)
+    monkeypatch.setenv(FORCE_GQA, "0")
+    with grouped_query_sdpa(torch.device("cpu")):
+        assert not sdpa_attention.use_gqa_in_sdpa(mask, keys, keys)  # the user's choice stands
+    assert os.environ[FORCE_GQA] == "0"
 
 
 def test_problems_share_forward_passes(models, tok):
