@@ -163,8 +163,12 @@ STOP_RULES = (
     StopRule("best, CI, patience 2", require_ci=True),
     StopRule("paired, CI, patience 1 (default)", reference="paired", require_ci=True, patience=1),
     StopRule("paired, CI, patience 2", reference="paired", require_ci=True),
-    StopRule("paired, no CI, patience 3", reference="paired", patience=3),
-    StopRule("AOC: best, no CI, patience 2", metric="early_answering_aoc"),
+    StopRule("paired, no CI, patience 1", reference="paired", patience=1),
+    # The default rule on the other metrics that can watch a run: is the watched metric the right one?
+    StopRule("AOC: paired, CI, patience 1", metric="early_answering_aoc", reference="paired", require_ci=True,
+             patience=1),
+    StopRule("filler invariance: paired, CI, patience 1", metric="filler_invariance", reference="paired",
+             require_ci=True, patience=1),
 )
 
 
