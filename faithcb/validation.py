@@ -230,9 +230,6 @@ def _grpo_trainer(model, tokenizer, problems, chains, faith, common, lora, s: Va
     from faithcb.recipes import correctness_reward
     from faithcb.training import training_rows
 
-    if s.batch_size % GRPO_GENERATIONS:
-        raise ConfigError(f"{GRPO_SETTING}: the batch size ({s.batch_size}) must be a multiple of "
-                          f"{GRPO_GENERATIONS}, the completions per prompt")
     train = Dataset.from_list(training_rows(problems, tokenizer, fmt="prompt", style=faith.prompt_style()))
     args = GRPOConfig(**common, num_generations=GRPO_GENERATIONS, max_completion_length=s.max_chain_tokens,
                       temperature=1.0, **{_checkpointing_field(GRPOConfig): False})
