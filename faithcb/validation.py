@@ -48,7 +48,9 @@ from faithcb.validation_stats import (
     STOP_RULES,
     RunRounds,
     auroc_table,
+    evidence_rule,
     fired_text,
+    stop_overall,
     stop_table,
 )
 
@@ -294,6 +296,8 @@ def analyze(out_dir: Path, s: ValidateSettings) -> dict:
             "auroc": auroc_table(cells, resamples=s.resamples),
             "stop": stop_table(runs, STOP_RULES),
         }
+    results["stop_overall"] = stop_overall([r["stop"] for r in results["settings"].values()])
+    results["evidence_rule"] = evidence_rule(results["stop_overall"])
     return results
 
 
@@ -334,6 +338,19 @@ def markdown(results: dict) -> str:
         leads = [f["lead"] for f in r["stop"][0]["shortcut"]["per_run"]] if r["stop"] else []
         out += ["", "Lead step per seed (the first round where the shortcut arm's accuracy is above its "
                 f"control's; None = never): {', '.join(map(str, leads)) or 'no runs'}.", ""]
+    if results.get("stop_overall"):
+        out += [f"### The stop rules over all settings ({', '.join(results['settings'])})", "",
+                "| stop rule | fired in shortcut runs | mean step vs lead | fired in control runs (false positives) |",
+                "|---|---|---|---|"]
+        for row in results["stop_overall"]:
+            rel = row["shortcut"]["relative"]
+            mean = f"{sum(rel) / len(rel):+.1f}" if rel else "n/a"
+            out.append(f"| {row['rule']} | {row['shortcut']['fired']}/{row['shortcut']['runs']} | {mean} | "
+                       f"{row['control']['fired']}/{row['control']['runs']} |")
+        chosen = results.get("evidence_rule")
+        out += ["", ("The rule this table supports (no false positive first, then the most shortcut runs caught, "
+                     f"then the earliest): **{chosen}**." if chosen else
+                     "No rule stopped a shortcut run without also stopping a control run."), ""]
     return "\n".join(out)
 
 

@@ -19,8 +19,8 @@ from faithcb.errors import ConfigError
 from faithcb.probes.registry import metric_or_none
 from faithcb.stopping import EarlyStopper
 
-__all__ = ["STOP_RULES", "RunRounds", "StopRule", "auroc", "auroc_table", "bootstrap_auroc",
-           "expected_shortcut_side", "lead_step", "replay_stop", "stop_table"]
+__all__ = ["STOP_RULES", "RunRounds", "StopRule", "auroc", "auroc_table", "bootstrap_auroc", "evidence_rule",
+           "expected_shortcut_side", "lead_step", "replay_stop", "stop_overall", "stop_table"]
 
 # The metrics whose AUROC is reported, in table order (those a run's records carry).
 AUROC_METRICS = (
@@ -225,6 +225,38 @@ def stop_table(runs: Sequence[RunRounds], rules: Sequence[StopRule] = STOP_RULES
             row[arm] = {"fired": sum(f["step"] is not None for f in fired), "runs": len(fired), "per_run": fired}
         rows.append(row)
     return rows
+
+
+def stop_overall(tables: Sequence[Sequence[Mapping]]) -> list[dict]:
+    """Every setting's stop table summed per rule (rules matched by name, in the first table's order):
+    fired in k/n shortcut and control runs over all settings, and the shortcut runs' steps relative
+    to their lead step."""
+    rows: dict[str, dict] = {}
+    for table in tables:
+        for row in table:
+            total = rows.setdefault(row["rule"], {"rule": row["rule"], "metric": row["metric"],
+                                                  "shortcut": {"fired": 0, "runs": 0, "relative": []},
+                                                  "control": {"fired": 0, "runs": 0, "relative": []}})
+            for arm in ("shortcut", "control"):
+                total[arm]["fired"] += row[arm]["fired"]
+                total[arm]["runs"] += row[arm]["runs"]
+                total[arm]["relative"] += [f["relative"] for f in row[arm]["per_run"] if f["relative"] is not None]
+    return list(rows.values())
+
+
+def evidence_rule(overall: Sequence[Mapping]) -> str | None:
+    """The rule the table supports, by the order the validation issue set: no false positive on any
+    control run first, then the most shortcut runs caught, then the earliest stop (mean step relative
+    to the lead step). None when every rule fired on a control or none ever fired on a shortcut."""
+    clean = [r for r in overall if r["control"]["fired"] == 0 and r["shortcut"]["fired"] > 0]
+    if not clean:
+        return None
+
+    def earliness(r: Mapping) -> float:
+        rel = r["shortcut"]["relative"]
+        return sum(rel) / len(rel) if rel else math.inf
+
+    return min(clean, key=lambda r: (-r["shortcut"]["fired"], earliness(r)))["rule"]
 
 
 def fired_text(cell: Mapping) -> str:

@@ -20,10 +20,12 @@ from faithcb.validation_stats import (
     auroc,
     auroc_table,
     bootstrap_auroc,
+    evidence_rule,
     expected_shortcut_side,
     fired_text,
     lead_step,
     replay_stop,
+    stop_overall,
     stop_table,
 )
 
@@ -157,6 +159,31 @@ def test_lead_step_and_stop_table_counts():
     assert [f["relative"] for f in row["shortcut"]["per_run"]] == [4, 0, None]
     assert fired_text(row["shortcut"]) == "2/3 (step 8, 8; vs lead +4, +0)"
     assert fired_text(row["control"]) == "1/3 (step 8; vs lead +0)"
+
+
+def test_stop_overall_sums_settings_and_the_evidence_rule_puts_false_positives_first():
+    shortcut = [_run("shortcut", 0, [0.8, 0.5, 0.2], [0.1, 0.6, 0.9]), _run("shortcut", 1, [0.8, 0.4, 0.1], [0.1, 0.2, 0.9])]
+    noisy = [_run("control", 0, [0.8, 0.5, 0.8], [0.1, 0.3, 0.5]), _run("control", 1, [0.8, 0.8, 0.8], [0.1, 0.3, 0.5])]
+    quiet = [_run("control", 0, [0.8, 0.8, 0.8], [0.1, 0.3, 0.5]), _run("control", 1, [0.8, 0.8, 0.8], [0.1, 0.3, 0.5])]
+    rules = [StopRule("eager", patience=1), StopRule("default"), StopRule("never", min_delta=1.0)]
+    # Setting a: every control quiet. Setting b: one control dips at step 4 and recovers; "eager"
+    # (patience 1) stops it there, the default (patience 2) does not.
+    overall = stop_overall([stop_table(shortcut + quiet, rules), stop_table(shortcut + noisy, rules)])
+    by_rule = {r["rule"]: r for r in overall}
+    assert [r["rule"] for r in overall] == ["eager", "default", "never"]
+    assert (by_rule["eager"]["shortcut"]["fired"], by_rule["eager"]["shortcut"]["runs"]) == (4, 4)
+    assert (by_rule["eager"]["control"]["fired"], by_rule["eager"]["control"]["runs"]) == (1, 4)
+    assert (by_rule["default"]["control"]["fired"], by_rule["default"]["shortcut"]["fired"]) == (0, 4)
+    assert by_rule["default"]["shortcut"]["relative"] == [4, 0, 4, 0]  # fires at 8; leads at 4 and 8
+    assert by_rule["never"]["shortcut"]["fired"] == 0
+    # "eager" stops earliest but has false positives; "never" has none but catches nothing.
+    assert evidence_rule(overall) == "default"
+    assert evidence_rule([by_rule["eager"], by_rule["never"]]) is None
+    # Among clean rules the one that catches more wins, then the earlier one.
+    early = {**by_rule["default"], "rule": "early", "shortcut": {**by_rule["default"]["shortcut"], "relative": [0, 0]}}
+    assert evidence_rule([by_rule["default"], early]) == "early"
+    fewer = {**early, "rule": "fewer", "shortcut": {**early["shortcut"], "fired": 3}}
+    assert evidence_rule([by_rule["default"], fewer]) == "default"
 
 
 # ---------------------------------------------------------------------- planting
