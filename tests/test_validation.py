@@ -254,9 +254,14 @@ def test_markdown_states_counts():
         "stop": stop_table([_run("shortcut", 0, [0.8, 0.5, 0.2], [0.1, 0.6, 0.9]),
                             _run("control", 0, [0.8, 0.8, 0.8], [0.1, 0.3, 0.5])], [StopRule("default")]),
     }}}
+    results["stop_overall"] = stop_overall([results["settings"]["gsm8k"]["stop"]])
+    results["evidence_rule"] = evidence_rule(results["stop_overall"])
     text = markdown(results)
     assert "| `early_answering_aoc` | lower | 1.00 [1.00, 1.00] | 2 / 2 | separates |" in text
     assert "| default | 1/1 (step 8; vs lead +4) | 0/1 |" in text
+    assert "| default | 1/1 | +4.0 | 0/1 |" in text  # over all settings
+    assert "The rule this table supports (no false positive first, then the most shortcut runs caught, " \
+           "then the earliest): **default**." in text
 
 
 # ---------------------------------------------------------------------- end to end
