@@ -1,7 +1,7 @@
 """``faithcb validate``: planted shortcuts with ground truth by construction, and the error rates of
 faithcb's metrics and of its early stop on them.
 
-    faithcb validate --output-dir faithcb-validate                 # the three settings, 3 seeds per arm
+    faithcb validate --output-dir faithcb-validate                 # the four settings, 3 seeds per arm
     faithcb validate --quick                                       # a smoke run of the pipeline (CI)
     faithcb validate --model ./my-model --settings my_problems.jsonl --seeds 5   # your model and problems
     faithcb validate --analyze-only --output-dir faithcb-validate  # the tables again from the runs on disk
@@ -421,7 +421,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output-dir", default="faithcb-validate", help="runs, tables and figure (default ./faithcb-validate)")
     p.add_argument("--model", default=EMBEDDED, help="model to fine-tune: 'embedded' (default), a path or a hub id")
     p.add_argument("--settings", default=None,
-                   help=f"comma-separated: {', '.join(SETTINGS)} or any problem set with reference chains (default: all three)")
+                   help=f"comma-separated: {', '.join(SETTINGS)} or any problem set with reference chains (default: these four)")
     p.add_argument("--seeds", type=_positive, default=None, help="seeds per arm (default 3; quick: 1)")
     p.add_argument("--steps", type=_positive, default=None, help="optimizer steps per run (default 8; quick: 1)")
     p.add_argument("--probe-every", type=_positive, default=None, help="steps between rounds (default 4)")
