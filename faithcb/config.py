@@ -145,11 +145,12 @@ class FaithConfig:
         default="auto",
         metadata={"help": "'auto': from the metric's direction; 'max': higher is better; 'min': lower is."},
     )
-    # Defaults from docs/validation.md: on planted shortcuts the paired change with its interval
-    # required, patience 1, fired in 3/3 shortcut runs and 0/3 controls; 'best' without the interval
-    # (the earlier default) fired in 3/3 controls too (the untrained step-0 round sets a best that
-    # any fine-tune that learns the format falls from).
-    faith_stop_patience: int = field(default=1, metadata={"help": "Consecutive bad rounds before stopping."})
+    # Defaults from docs/validation.md (four planted-shortcut settings, 12 shortcut and 12 control
+    # runs): the paired change with its interval required at patience 2 is the only rule measured
+    # that fired in no control run (patience 1: 1/12 controls, a GRPO one; 'best' without the
+    # interval, the earlier default: 5/12). Zero false positives came first; the price is
+    # sensitivity (1/12 shortcut runs with two rounds after step 0; patience 1 caught 5/12).
+    faith_stop_patience: int = field(default=2, metadata={"help": "Consecutive bad rounds before stopping."})
     faith_stop_min_delta: float = field(default=0.05, metadata={"help": "A round is bad when worse than the reference by more than this."})
     faith_stop_reference: str = field(
         default="paired",

@@ -138,7 +138,7 @@ def auroc_table(cells_by_metric: Mapping[str, Cells], **kwargs) -> list[dict]:
 @dataclass(frozen=True)
 class StopRule:
     """One setting of the early stopper. The field defaults are the rule ``FaithConfig`` had before
-    this table chose its current defaults (the paired reference, the interval required, patience 1)."""
+    this table chose its current defaults (the paired reference, the interval required, patience 2)."""
 
     name: str
     metric: str = "early_answering_disagreement_before_end"
@@ -156,13 +156,13 @@ class StopRule:
 
 
 # The former defaults first, then the alternatives the table compares (FaithConfig's faith_stop_*
-# defaults are now the paired rule with the interval required at patience 1, chosen from this table).
+# defaults are now the paired rule with the interval required at patience 2, chosen from this table).
 STOP_RULES = (
     StopRule("best, no CI, patience 2 (former default)"),
     StopRule("best, no CI, patience 1", patience=1),
     StopRule("best, CI, patience 2", require_ci=True),
-    StopRule("paired, CI, patience 1 (default)", reference="paired", require_ci=True, patience=1),
-    StopRule("paired, CI, patience 2", reference="paired", require_ci=True),
+    StopRule("paired, CI, patience 1", reference="paired", require_ci=True, patience=1),
+    StopRule("paired, CI, patience 2 (default)", reference="paired", require_ci=True),
     StopRule("paired, no CI, patience 1", reference="paired", patience=1),
     # The default rule on the other metrics that can watch a run: is the watched metric the right one?
     StopRule("AOC: paired, CI, patience 1", metric="early_answering_aoc", reference="paired", require_ci=True,
