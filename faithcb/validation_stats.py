@@ -164,7 +164,7 @@ STOP_RULES = (
     StopRule("paired, CI, patience 1", reference="paired", require_ci=True, patience=1),
     StopRule("paired, CI, patience 2 (default)", reference="paired", require_ci=True),
     StopRule("paired, no CI, patience 1", reference="paired", patience=1),
-    # The default rule on the other metrics that can watch a run: is the watched metric the right one?
+    # The paired rule at patience 1 on the other metrics that can watch a run: is the watched metric the right one?
     StopRule("AOC: paired, CI, patience 1", metric="early_answering_aoc", reference="paired", require_ci=True,
              patience=1),
     StopRule("filler invariance: paired, CI, patience 1", metric="filler_invariance", reference="paired",
