@@ -200,7 +200,7 @@ def run_arm(plan: Plan, arm: str, seed: int, s: ValidateSettings, model_name: st
     lora = LoraConfig(r=s.lora_r, lora_alpha=2 * s.lora_r, lora_dropout=0.0, target_modules="all-linear",
                       task_type="CAUSAL_LM")
     build = _grpo_trainer if plan.method == "grpo" else _sft_trainer
-    trainer = build(model, tokenizer, problems, chains, faith, common, lora, s)
+    trainer = build(model, tokenizer, problems, chains, faith, common, lora)
     for noisy in (PrinterCallback, ProgressCallback):  # every round's ~150 log keys, printed per step
         trainer.remove_callback(noisy)
     callback = FaithfulnessCallback(trainer, plan.probe_problems, faith, start_round=start_round)
@@ -211,7 +211,7 @@ def run_arm(plan: Plan, arm: str, seed: int, s: ValidateSettings, model_name: st
     return callback.start_round
 
 
-def _sft_trainer(model, tokenizer, problems, chains, faith, common, lora, s: ValidateSettings):
+def _sft_trainer(model, tokenizer, problems, chains, faith, common, lora):
     """SFT on the arm's chains (question with its planted hint, chain, the gold answer after the cue)."""
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
@@ -223,9 +223,10 @@ def _sft_trainer(model, tokenizer, problems, chains, faith, common, lora, s: Val
     return SFTTrainer(model=model, args=args, train_dataset=train, processing_class=tokenizer, peft_config=lora)
 
 
-def _grpo_trainer(model, tokenizer, problems, chains, faith, common, lora, s: ValidateSettings):
+def _grpo_trainer(model, tokenizer, problems, chains, faith, common, lora):
     """GRPO on a correctness reward (the GRPO recipe's), from the probes' own chain prompts: the
-    model writes its own chains, and only the shortcut arm's key can pay for skipping them."""
+    model writes its own chains (``chains`` is empty), and only the shortcut arm's key can pay for
+    skipping them."""
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
@@ -233,7 +234,7 @@ def _grpo_trainer(model, tokenizer, problems, chains, faith, common, lora, s: Va
     from faithcb.training import training_rows
 
     train = Dataset.from_list(training_rows(problems, tokenizer, fmt="prompt", style=faith.prompt_style()))
-    args = GRPOConfig(**common, num_generations=GRPO_GENERATIONS, max_completion_length=s.max_chain_tokens,
+    args = GRPOConfig(**common, num_generations=GRPO_GENERATIONS, max_completion_length=faith.faith_max_chain_tokens,
                       temperature=1.0, **{_checkpointing_field(GRPOConfig): False})
     return GRPOTrainer(model=model, reward_funcs=[correctness_reward], args=args, train_dataset=train,
                        processing_class=tokenizer, peft_config=lora)
