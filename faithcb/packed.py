@@ -163,8 +163,9 @@ def grouped_query_sdpa(device: torch.device) -> Iterator[None]:
     With a mask, transformers expands every layer's cached keys and values to every query head
     (``repeat_kv``) before calling SDPA, except on a single-query pass. The packed passes all carry
     a 4-D mask, so each one copied the whole cache 3x per layer (SmolLM2-135M: 9 heads, 3 key/value
-    heads): in a decoding pass of a few tokens per row over ~800 cached positions that copy is most
-    of the pass (measured: 33 ms per layer against 5 ms with ``enable_gqa``; results identical).
+    heads): for a few queries per row over ~800 cached positions the copy is most of a layer's
+    attention time (33 ms against 5 ms with ``enable_gqa``, results identical; over a whole probing
+    round on CPU the gain was within noise, docs/performance.md).
     torch's CPU kernel takes ``enable_gqa`` with a mask; CUDA would fall back to its slow math
     kernel, so this stays CPU-only. A value the user set is left alone; ours is removed on exit.
     """
