@@ -40,20 +40,21 @@ def reserve(cache, room: int, rows: torch.Tensor | None = None) -> None:
             layer.reorder_cache(rows)
 
 
-def decode_room(limits: list[int], rows: list[int]) -> int:
+def decode_room(limits: list[int], rows: list[int], guessed: int = 0) -> int:
     """Positions the packed decode steps can add to every row: request i decodes at most ``limits[i]``
-    tokens, in batch row ``rows[i]``.
+    tokens, in batch row ``rows[i]``, and ``guessed`` tokens in all are fed as guesses that may be wrong.
 
     A step adds its widest row's tokens to every row. The first step feeds up to a request's whole
-    answer so far, each later one a token per request still decoding, at most ``max(limits) - 1``
-    of them; and all steps together feed no more than every request's limit.
+    answer so far and its guess (together at most its limit), each later one a token per request
+    still decoding, at most ``max(limits) - 1`` of them; and all steps together feed no more than
+    every request's limit plus the guesses greedy did not write.
     """
     per_row: dict[int, list[int]] = {}
     for limit, row in zip(limits, rows):
         per_row.setdefault(row, []).append(limit)
     first = max(sum(v) for v in per_row.values())
     later = (max(limits) - 1) * max(len(v) for v in per_row.values())
-    return min(sum(limits), first + later)
+    return min(sum(limits) + guessed, first + later)
 
 
 class RoomyLayer(DynamicLayer if DynamicLayer is not None else object):  # type: ignore[misc]

@@ -4,8 +4,9 @@ Scoring decides greedy agreement exactly (docs/metrics.md, "How agreement is dec
 ``t_1..t_m`` is what greedy decoding would produce under a context iff every ``t_j`` is the argmax
 at its position when teacher-forced. This module shares the work between the variants of a
 problem and batches problems together: each problem's prefix (prompt + full chain) runs once
-with the KV cache; its variants' ``insert + cue`` are then packed into a few sequences on top of
-that cache, then their continuations, then (where the exact check fails) their decoded answers.
+with the KV cache; its variants' ``insert + cue``, each followed by its continuations, are then
+packed into a few sequences on top of that cache, and (where the exact check fails) their answers
+are decoded from it.
 A tree-shaped 4-D attention mask lets every packed token see exactly what it would see in its
 standalone sequence (the prefix up to its variant's cut, its own earlier tokens) and explicit
 position ids give it the same positions, so each distinct token is read about once and a round
@@ -228,9 +229,9 @@ class PackedScorer:
             batches.append([i])
         return batches
 
-    # Each problem's prefix (prompt + chain) runs once; then its variants' inserts + cues are
-    # packed into a few sequences ("bins", one batch row each) on top of a copy of that prefix's
-    # cache, then their continuations, then the answers that must be decoded. A 4-D mask
+    # Each problem's prefix (prompt + chain) runs once; then its variants' inserts + cues, each
+    # followed by its continuations, are packed into a few sequences ("bins", one batch row each)
+    # on top of a copy of that prefix's cache; then the answers that must be decoded. A 4-D mask
     # (``_KeyTable``) gives each packed token exactly the keys its standalone sequence would have
     # (prefix[:cut], its own earlier tokens) and explicit position ids give it the same
     # positions. Several problems share every forward pass.
@@ -250,33 +251,24 @@ class PackedScorer:
         cache = self._forward(ids.to(dev), real.long().to(dev), torch.arange(width).expand_as(ids).to(dev), None,
                               torch.zeros_like(real).to(dev))[0]
         # One batch row per bin from here on; a bin starts from its problem's prefix cache.
-        bins = [(g, idx) for g, reqs in enumerate(problems) for idx in self._bins(reqs)]
+        bins = self._bins(problems)
         home = {(g, r): b for b, (g, idx) in enumerate(bins) for r in idx}
         row_problem = torch.tensor([g for g, _ in bins], dtype=torch.long, device=dev)
         keys = _KeyTable(real.to(dev)[row_problem])
 
-        # Stage 1: every request's insert + cue; keep the logits at its last token.
+        # Stage 1, one pass: every request's insert + cue (logits kept at its last token) and, packed
+        # right behind them, each of its continuations but the last token (logits kept at every
+        # token; that last one is only predicted). Continuations are known in advance, so they need
+        # no pass of their own: the mask keeps each one to its request's insert + cue and itself.
         mids = [[[*r.insert, *r.cue] for r in reqs] for reqs in problems]
-        branch = [
-            [(tok, r, -1, problems[g][r].cut + j, problems[g][r].cut, j == len(mids[g][r]) - 1)
-             for r in idx for j, tok in enumerate(mids[g][r])]
-            for g, idx in bins
-        ]
-        # Stage 2: each continuation's tokens but the last (that one is only predicted).
         rows = [
-            [(tok, r, c, problems[g][r].cut + len(mids[g][r]) + j, problems[g][r].cut, True)
-             for r in idx for c, cont in enumerate(problems[g][r].continuations) for j, tok in enumerate(cont[:-1])]
+            [entry for r in idx for entry in _request_entries(problems[g][r], r, mids[g][r])]
             for g, idx in bins
         ]
-        # Each bin's copy of its problem's prefix cache, with room for both passes: they write in place.
-        reserve(cache, _width(branch) + (_width(rows) if any(rows) else 0),
-                row_problem if len(bins) != len(problems) else None)
-        cache, first = self._forward_packed(cache, keys, branch, "branch")
-        first_at = {(b, r): k for k, (b, (_t, r, *_rest)) in enumerate(_kept(branch))}
-        later = None
-        if any(rows):
-            cache, later = self._forward_packed(cache, keys, rows, "continuation")
-        later_at = {(b, r, c, pos): k for k, (b, (_t, r, c, pos, *_rest)) in enumerate(_kept(rows))}
+        # Each bin's copy of its problem's prefix cache, with room for the pass: it writes in place.
+        reserve(cache, _width(rows), row_problem if len(bins) != len(problems) else None)
+        cache, next_tokens = self._forward_packed(cache, keys, rows, "branch")
+        at = {(b, r, c, pos): k for k, (b, (_t, r, c, pos, *_rest)) in enumerate(_kept(rows))}
 
         results: list[list[ScoreResult]] = []
         todo: list[tuple[int, int]] = []
@@ -285,10 +277,10 @@ class PackedScorer:
             out = []
             for r, req in enumerate(reqs):
                 b = home[(g, r)]
-                head = first[first_at[(b, r)]]
                 start = req.cut + len(mids[g][r])
+                head = next_tokens[at[(b, r, -1, start - 1)]]
                 steps = [
-                    [head, *(later[later_at[(b, r, c, start + j)]] for j in range(len(cont) - 1))]
+                    [head, *(next_tokens[at[(b, r, c, start + j)]] for j in range(len(cont) - 1))]
                     for c, cont in enumerate(req.continuations)
                 ]
                 scores = [_continuation_score(s, cont) for s, cont in zip(steps, req.continuations)]
@@ -304,69 +296,103 @@ class PackedScorer:
                 results[g][r] = dataclasses.replace(results[g][r], decoded=tuple(toks))
         return results
 
-    def _bins(self, reqs: Sequence[ScoreRequest]) -> list[list[int]]:
-        """One problem's requests split into packed sequences of about ``bin_tokens`` tokens.
+    def _bins(self, problems: Sequence[Sequence[ScoreRequest]]) -> list[tuple[int, list[int]]]:
+        """Every problem's requests split into packed sequences ("bins"), as (problem, request
+        indices); one batch row each.
 
-        A packed sequence pays attention between all its tokens, masked or not, so shorter ones
-        waste less; but every bin costs a copy of the prefix cache, and all rows of a pass are
-        padded to the longest. Dealing the requests longest first, back and forth over the bins,
-        gives every bin a similar share of long (filler) and short (truncation) requests, so
-        both their insert + cue and their continuation widths come out even.
+        All rows of a pass are padded to the longest, so the bins of the whole batch share one
+        width: the one, up to ``bin_tokens``, that packs every problem's requests into the fewest
+        padded positions (rows x width). A packed sequence pays attention between all its tokens,
+        masked or not, and over its whole prefix, so widths stay near ``bin_tokens``; a request
+        longer than that sets the width alone.
         """
-        size = [_branch_tokens(r) for r in reqs]
-        capacity = max(self.bin_tokens, max(size))  # the longest request sets the row width anyway
-        count = max(1, min(len(reqs), round(sum(size) / capacity)))
-        bins: list[list[int]] = [[] for _ in range(count)]
-        for turn, r in enumerate(sorted(range(len(reqs)), key=lambda r: -size[r])):
-            lap, slot = divmod(turn, count)
-            bins[slot if lap % 2 == 0 else count - 1 - slot].append(r)
-        return bins
+        sizes = [[_branch_tokens(r) for r in reqs] for reqs in problems]
+        longest = max(max(s) for s in sizes)
+        widths = range(max(longest, self.bin_tokens // 2), max(longest, self.bin_tokens) + 1)
+        best = min(
+            ((sum(len(_pack(s, w)) for s in sizes) * w, w) for w in widths),
+            key=lambda cost_width: cost_width[0],
+        )
+        return [(g, idx) for g, s in enumerate(sizes) for idx in _pack(s, best[1])]
 
     def _decode_from_cache(self, problems, todo, known, home, cache, keys, mids) -> list[list[int]]:
         """Greedy answers for requests ``todo`` (problem, request), continuing their cached
-        contexts: one packed decoding step per token for all of them, never re-reading a context.
+        contexts: packed decoding steps for all of them at once, never re-reading a context.
 
         ``known[i]``: request i's first greedy tokens, read off its scored continuation (the answer
         it was checked against, up to the first token greedy decoding would not write, then the
         token it would). The first step feeds them all at once: an answer that differs from a_full
-        only in its last digits costs one pass for its shared head, not one per token.
+        only in its last digits costs one pass for its shared head, not one per token. Behind them
+        it feeds a guess of the rest, checked in the same pass (below), so an answer that differs
+        from a_full in one token usually needs no second pass.
         """
         # A checked continuation may run past the answer's end: decoding starts from its answer.
         outs = [self.answer_end.cut(k, keep=True) for k in known]
+        limit = [problems[g][r].decode_tokens for g, r in todo]
+        finished = lambda i: len(outs[i]) >= limit[i] or self.answer_end.ended(outs[i])  # noqa: E731
+        # The guess: the rest of the answer it was checked against (a_full), after greedy's own token
+        # (below). A guessed token is kept where greedy writes it (the argmax one position before it),
+        # and hidden from every later query where it does not.
+        drafts = [
+            [] if finished(i) else self.answer_end.cut(
+                [*outs[i], *_guess(problems[g][r].continuations[0], known[i])], keep=True
+            )[len(outs[i]): limit[i]]
+            for i, (g, r) in enumerate(todo)
+        ]
         fed = [0] * len(todo)  # tokens of outs[i] already in the cache
         # Decode on the rows that hold these requests only: every pass reads (and grows) the
         # whole cache of every row it runs, and usually a few requests of a few rows need decoding.
-        used = sorted({home[key] for key in todo})
-        index = None
-        if len(used) < keys.req.shape[0]:
-            index = torch.tensor(used, dtype=torch.long, device=self.device)
-            keys.select(index)
-            row_of = {b: i for i, b in enumerate(used)}
-            home = {key: row_of[home[key]] for key in todo}
+        home, index = self._keep_rows(home, todo, keys)
         # Room for every step, in the copy that keeps the used rows: the steps write in place.
-        reserve(cache, decode_room([problems[g][r].decode_tokens for g, r in todo], [home[key] for key in todo]), index)
+        room = decode_room(limit, [home[key] for key in todo], guessed=sum(len(d) for d in drafts))
+        reserve(cache, room, index)
         while True:
-            active = [
-                i for i, (g, r) in enumerate(todo)
-                if len(outs[i]) < problems[g][r].decode_tokens and not self.answer_end.ended(outs[i])
-            ]
+            active = [i for i in range(len(todo)) if not finished(i)]
             if not active:
                 break
+            # Once the first pass has decoded most answers, the later ones run on fewer rows.
+            home, index = self._keep_rows(home, [todo[i] for i in active], keys)
+            if index is not None:
+                cache.reorder_cache(index)
             rows: list[list[tuple]] = [[] for _ in range(keys.req.shape[0])]
+            guessed_at = {}  # request -> (row, entry index of its first guessed token)
             for i in active:
                 g, r = todo[i]
                 req = problems[g][r]
                 start = req.cut + len(mids[g][r])  # the answer's first position
-                new = range(fed[i], len(outs[i]))  # only the last fed token's next one is read
-                rows[home[(g, r)]].extend(
-                    (outs[i][m], r, -2, start + m, req.cut, m == len(outs[i]) - 1) for m in new
-                )
+                row = rows[home[(g, r)]]
+                # only the last fed token's next one is read, and each guessed token's
+                row.extend((outs[i][m], r, -2, start + m, req.cut, m == len(outs[i]) - 1) for m in range(fed[i], len(outs[i])))
+                guessed_at[i] = (home[(g, r)], len(row))
+                row.extend((t, r, -2, start + len(outs[i]) + j, req.cut, True) for j, t in enumerate(drafts[i]))
                 fed[i] = len(outs[i])
             cache, nxt = self._forward_packed(cache, keys, rows, "decode")
-            order = sorted(active, key=lambda i: home[todo[i]])  # packing order: by row, then as added
-            for i, pick in zip(order, nxt):
-                outs[i].append(pick.argmax)
+            picks = iter(nxt)
+            hidden: list[tuple[int, int]] = []
+            for i in sorted(active, key=lambda i: home[todo[i]]):  # packing order: by row, then as added
+                guess, drafts[i] = drafts[i], []
+                argmax = [next(picks).argmax for _ in range(1 + len(guess))]
+                outs[i].append(argmax[0])
+                kept = 0  # guessed tokens greedy wrote too: in the cache at their own positions
+                while kept < len(guess) and outs[i][-1] == guess[kept] and not finished(i):
+                    kept += 1
+                    outs[i].append(argmax[kept])
+                fed[i] += kept
+                row, first = guessed_at[i]
+                hidden += [(row, first + j) for j in range(kept, len(guess))]
+            keys.hide(hidden, _width(rows))
         return outs
+
+    def _keep_rows(self, home: dict, todo: Sequence[tuple[int, int]], keys: _KeyTable):
+        """Select in ``keys`` the rows that hold requests ``todo``; return where each of them lives
+        now and the selected rows' indices (None when every row is kept; the cache is the caller's)."""
+        used = sorted({home[key] for key in todo})
+        if len(used) == keys.req.shape[0]:
+            return home, None
+        index = torch.tensor(used, dtype=torch.long, device=self.device)
+        keys.select(index)
+        row_of = {b: i for i, b in enumerate(used)}
+        return {key: row_of[home[key]] for key in todo}, index
 
     def _count(self, real: torch.Tensor, stage: str) -> None:
         self.counter.add(int(real.numel()), int(real.sum()), stage)
@@ -441,6 +467,12 @@ class _KeyTable:
         """Keep only these batch rows (as the cache did)."""
         self.prefix, self.req, self.branch, self.pos = (t[rows] for t in (self.prefix, self.req, self.branch, self.pos))
 
+    def hide(self, entries: Sequence[tuple[int, int]], width: int) -> None:
+        """Hide entries (row, index) of the last pass (``width`` columns) from every later query."""
+        if entries:
+            rows, cols = (torch.tensor(x, dtype=torch.long, device=self.req.device) for x in zip(*entries))
+            self.req[rows, cols + self.req.shape[1] - width] = -1  # no request's key, not the prefix
+
     def extend(self, req, branch, pos, cut, dtype: torch.dtype) -> torch.Tensor:
         """Add the queries of the next pass as keys; return its (rows, 1, queries, keys) mask."""
         self.prefix = torch.cat([self.prefix, torch.zeros_like(req, dtype=torch.bool)], dim=1)
@@ -498,6 +530,41 @@ def _kept(rows: Sequence[Sequence[tuple]]):
         for entry in row:
             if entry[5]:
                 yield g, entry
+
+
+def _pack(sizes: Sequence[int], width: int) -> list[list[int]]:
+    """Indices of ``sizes`` in as few bins of ``width`` as first-fit decreasing finds (every size <= width)."""
+    bins: list[list[int]] = []
+    room: list[int] = []
+    for i in sorted(range(len(sizes)), key=lambda i: -sizes[i]):
+        slot = next((b for b, free in enumerate(room) if free >= sizes[i]), None)
+        if slot is None:
+            bins.append([])
+            room.append(width)
+            slot = len(bins) - 1
+        bins[slot].append(i)
+        room[slot] -= sizes[i]
+    return bins
+
+
+def _guess(checked: Sequence[int], known: Sequence[int]) -> list[int]:
+    """What greedy decoding will likely write after ``known`` (the checked answer's head, then greedy's
+    own token): the checked answer's rest, after greedy's token where that token occurs later in it
+    (greedy skipped some: "17." checked, " 1" then "." written: guess the end), else after the token
+    it replaced ("14." checked, " 1" then "5" written: guess "." and the end)."""
+    mismatch = len(known) - 1
+    own = known[-1]
+    later = next((j for j in range(mismatch + 1, len(checked)) if checked[j] == own), mismatch)
+    return list(checked[later + 1:])
+
+
+def _request_entries(req: ScoreRequest, r: int, mid: Sequence[int]) -> list[tuple]:
+    """Request ``r``'s packed entries (token, request, branch, position, cut, keep): its insert + cue
+    (branch -1, kept at the last token), then each continuation c but its last token (branch c, all kept)."""
+    entries = [(tok, r, -1, req.cut + j, req.cut, j == len(mid) - 1) for j, tok in enumerate(mid)]
+    for c, cont in enumerate(req.continuations):
+        entries += [(tok, r, c, req.cut + len(mid) + j, req.cut, True) for j, tok in enumerate(cont[:-1])]
+    return entries
 
 
 def _greedy_until_mismatch(steps: Sequence[_Next], cont: Sequence[int]) -> list[int]:
