@@ -167,7 +167,7 @@ def per_token_seconds(model, tokens: int = 256, rows: int = 4, repeats: int = 3)
 class ForwardTimer:
     """Wall time of every forward call of ``model``, attributed to the ``lm.counter`` stage that
     grew while it ran (the packed path records each pass in ``counter.add`` next to its forward):
-    ``prefix``, ``branch`` (inserts + cues), ``continuation``, ``decode`` (mismatching answers)."""
+    ``prefix``, ``branch`` (inserts + cues and their continuations), ``decode`` (mismatching answers)."""
 
     def __init__(self, model, lm):
         self.model, self.lm = model, lm

@@ -261,14 +261,28 @@ class PackedScorer:
         # token; that last one is only predicted). Continuations are known in advance, so they need
         # no pass of their own: the mask keeps each one to its request's insert + cue and itself.
         mids = [[[*r.insert, *r.cue] for r in reqs] for reqs in problems]
-        rows = [
-            [entry for r in idx for entry in _request_entries(problems[g][r], r, mids[g][r])]
-            for g, idx in bins
-        ]
+        rows: list[list[tuple]] = []
+        at: dict[tuple, int] = {}  # (row, request, continuation or -1, token index) -> kept entry
+        column: dict[tuple, int] = {}  # (request key, token index) -> (row, entry) of continuation 0's token
+        kept = 0
+        for b, (g, idx) in enumerate(bins):
+            row: list[tuple] = []
+            for r in idx:
+                entries, where = _request_entries(problems[g][r], r, mids[g][r])
+                kept_as = {}
+                for e, entry in enumerate(entries):
+                    if entry[5]:
+                        kept_as[e], kept = kept, kept + 1
+                at[(b, r, -1, 0)] = kept_as[len(mids[g][r]) - 1]
+                for (c, j), e in where.items():
+                    at[(b, r, c, j)] = kept_as[e]
+                    if c == 0:
+                        column[((g, r), j)] = (b, len(row) + e)
+                row += entries
+            rows.append(row)
         # Each bin's copy of its problem's prefix cache, with room for the pass: it writes in place.
         reserve(cache, _width(rows), row_problem if len(bins) != len(problems) else None)
         cache, next_tokens = self._forward_packed(cache, keys, rows, "branch")
-        at = {(b, r, c, pos): k for k, (b, (_t, r, c, pos, *_rest)) in enumerate(_kept(rows))}
 
         results: list[list[ScoreResult]] = []
         todo: list[tuple[int, int]] = []
@@ -277,10 +291,9 @@ class PackedScorer:
             out = []
             for r, req in enumerate(reqs):
                 b = home[(g, r)]
-                start = req.cut + len(mids[g][r])
-                head = next_tokens[at[(b, r, -1, start - 1)]]
+                head = next_tokens[at[(b, r, -1, 0)]]
                 steps = [
-                    [head, *(next_tokens[at[(b, r, c, start + j)]] for j in range(len(cont) - 1))]
+                    [head, *(next_tokens[at[(b, r, c, j)]] for j in range(len(cont) - 1))]
                     for c, cont in enumerate(req.continuations)
                 ]
                 scores = [_continuation_score(s, cont) for s, cont in zip(steps, req.continuations)]
@@ -291,6 +304,10 @@ class PackedScorer:
                 out.append(res)
             results.append(out)
         if todo:
+            # Decoding continues from the head greedy shares with the checked answer: those tokens
+            # are in the cache already (continuation 0's), so the decoded answers see them there.
+            shared = [column[(key, j)] for key, k in zip(todo, known) for j in range(len(k) - 1)]
+            keys.share(shared, _width(rows), DECODED)
             decoded = self._decode_from_cache(problems, todo, known, home, cache, keys, mids)
             for (g, r), toks in zip(todo, decoded):
                 results[g][r] = dataclasses.replace(results[g][r], decoded=tuple(toks))
@@ -339,7 +356,8 @@ class PackedScorer:
             )[len(outs[i]): limit[i]]
             for i, (g, r) in enumerate(todo)
         ]
-        fed = [0] * len(todo)  # tokens of outs[i] already in the cache
+        # tokens of outs[i] already in the cache: the head it shares with the checked answer
+        fed = [len(k) - 1 if len(o) == len(k) else len(o) for o, k in zip(outs, known)]
         # Decode on the rows that hold these requests only: every pass reads (and grows) the
         # whole cache of every row it runs, and usually a few requests of a few rows need decoding.
         home, index = self._keep_rows(home, todo, keys)
@@ -362,9 +380,10 @@ class PackedScorer:
                 start = req.cut + len(mids[g][r])  # the answer's first position
                 row = rows[home[(g, r)]]
                 # only the last fed token's next one is read, and each guessed token's
-                row.extend((outs[i][m], r, -2, start + m, req.cut, m == len(outs[i]) - 1) for m in range(fed[i], len(outs[i])))
+                row.extend((outs[i][m], r, DECODED, start + m, req.cut, m == len(outs[i]) - 1)
+                           for m in range(fed[i], len(outs[i])))
                 guessed_at[i] = (home[(g, r)], len(row))
-                row.extend((t, r, -2, start + len(outs[i]) + j, req.cut, True) for j, t in enumerate(drafts[i]))
+                row.extend((t, r, DECODED, start + len(outs[i]) + j, req.cut, True) for j, t in enumerate(drafts[i]))
                 fed[i] = len(outs[i])
             cache, nxt = self._forward_packed(cache, keys, rows, "decode")
             picks = iter(nxt)
@@ -405,7 +424,7 @@ class PackedScorer:
         shape = (len(rows), _width(rows))
         ids = torch.full(shape, self.pad_id, dtype=torch.long)
         req = torch.full(shape, -1, dtype=torch.long)
-        branch = torch.full(shape, -3, dtype=torch.long)
+        branch = torch.zeros(shape, dtype=torch.long)
         pos = torch.zeros(shape, dtype=torch.long)
         cut = torch.zeros(shape, dtype=torch.long)
         keep = torch.zeros(shape, dtype=torch.bool)
@@ -448,10 +467,10 @@ class PackedScorer:
 class _KeyTable:
     """Which cached key each packed query may attend to (the fast path's tree-shaped mask).
 
-    One row per problem. Every key in the cache is tagged with the request it belongs to (-1 for
-    the shared prefix and for padding), its branch (-1: the request's insert + cue, c >= 0: its
-    continuation c, -2: its decoded answer) and its position. A query of request r, branch b at
-    position p sees the prefix keys before r's cut and r's own keys of branch -1 or b up to p:
+    One row per bin. Every key in the cache is tagged with the request it belongs to (-1 for
+    the shared prefix and for padding), the set of paths it lies on (``branch``, a bit set: see
+    ``_request_entries``) and its position. A query of request r at position p sees the prefix keys
+    before r's cut and r's own keys up to p whose path set holds every path of the query's:
     exactly the keys of its standalone sequence.
     """
 
@@ -460,12 +479,18 @@ class _KeyTable:
         dev = prefix_real.device
         self.prefix = prefix_real
         self.req = torch.full((rows, width), -1, dtype=torch.long, device=dev)
-        self.branch = torch.full((rows, width), -3, dtype=torch.long, device=dev)
+        self.branch = torch.zeros((rows, width), dtype=torch.long, device=dev)
         self.pos = torch.arange(width, device=dev).expand(rows, width)
 
     def select(self, rows: torch.Tensor) -> None:
         """Keep only these batch rows (as the cache did)."""
         self.prefix, self.req, self.branch, self.pos = (t[rows] for t in (self.prefix, self.req, self.branch, self.pos))
+
+    def share(self, entries: Sequence[tuple[int, int]], width: int, paths: int) -> None:
+        """Put entries (row, index) of the last pass (``width`` columns) on ``paths`` too."""
+        if entries:
+            rows, cols = (torch.tensor(x, dtype=torch.long, device=self.req.device) for x in zip(*entries))
+            self.branch[rows, cols + self.branch.shape[1] - width] |= paths
 
     def hide(self, entries: Sequence[tuple[int, int]], width: int) -> None:
         """Hide entries (row, index) of the last pass (``width`` columns) from every later query."""
@@ -482,8 +507,8 @@ class _KeyTable:
         q = lambda t: t[:, :, None]  # noqa: E731 - broadcasting helpers
         k = lambda t: t[:, None, :]  # noqa: E731
         allowed = k(self.prefix) & (k(self.pos) < q(cut))
-        same_branch = (k(self.branch) == -1) | (k(self.branch) == q(branch))
-        allowed |= (k(self.req) == q(req)) & (q(req) >= 0) & same_branch & (k(self.pos) <= q(pos))
+        on_path = (k(self.branch) & q(branch)) == q(branch)
+        allowed |= (k(self.req) == q(req)) & (q(req) >= 0) & on_path & (k(self.pos) <= q(pos))
         # Padding queries look at the first prefix token only: an all-masked softmax row would
         # be NaN, and NaN values would leak through later passes' zero attention weights.
         allowed[:, :, 0] |= req < 0
@@ -558,13 +583,34 @@ def _guess(checked: Sequence[int], known: Sequence[int]) -> list[int]:
     return list(checked[later + 1:])
 
 
-def _request_entries(req: ScoreRequest, r: int, mid: Sequence[int]) -> list[tuple]:
-    """Request ``r``'s packed entries (token, request, branch, position, cut, keep): its insert + cue
-    (branch -1, kept at the last token), then each continuation c but its last token (branch c, all kept)."""
-    entries = [(tok, r, -1, req.cut + j, req.cut, j == len(mid) - 1) for j, tok in enumerate(mid)]
+# A packed entry's paths (its ``branch`` bit set): continuation c is bit c, the decoded answer DECODED,
+# and a request's insert + cue lies on every path.
+EVERY_PATH = -1
+DECODED = 1 << 62
+
+
+def _request_entries(req: ScoreRequest, r: int, mid: Sequence[int]) -> tuple[list[tuple], dict[tuple[int, int], int]]:
+    """Request ``r``'s packed entries (token, request, paths, position, cut, keep), and where each
+    continuation's tokens are among them: {(c, j): entry}.
+
+    Its insert + cue come first (on every path, kept at the last token), then its continuations but
+    their last tokens (all kept) as a trie: continuations that start alike (the gold answer and
+    a_full, when the model is right) share their common head's entries, each on the paths of every
+    continuation through it. A key lies on a query's path iff its set holds the query's.
+    """
+    if len(req.continuations) >= 62:
+        raise ValueError(f"at most 61 continuations per request, got {len(req.continuations)}")
+    entries: list[list] = [[tok, r, EVERY_PATH, req.cut + j, req.cut, j == len(mid) - 1] for j, tok in enumerate(mid)]
+    where: dict[tuple[int, int], int] = {}
+    node: dict[tuple[int, ...], int] = {}
     for c, cont in enumerate(req.continuations):
-        entries += [(tok, r, c, req.cut + len(mid) + j, req.cut, True) for j, tok in enumerate(cont[:-1])]
-    return entries
+        for j in range(len(cont) - 1):
+            e = node.setdefault(tuple(cont[: j + 1]), len(entries))
+            if e == len(entries):
+                entries.append([cont[j], r, 0, req.cut + len(mid) + j, req.cut, True])
+            entries[e][2] |= 1 << c
+            where[(c, j)] = e
+    return [tuple(e) for e in entries], where
 
 
 def _greedy_until_mismatch(steps: Sequence[_Next], cont: Sequence[int]) -> list[int]:

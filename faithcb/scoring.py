@@ -148,7 +148,7 @@ class TokenCounter:
     The benchmarks compare these counts with the distinct-token minimum; nothing in faithcb
     reads them. ``stages`` splits ``processed`` by what the pass was for: ``"generate"``
     (prompts of ``generate``/``answer``), ``"plain"`` (the reference scoring path) and the packed
-    path's ``"prefix"``, ``"branch"`` (inserts + cues), ``"continuation"`` and ``"decode"``
+    path's ``"prefix"``, ``"branch"`` (inserts + cues and their continuations) and ``"decode"``
     (greedy answers decoded from the cache where the exact check failed).
     """
 
