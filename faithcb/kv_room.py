@@ -23,7 +23,7 @@ try:  # transformers >= 4.56 keeps a cache's layers as objects
 except ImportError:  # pragma: no cover - older transformers: no layers to give room to
     DynamicLayer = None  # type: ignore[assignment, misc]
 
-__all__ = ["DynamicLayer", "RoomyLayer", "decode_room", "reserve"]
+__all__ = ["RoomyLayer", "decode_room", "reserve"]
 
 
 def reserve(cache, room: int, rows: torch.Tensor | None = None) -> None:
@@ -82,16 +82,6 @@ class RoomyLayer(DynamicLayer if DynamicLayer is not None else object):  # type:
         else:  # an accelerator: two launches (a temporary) beat one small copy per row and layer
             buffer[:, :, :length] = states.index_select(0, rows.to(states.device))
         return buffer
-
-    @classmethod
-    def adopt(cls, keys: torch.Tensor, values: torch.Tensor) -> RoomyLayer:
-        """A layer holding exactly ``keys`` and ``values`` (no room), taking them as its buffers: no copy."""
-        layer = cls.__new__(cls)
-        DynamicLayer.__init__(layer)
-        layer._keys, layer._values, layer._filled = keys, values, keys.shape[-2]
-        layer.device, layer.is_initialized = keys.device, True
-        layer._show()
-        return layer
 
     def _show(self) -> None:
         self.keys = self._keys[:, :, : self._filled]

@@ -223,13 +223,9 @@ class ProbeLM:
             bin_tokens=self.bin_tokens,
             counter=self.counter,
         )
-        scored = [(batch, self._with_oom_halving([problems[b] for b in batch], packed.score))
-                  for batch in packed.batches(problems)]
-        # Answers whose exact check failed are decoded last, every batch's in the same passes.
-        self._with_oom_halving(packed.pending, packed.decode)
-        packed.pending.clear()  # their caches
-        for batch, batch_results in scored:
-            for b, problem_results in zip(batch, batch_results):
+        for batch in packed.batches(problems):
+            scored = self._with_oom_halving([problems[b] for b in batch], packed.score)
+            for b, problem_results in zip(batch, scored):
                 for i, res in zip(shared[b], problem_results):
                     results[i] = res
         for i, res in zip(alone, self._score_plain([requests[i] for i in alone]) if alone else []):

@@ -19,7 +19,6 @@ batching under out-of-memory and the plain reference path stay in ``faithcb.lm.P
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import inspect
 import os
@@ -29,7 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
-from faithcb.kv_room import DynamicLayer, RoomyLayer, decode_room, reserve
+from faithcb.kv_room import decode_room, reserve
 from faithcb.scoring import ContinuationScore, EndRule, ScoreRequest, ScoreResult, TokenCounter, needs_decode
 
 __all__ = [
@@ -213,7 +212,6 @@ class PackedScorer:
         config = getattr(model, "config", None)
         self.mask_dtype = mask_dtype(config)
         self.cache_keyword = cache_keyword(model)
-        self.pending: list[_Decoding] = []  # scored batches' answers to decode (``decode``)
 
     def batches(self, problems: Sequence[Sequence[ScoreRequest]]) -> list[list[int]]:
         """Problem indices in batches: at most ``max_batch_size`` problems and ``max_batch_tokens``
@@ -310,35 +308,10 @@ class PackedScorer:
             # are in the cache already (continuation 0's), so the decoded answers see them there.
             shared = [column[(key, j)] for key, k in zip(todo, known) for j in range(len(k) - 1)]
             keys.share(shared, _width(rows), DECODED)
-            # Only the rows that hold these requests are kept, until ``decode`` (every batch's together).
-            home, index = self._keep_rows(home, todo, keys)
-            if index is not None:
-                cache.reorder_cache(index)
-            self.pending.append(_Decoding(problems, results, todo, known, home, cache, keys, mids))
+            decoded = self._decode_from_cache(problems, todo, known, home, cache, keys, mids)
+            for (g, r), toks in zip(todo, decoded):
+                results[g][r] = dataclasses.replace(results[g][r], decoded=tuple(toks))
         return results
-
-    def decode(self, pending: Sequence[_Decoding]) -> list[_Decoding]:
-        """Decode the answers the scored batches left in ``pending`` (``self.pending``), all batches'
-        in the same passes, and put them into the batches' results; returns ``pending``.
-
-        A decoding pass costs about the same for a few tokens as for a few dozen (it reads every
-        weight once), and answers need several: decoding per batch of problems would pay those
-        passes once per batch. The batches' caches are stacked row-wise, each padded to the
-        widest with keys no query sees.
-        """
-        if not pending:
-            return []
-        if len(pending) > 1 and not _stackable([d.cache for d in pending]):
-            return [d for one in pending for d in self.decode([one])]
-        merged = pending[0] if len(pending) == 1 else _Decoding.stacked(pending)
-        decoded = self._decode_from_cache(merged.problems, merged.todo, merged.known, merged.home, merged.cache,
-                                          merged.keys, merged.mids)
-        at = 0
-        for d in pending:
-            for (g, r), toks in zip(d.todo, decoded[at: at + len(d.todo)]):
-                d.results[g][r] = dataclasses.replace(d.results[g][r], decoded=tuple(toks))
-            at += len(d.todo)
-        return list(pending)
 
     def _bins(self, problems: Sequence[Sequence[ScoreRequest]]) -> list[tuple[int, list[int]]]:
         """Every problem's requests split into packed sequences ("bins"), as (problem, request
@@ -491,66 +464,6 @@ class PackedScorer:
         return grown, _NextToken.from_logits(logits)
 
 
-@dataclass
-class _Decoding:
-    """One scored batch's answers still to decode: its requests to decode (``todo``, as (problem,
-    request)), their greedy heads (``known``), their rows (``home``) in its cache (the rows that
-    hold them only) and key table, and the results to put the answers into."""
-
-    problems: Sequence[Sequence[ScoreRequest]]
-    results: list[list[ScoreResult]]
-    todo: list[tuple[int, int]]
-    known: list[list[int]]
-    home: dict[tuple[int, int], int]
-    cache: object
-    keys: _KeyTable
-    mids: list[list[list[int]]]
-
-    @classmethod
-    def stacked(cls, pending: Sequence[_Decoding]) -> _Decoding:
-        """Several batches' decodings as one: their rows one after the other, their problems too."""
-        problems, todo, known, home, mids = [], [], [], {}, []
-        rows = 0
-        for d in pending:
-            for g, r in d.todo:
-                todo.append((len(problems) + g, r))
-                home[(len(problems) + g, r)] = rows + d.home[(g, r)]
-            known += d.known
-            mids += d.mids
-            problems += list(d.problems)
-            rows += d.keys.req.shape[0]
-        width = max(d.keys.req.shape[1] for d in pending)
-        cache = copy.copy(pending[0].cache)  # the batches' own caches stay as they are
-        cache.layers = [
-            RoomyLayer.adopt(*(_stack([getattr(d.cache.layers[i], part) for d in pending], width, 0.0)
-                               for part in ("keys", "values")))
-            for i in range(len(pending[0].cache.layers))
-        ]
-        return cls(problems, [], todo, known, home, cache, _KeyTable.stacked([d.keys for d in pending], width), mids)
-
-
-def _stackable(caches: Sequence[object]) -> bool:
-    """Whether these caches' layers are all plain ones (``DynamicLayer``, ``RoomyLayer``), alike in number."""
-    layers = [getattr(c, "layers", None) for c in caches]
-    return (DynamicLayer is not None and all(ls is not None and len(ls) == len(layers[0]) for ls in layers)
-            and all(isinstance(layer, DynamicLayer) for ls in layers for layer in ls))
-
-
-def _stack(tensors: Sequence[torch.Tensor], width: int, fill) -> torch.Tensor:
-    """``tensors`` (rows, ..., length[, dim]: length at dim 1 for 2-D, dim 2 for 4-D) one after the
-    other along rows, each right-padded with ``fill`` to ``width``."""
-    first = tensors[0]
-    dim = 1 if first.dim() == 2 else 2
-    shape = list(first.shape)
-    shape[0], shape[dim] = sum(t.shape[0] for t in tensors), width
-    out = torch.full(shape, fill, dtype=first.dtype, device=first.device)
-    at = 0
-    for t in tensors:
-        out[at: at + t.shape[0]].narrow(dim, 0, t.shape[dim]).copy_(t)
-        at += t.shape[0]
-    return out
-
-
 class _KeyTable:
     """Which cached key each packed query may attend to (the fast path's tree-shaped mask).
 
@@ -568,16 +481,6 @@ class _KeyTable:
         self.req = torch.full((rows, width), -1, dtype=torch.long, device=dev)
         self.branch = torch.zeros((rows, width), dtype=torch.long, device=dev)
         self.pos = torch.arange(width, device=dev).expand(rows, width)
-
-    @classmethod
-    def stacked(cls, tables: Sequence[_KeyTable], width: int) -> _KeyTable:
-        """Several tables' rows one after the other, each padded to ``width`` keys no query sees."""
-        out = cls.__new__(cls)
-        out.prefix = _stack([t.prefix for t in tables], width, False)
-        out.req = _stack([t.req for t in tables], width, -1)
-        out.branch = _stack([t.branch for t in tables], width, 0)
-        out.pos = _stack([t.pos for t in tables], width, 0)
-        return out
 
     def select(self, rows: torch.Tensor) -> None:
         """Keep only these batch rows (as the cache did)."""
