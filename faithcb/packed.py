@@ -53,6 +53,12 @@ _PACKED_MASK_DTYPES: dict[str, torch.dtype] = {"sdpa": torch.bool, "eager": torc
 _ATTENTION_ATTRIBUTES = ("_attn_implementation", "_attn_implementation_internal")
 
 
+# A packed entry's paths (its ``branch`` bit set): continuation c is bit c, the decoded answer DECODED,
+# and a request's insert + cue lies on every path.
+EVERY_PATH = -1
+DECODED = 1 << 62
+
+
 def attention_implementation(config) -> str | None:
     """The attention kernel a model with this config runs ("sdpa", "eager", ...), or None.
 
@@ -263,7 +269,7 @@ class PackedScorer:
         mids = [[[*r.insert, *r.cue] for r in reqs] for reqs in problems]
         rows: list[list[tuple]] = []
         at: dict[tuple, int] = {}  # (row, request, continuation or -1, token index) -> kept entry
-        column: dict[tuple, int] = {}  # (request key, token index) -> (row, entry) of continuation 0's token
+        column: dict[tuple, tuple[int, int]] = {}  # ((problem, request), token index) -> (row, entry) of continuation 0's token
         kept = 0
         for b, (g, idx) in enumerate(bins):
             row: list[tuple] = []
@@ -338,10 +344,10 @@ class PackedScorer:
 
         ``known[i]``: request i's first greedy tokens, read off its scored continuation (the answer
         it was checked against, up to the first token greedy decoding would not write, then the
-        token it would). The first step feeds them all at once: an answer that differs from a_full
-        only in its last digits costs one pass for its shared head, not one per token. Behind them
-        it feeds a guess of the rest, checked in the same pass (below), so an answer that differs
-        from a_full in one token usually needs no second pass.
+        token it would). That head is in the cache already (the continuation's own entries, which
+        ``score`` lets the decoded answer see): the first step feeds only greedy's own token and,
+        behind it, a guess of the rest, checked in the same pass (below), so an answer that
+        differs from a_full by one replaced or skipped token needs no second pass.
         """
         # A checked continuation may run past the answer's end: decoding starts from its answer.
         outs = [self.answer_end.cut(k, keep=True) for k in known]
@@ -350,7 +356,7 @@ class PackedScorer:
         # The guess: the rest of the answer it was checked against (a_full), after greedy's own token
         # (below). A guessed token is kept where greedy writes it (the argmax one position before it),
         # and hidden from every later query where it does not.
-        drafts = [
+        guesses = [
             [] if finished(i) else self.answer_end.cut(
                 [*outs[i], *_guess(problems[g][r].continuations[0], known[i])], keep=True
             )[len(outs[i]): limit[i]]
@@ -362,7 +368,7 @@ class PackedScorer:
         # whole cache of every row it runs, and usually a few requests of a few rows need decoding.
         home, index = self._keep_rows(home, todo, keys)
         # Room for every step, in the copy that keeps the used rows: the steps write in place.
-        room = decode_room(limit, [home[key] for key in todo], guessed=sum(len(d) for d in drafts))
+        room = decode_room(limit, [home[key] for key in todo], guessed=sum(len(g) for g in guesses))
         reserve(cache, room, index)
         while True:
             active = [i for i in range(len(todo)) if not finished(i)]
@@ -383,13 +389,13 @@ class PackedScorer:
                 row.extend((outs[i][m], r, DECODED, start + m, req.cut, m == len(outs[i]) - 1)
                            for m in range(fed[i], len(outs[i])))
                 guessed_at[i] = (home[(g, r)], len(row))
-                row.extend((t, r, DECODED, start + len(outs[i]) + j, req.cut, True) for j, t in enumerate(drafts[i]))
+                row.extend((t, r, DECODED, start + len(outs[i]) + j, req.cut, True) for j, t in enumerate(guesses[i]))
                 fed[i] = len(outs[i])
             cache, nxt = self._forward_packed(cache, keys, rows, "decode")
             picks = iter(nxt)
             hidden: list[tuple[int, int]] = []
             for i in sorted(active, key=lambda i: home[todo[i]]):  # packing order: by row, then as added
-                guess, drafts[i] = drafts[i], []
+                guess, guesses[i] = guesses[i], []
                 argmax = [next(picks).argmax for _ in range(1 + len(guess))]
                 outs[i].append(argmax[0])
                 kept = 0  # guessed tokens greedy wrote too: in the cache at their own positions
@@ -581,12 +587,6 @@ def _guess(checked: Sequence[int], known: Sequence[int]) -> list[int]:
     own = known[-1]
     later = next((j for j in range(mismatch + 1, len(checked)) if checked[j] == own), mismatch)
     return list(checked[later + 1:])
-
-
-# A packed entry's paths (its ``branch`` bit set): continuation c is bit c, the decoded answer DECODED,
-# and a request's insert + cue lies on every path.
-EVERY_PATH = -1
-DECODED = 1 << 62
 
 
 def _request_entries(req: ScoreRequest, r: int, mid: Sequence[int]) -> tuple[list[tuple], dict[tuple[int, int], int]]:
