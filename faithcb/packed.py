@@ -268,27 +268,18 @@ class PackedScorer:
         # no pass of their own: the mask keeps each one to its request's insert + cue and itself.
         mids = [[[*r.insert, *r.cue] for r in reqs] for reqs in problems]
         rows: list[list[tuple]] = []
-        at: dict[tuple, int] = {}  # (row, request, continuation or -1, token index) -> kept entry
-        column: dict[tuple, tuple[int, int]] = {}  # ((problem, request), token index) -> (row, entry) of continuation 0's token
-        kept = 0
-        for b, (g, idx) in enumerate(bins):
+        placed = {}  # (problem, request) -> (its first entry's index in its row, where its continuations are)
+        for g, idx in bins:
             row: list[tuple] = []
             for r in idx:
                 entries, where = _request_entries(problems[g][r], r, mids[g][r])
-                kept_as = {}
-                for e, entry in enumerate(entries):
-                    if entry[5]:
-                        kept_as[e], kept = kept, kept + 1
-                at[(b, r, -1, 0)] = kept_as[len(mids[g][r]) - 1]
-                for (c, j), e in where.items():
-                    at[(b, r, c, j)] = kept_as[e]
-                    if c == 0:
-                        column[((g, r), j)] = (b, len(row) + e)
+                placed[(g, r)] = (len(row), where)
                 row += entries
             rows.append(row)
         # Each bin's copy of its problem's prefix cache, with room for the pass: it writes in place.
         reserve(cache, _width(rows), row_problem if len(bins) != len(problems) else None)
         cache, next_tokens = self._forward_packed(cache, keys, rows, "branch")
+        kept_at = {cell: k for k, cell in enumerate(_kept(rows))}
 
         results: list[list[ScoreResult]] = []
         todo: list[tuple[int, int]] = []
@@ -296,10 +287,10 @@ class PackedScorer:
         for g, reqs in enumerate(problems):
             out = []
             for r, req in enumerate(reqs):
-                b = home[(g, r)]
-                head = next_tokens[at[(b, r, -1, 0)]]
+                b, (start, where) = home[(g, r)], placed[(g, r)]
+                head = next_tokens[kept_at[(b, start + len(mids[g][r]) - 1)]]
                 steps = [
-                    [head, *(next_tokens[at[(b, r, c, j)]] for j in range(len(cont) - 1))]
+                    [head, *(next_tokens[kept_at[(b, start + where[(c, j)])]] for j in range(len(cont) - 1))]
                     for c, cont in enumerate(req.continuations)
                 ]
                 scores = [_continuation_score(s, cont) for s, cont in zip(steps, req.continuations)]
@@ -312,7 +303,8 @@ class PackedScorer:
         if todo:
             # Decoding continues from the head greedy shares with the checked answer: those tokens
             # are in the cache already (continuation 0's), so the decoded answers see them there.
-            shared = [column[(key, j)] for key, k in zip(todo, known) for j in range(len(k) - 1)]
+            shared = [(home[key], placed[key][0] + placed[key][1][(0, j)]) for key, k in zip(todo, known)
+                      for j in range(len(k) - 1)]
             keys.share(shared, _width(rows), DECODED)
             decoded = self._decode_from_cache(problems, todo, known, home, cache, keys, mids)
             for (g, r), toks in zip(todo, decoded):
@@ -363,7 +355,8 @@ class PackedScorer:
             for i, (g, r) in enumerate(todo)
         ]
         # tokens of outs[i] already in the cache: the head it shares with the checked answer
-        fed = [len(k) - 1 if len(o) == len(k) else len(o) for o, k in zip(outs, known)]
+        # (an answer that ended within it is not decoded further)
+        fed = [len(k) - 1 for k in known]
         # Decode on the rows that hold these requests only: every pass reads (and grows) the
         # whole cache of every row it runs, and usually a few requests of a few rows need decoding.
         home, index = self._keep_rows(home, todo, keys)
@@ -495,14 +488,17 @@ class _KeyTable:
     def share(self, entries: Sequence[tuple[int, int]], width: int, paths: int) -> None:
         """Put entries (row, index) of the last pass (``width`` columns) on ``paths`` too."""
         if entries:
-            rows, cols = (torch.tensor(x, dtype=torch.long, device=self.req.device) for x in zip(*entries))
-            self.branch[rows, cols + self.branch.shape[1] - width] |= paths
+            self.branch[self._cells(entries, width)] |= paths
 
     def hide(self, entries: Sequence[tuple[int, int]], width: int) -> None:
         """Hide entries (row, index) of the last pass (``width`` columns) from every later query."""
         if entries:
-            rows, cols = (torch.tensor(x, dtype=torch.long, device=self.req.device) for x in zip(*entries))
-            self.req[rows, cols + self.req.shape[1] - width] = -1  # no request's key, not the prefix
+            self.req[self._cells(entries, width)] = -1  # no request's key, not the prefix
+
+    def _cells(self, entries: Sequence[tuple[int, int]], width: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(rows, columns) of entries (row, index) of the last pass, ``width`` columns at the end."""
+        rows, cols = (torch.tensor(x, dtype=torch.long, device=self.req.device) for x in zip(*entries))
+        return rows, cols + self.req.shape[1] - width
 
     def extend(self, req, branch, pos, cut, dtype: torch.dtype) -> torch.Tensor:
         """Add the queries of the next pass as keys; return its (rows, 1, queries, keys) mask."""
@@ -555,12 +551,12 @@ def _width(rows: Sequence[Sequence[tuple]]) -> int:
     return max(1, max(len(row) for row in rows))
 
 
-def _kept(rows: Sequence[Sequence[tuple]]):
-    """(problem, entry) for every kept entry, in the order their logits come back."""
-    for g, row in enumerate(rows):
-        for entry in row:
+def _kept(rows: Sequence[Sequence[tuple]]) -> Iterator[tuple[int, int]]:
+    """(row, index in the row) of every kept entry, in the order their logits come back."""
+    for b, row in enumerate(rows):
+        for e, entry in enumerate(row):
             if entry[5]:
-                yield g, entry
+                yield b, e
 
 
 def _pack(sizes: Sequence[int], width: int) -> list[list[int]]:
