@@ -420,24 +420,10 @@ class PackedScorer:
         keep) entries of batch row b. Returns the grown cache and the next-token scores at the kept
         entries, in row order."""
         dev = self.device
-        shape = (len(rows), _width(rows))
-        ids = torch.full(shape, self.pad_id, dtype=torch.long)
-        req = torch.full(shape, -1, dtype=torch.long)
-        branch = torch.zeros(shape, dtype=torch.long)
-        pos = torch.zeros(shape, dtype=torch.long)
-        cut = torch.zeros(shape, dtype=torch.long)
-        keep = torch.zeros(shape, dtype=torch.bool)
-        for g, row in enumerate(rows):
-            if row:
-                cols = list(zip(*row))
-                n = len(row)
-                ids[g, :n], req[g, :n], branch[g, :n] = (torch.tensor(x, dtype=torch.long) for x in cols[:3])
-                pos[g, :n], cut[g, :n] = (torch.tensor(x, dtype=torch.long) for x in cols[3:5])
-                keep[g, :n] = torch.tensor(cols[5], dtype=torch.bool)
-        req, branch, pos, cut, keep = (t.to(dev) for t in (req, branch, pos, cut, keep))
+        ids, req, branch, pos, cut, keep = (t.to(dev) for t in _entry_tensors(rows, self.pad_id))
         self._count(req >= 0, stage)
         mask = keys.extend(req, branch, pos, cut, self.mask_dtype)
-        return self._forward(ids.to(dev), mask, pos, cache, keep)
+        return self._forward(ids, mask, pos, cache, keep)
 
     def _forward(self, ids, mask, pos, cache, keep):
         """Run the model, projecting onto the vocabulary only the hidden states at ``keep``."""
@@ -544,6 +530,26 @@ class _NextToken(Sequence):
 
     def __getitem__(self, k):
         return _Next(self.logprobs[k], self.best[k])
+
+
+def _entry_tensors(rows: Sequence[Sequence[tuple]], pad_id: int) -> tuple[torch.Tensor, ...]:
+    """A packed pass's entries as (rows, width) tensors: token ids, request (-1: padding), paths,
+    position, cut and keep (see ``_forward_packed``), right-padded with ``pad_id``."""
+    shape = (len(rows), _width(rows))
+    ids = torch.full(shape, pad_id, dtype=torch.long)
+    req = torch.full(shape, -1, dtype=torch.long)
+    branch = torch.zeros(shape, dtype=torch.long)
+    pos = torch.zeros(shape, dtype=torch.long)
+    cut = torch.zeros(shape, dtype=torch.long)
+    keep = torch.zeros(shape, dtype=torch.bool)
+    for g, row in enumerate(rows):
+        if row:
+            cols = list(zip(*row))
+            n = len(row)
+            ids[g, :n], req[g, :n], branch[g, :n] = (torch.tensor(x, dtype=torch.long) for x in cols[:3])
+            pos[g, :n], cut[g, :n] = (torch.tensor(x, dtype=torch.long) for x in cols[3:5])
+            keep[g, :n] = torch.tensor(cols[5], dtype=torch.bool)
+    return ids, req, branch, pos, cut, keep
 
 
 def _width(rows: Sequence[Sequence[tuple]]) -> int:

@@ -142,3 +142,32 @@ def test_gpu_check_tiny_runs_without_trl_wandb_peft(tmp_path):
     agree = figures["float32_vs_bfloat16"]
     assert agree["variants"] > 0 and 0 <= agree["rate"] <= 1
     assert "projected overhead" in proc.stdout and "float32 vs bfloat16" in proc.stdout
+
+
+ATTENTION = BENCH.parent / "bench_attention.py"
+
+
+def test_attention_bench_attends_per_request_to_exactly_the_masked_keys():
+    """bench/bench_attention.py: the per-request way gathers, for each packed request, the keys its
+    tree mask lets any of its queries see (its prefix up to the cut, its own tokens); on a small
+    pass built by faithcb's packing code it gives dense masked attention's output on every real
+    query, and the mask hides most of a row from each query."""
+    spec = importlib.util.spec_from_file_location("bench_attention", ATTENTION)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    preset = dict(prompt=8, chain=24, steps=3, problems=2, bin_tokens=48)
+    result = module.run(preset, repeats=1, flex=False, block=16, chunk=8, log=lambda *a, **k: None)
+    assert set(result["ways"]) == {"dense", "per_request", "per_chunk"}
+    assert result["ways"]["per_request"]["max_abs_diff"] < 1e-5
+    assert result["ways"]["per_chunk"]["max_abs_diff"] < 1e-5
+    assert 0.1 < result["needed_fraction"] < 0.9
+    mask, req = module.packed_pass(**preset)
+    prefix = mask.shape[-1] - mask.shape[2]
+    for b, queries, keys in module.per_request_plan(mask, req):
+        own = keys[keys >= prefix] - prefix  # the row's keys it gathers: its request's tokens only
+        assert len(own) and (req[b, own] == req[b, queries[0]]).all()
+    chunks = module.per_chunk_plan(mask, req, 8)
+    assert len(chunks) > mask.shape[0]  # rows split into runs
+    for b in range(mask.shape[0]):  # every real query of a row in exactly one run
+        covered = sorted(int(q) for row, queries, _ in chunks if row == b for q in queries)
+        assert covered == (req[b] >= 0).nonzero().flatten().tolist()
