@@ -124,7 +124,7 @@ def per_chunk_plan(mask: torch.Tensor, req: torch.Tensor, chunk: int) -> list[tu
     return plan
 
 
-def attend_per_request(q, k, v, mask, plan) -> torch.Tensor:
+def attend_planned(q, k, v, mask, plan) -> torch.Tensor:
     """Attention of each planned (row, queries) over its planned keys only, under the tree mask."""
     out = torch.zeros_like(q)
     for b, queries, keys in plan:
@@ -179,8 +179,8 @@ def run(preset: dict, *, repeats: int, flex: bool, block: int, chunk: int = 64, 
         f"real queries {int(real.sum())} of {rows * width}; keys a real query needs: {100 * needed:.1f}% of its row's")
     ways: dict[str, Callable[[], torch.Tensor]] = {
         "dense": lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True),
-        "per_request": lambda: attend_per_request(q, k, v, mask, plans["per_request"]),
-        "per_chunk": lambda: attend_per_request(q, k, v, mask, plans["per_chunk"]),
+        "per_request": lambda: attend_planned(q, k, v, mask, plans["per_request"]),
+        "per_chunk": lambda: attend_planned(q, k, v, mask, plans["per_chunk"]),
     }
     if flex:
         try:

@@ -149,9 +149,10 @@ ATTENTION = BENCH.parent / "bench_attention.py"
 
 def test_attention_bench_attends_per_request_to_exactly_the_masked_keys():
     """bench/bench_attention.py: the per-request way gathers, for each packed request, the keys its
-    tree mask lets any of its queries see (its prefix up to the cut, its own tokens); on a small
-    pass built by faithcb's packing code it gives dense masked attention's output on every real
-    query, and the mask hides most of a row from each query."""
+    tree mask lets any of its queries see (its prefix up to the cut, its own tokens), the per-run
+    way the same for runs of whole requests covering every real query once; on a small pass built
+    by faithcb's packing code both give dense masked attention's output on every real query, and
+    the mask hides most of a row from each query."""
     spec = importlib.util.spec_from_file_location("bench_attention", ATTENTION)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
