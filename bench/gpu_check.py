@@ -15,6 +15,11 @@ written below; weights need not be trained to time them) and prints, within ``--
    reference = 10 rounds) for 1,000 and 5,000 training steps: rounds x round / (steps x step).
 4. float32 vs bfloat16 agreement of the probe outcomes on the same chains (random weights make
    near-ties common: this is a lower bound for a trained model's agreement).
+5. per model, the GRPO rollout probe (``faithcb.rollouts.RolloutProbe``, which a GRPO run pays
+   every step): one step's rollouts, ``--rollout-prompts`` x ``--rollout-group`` written
+   completions of the shortest chain length, scored (a_full, then early answering at every cut);
+   seconds, and that time against the LoRA SFT step above (a GRPO step also generates its
+   rollouts, so this ratio bounds the per-step overhead from above).
 
 The tokenizer is faithcb's character-level test tokenizer (built from code): one token per
 character makes chain lengths exact; the models keep Qwen's 151,936-token vocabulary, so the
@@ -45,6 +50,7 @@ from faithcb.answers import extract_answer  # noqa: E402
 from faithcb.engine import FaithfulnessEngine  # noqa: E402
 from faithcb.generation import ChainGenerator  # noqa: E402
 from faithcb.problem import Problem  # noqa: E402
+from faithcb.rollouts import Rollout, RolloutProbe  # noqa: E402
 from faithcb.settings import GENERATION_PATHS, ProbeSettings  # noqa: E402
 from faithcb.testing import tiny_tokenizer  # noqa: E402
 
@@ -97,13 +103,16 @@ def make_chains(engine: FaithfulnessEngine, n: int, tokens: int, steps: int, a_f
     ]
     if a_full is None:
         a_full = engine.lm.answer([c.prefix + c.cue_ids for c in chains])
-    out = []
-    for c, ids in zip(chains, a_full):
-        text = engine.lm.decode(ids)
-        answer = extract_answer(text, "number", after_cue=True) or "<unparsed>"
-        out.append(dataclasses.replace(c, answer_ids=list(ids), answer_text=text, answer=answer, status="ok",
-                                       gold_ids=list(c.gold_ids) + list(ids[-1:])))
-    return out, a_full
+    return [scorable(engine, c, ids) for c, ids in zip(chains, a_full)], a_full
+
+
+def scorable(engine: FaithfulnessEngine, chain, a_full: list[int]):
+    """``chain`` with a_full = ``a_full`` and status ok whether or not it parses: random weights
+    rarely write a number, and the check times the scoring a parsed answer gets."""
+    text = engine.lm.decode(a_full)
+    answer = extract_answer(text, "number", after_cue=True) or "<unparsed>"
+    return dataclasses.replace(chain, answer_ids=list(a_full), answer_text=text, answer=answer, status="ok",
+                               gold_ids=list(chain.gold_ids) + list(a_full[-1:]))
 
 
 def round_times(engine, prompts, path: str, chain_tokens: int, steps: int, batch: int) -> dict:
@@ -131,6 +140,40 @@ def round_times(engine, prompts, path: str, chain_tokens: int, steps: int, batch
         t3 = time.perf_counter()
     return {"generation_s": t1 - t0, "a_full+scoring_s": t3 - t1, "scoring_s": t3 - t2,
             "resident_after_generation_bytes": resident, "records": records}
+
+
+def rollout_probe_times(model, tok, settings: ProbeSettings, prompts: int, group: int, chain_tokens: int,
+                        steps: int) -> dict:
+    """One GRPO step's rollouts through the rollout probe's work: ``prompts`` x ``group`` written
+    completions of ``chain_tokens`` tokens in ``steps`` steps (each a little different), made
+    chains, a_full read, then early answering at every cut (``RolloutProbe.records``, with every
+    a_full taken as parsed: see ``scorable``); after a warm-up call on two of them."""
+    engine = RolloutProbe(model, tok, settings).engine  # its engine: early answering only
+    rollouts = []
+    for i in range(prompts):
+        problem = Problem(f"Problem {i}: what is {i} + {i + 1}?", str(2 * i + 1), id=f"r{i}")
+        prompt_ids = engine.prompt_ids(problem)
+        for g in range(group):
+            text = chain_text(chain_tokens, steps)
+            rollouts.append(Rollout(problem, prompt_ids, f"{g % 10}{text[1:]}"))
+
+    def score(batch: list[Rollout]) -> list[dict]:
+        with engine.lm.session():
+            chains = [dataclasses.replace(engine.chain_from_text(r.problem, r.text, key=i, ended=r.ended),
+                                          prompt_ids=list(r.prompt_ids)) for i, r in enumerate(batch)]
+            chains = [scorable(engine, c, c.answer_ids) for c in engine.read_full_answers(chains)]
+            records = engine.probe(chains)
+        engine.chains.clear_cache()
+        return records
+
+    score(rollouts[:2])
+    sync()
+    start = time.perf_counter()
+    records = score(rollouts)
+    sync()
+    seconds = time.perf_counter() - start
+    scored = sum("early_answering" in r for r in records)
+    return {"rollouts": len(rollouts), "scored": scored, "chain_tokens": chain_tokens, "seconds": seconds}
 
 
 def lora_step_seconds(model, batch: int, seq: int, repeats: int) -> float:
@@ -201,12 +244,15 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=8, help="steps per probed chain")
     ap.add_argument("--train-batch", type=int, default=16)
     ap.add_argument("--train-seq", type=int, default=512)
+    ap.add_argument("--rollout-prompts", type=int, default=8, help="prompts of one GRPO step's rollouts")
+    ap.add_argument("--rollout-group", type=int, default=8, help="completions per prompt (TRL's num_generations)")
     ap.add_argument("--budget", type=float, default=330.0, help="seconds; later items are skipped past it")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     if args.tiny:
         args.models, args.chains, args.problems, args.steps = "tiny", "32,24", 4, 4
         args.train_batch, args.train_seq = 2, 64
+        args.rollout_prompts, args.rollout_group = 2, 2
         args.device = args.device or "cpu"
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     start = time.perf_counter()
@@ -245,9 +291,22 @@ def main(argv=None) -> int:
                       f"left allocated after generation {r['resident_after_generation_bytes'] / 2**20:.0f} MiB",
                       flush=True)
         if time.perf_counter() - start <= args.budget:
+            rollout_chain = min(int(c) for c in args.chains.split(","))
+            rp = rollout_probe_times(model, tok, settings, args.rollout_prompts, args.rollout_group, rollout_chain,
+                                     args.steps)
+            row["rollout_probe"] = rp
+            print(f"  {shape} rollout probe, one GRPO step ({args.rollout_prompts} prompts x {args.rollout_group} "
+                  f"completions of {rollout_chain} tokens): {rp['seconds']:.2f} s, {rp['scored']} scored", flush=True)
+        else:
+            out["skipped"].append(f"{shape} rollout probe")
+        if time.perf_counter() - start <= args.budget:
             step = lora_step_seconds(model, args.train_batch, args.train_seq, repeats=2)
             row["lora_step_s"] = step
             print(f"  {shape} LoRA SFT step (batch {args.train_batch} x {args.train_seq}, r=8 q/v, grad ckpt): {step:.3f} s")
+            if "rollout_probe" in row:
+                row["rollout_probe"]["per_lora_step"] = row["rollout_probe"]["seconds"] / step
+                print(f"    rollout probe per GRPO step: {row['rollout_probe']['per_lora_step']:.2f}x the LoRA SFT step "
+                      "(an upper bound: a GRPO step also generates its rollouts)")
             for r in row["rounds"]:
                 total = r["generation_s"] + r["a_full+scoring_s"]
                 r["overhead"] = {steps: DEFAULT_ROUNDS * total / (steps * step) for steps in (1000, 5000)}

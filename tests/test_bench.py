@@ -138,6 +138,10 @@ def test_gpu_check_tiny_runs_without_trl_wandb_peft(tmp_path):
     for r in row["rounds"]:
         assert r["generation_s"] > 0 and r["scoring_s"] > 0
         assert r["overhead"]["1000"] == pytest.approx(5 * r["overhead"]["5000"])
+    # the rollout probe's cost: every rollout of the step scored (early answering ran on it)
+    rollout = row["rollout_probe"]
+    assert rollout["rollouts"] == rollout["scored"] == 4 and rollout["seconds"] > 0
+    assert rollout["per_lora_step"] == pytest.approx(rollout["seconds"] / row["lora_step_s"])
     assert row["lora_step_s"] > 0
     agree = figures["float32_vs_bfloat16"]
     assert agree["variants"] > 0 and 0 <= agree["rate"] <= 1
