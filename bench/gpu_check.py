@@ -19,7 +19,7 @@ written below; weights need not be trained to time them) and prints, within ``--
    every step): one step's rollouts, ``--rollout-prompts`` x ``--rollout-group`` written
    completions of the shortest chain length, scored (a_full, then early answering at every cut);
    seconds, and that time against the LoRA SFT step above (a GRPO step also generates its
-   rollouts, so this ratio bounds the per-step overhead from above).
+   rollouts, so it is likely longer than that step, and the rollout probe's share of it smaller).
 
 The tokenizer is faithcb's character-level test tokenizer (built from code): one token per
 character makes chain lengths exact; the models keep Qwen's 151,936-token vocabulary, so the
@@ -306,7 +306,7 @@ def main(argv=None) -> int:
             if "rollout_probe" in row:
                 row["rollout_probe"]["per_lora_step"] = row["rollout_probe"]["seconds"] / step
                 print(f"    rollout probe per GRPO step: {row['rollout_probe']['per_lora_step']:.2f}x the LoRA SFT step "
-                      "(an upper bound: a GRPO step also generates its rollouts)")
+                      "(a GRPO step also generates its rollouts: likely longer, the share smaller)")
             for r in row["rounds"]:
                 total = r["generation_s"] + r["a_full+scoring_s"]
                 r["overhead"] = {steps: DEFAULT_ROUNDS * total / (steps * step) for steps in (1000, 5000)}
