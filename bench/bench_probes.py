@@ -164,6 +164,41 @@ def per_token_seconds(model, tokens: int = 256, rows: int = 4, repeats: int = 3)
     return best / (rows * tokens)
 
 
+@dataclass
+class RowLengthCost:
+    length: int  # tokens per row
+    rows: int  # rows per call (the same tokens per call at every length)
+    seconds: list[float]  # per-token cost, one per round
+
+
+def per_token_by_length(
+    model, lengths: Sequence[int], tokens_per_call: int = 1024, rounds: int = 2
+) -> list[RowLengthCost]:
+    """The floor's per-token cost measured at other row lengths, with about the same tokens per call.
+
+    The floor charges every token the cost it has in 256-token rows; a token deeper in a longer
+    context attends over more keys, so this says how far that unit is from the contexts a workload
+    reads (real-length chains: prefixes of several hundred tokens). The lengths are measured in
+    turn, ``rounds`` times, so a drift of the machine's speed shows as a spread, not as a trend."""
+    costs = [RowLengthCost(n, max(1, tokens_per_call // n), []) for n in lengths]
+    for _ in range(rounds):
+        for c in costs:
+            c.seconds.append(per_token_seconds(model, tokens=c.length, rows=c.rows))
+    return costs
+
+
+def report_row_lengths(costs: Sequence[RowLengthCost], reference: int = 256, log=print) -> None:
+    """Each length's per-token cost, and per round its ratio to the ``reference`` length's."""
+    base = next((c for c in costs if c.length == reference), None)
+    log(f"per-token cost of a plain decoder forward by row length (rounds in turn; floor rows: {reference} tokens)")
+    for c in costs:
+        ms = " / ".join(f"{s * 1e3:.3f}" for s in c.seconds)
+        ratio = ""
+        if base is not None and c is not base:
+            ratio = "; x " + " / ".join(f"{s / b:.2f}" for s, b in zip(c.seconds, base.seconds)) + f" the {reference}-token rows'"
+        log(f"  {c.rows} x {c.length} tokens: {ms} ms/token{ratio}")
+
+
 class ForwardTimer:
     """Wall time of every forward call of ``model``, attributed to the ``lm.counter`` stage that
     grew while it ran (the packed path records each pass in ``counter.add`` next to its forward):
@@ -226,6 +261,7 @@ class SideResult:
     forward_calls: int = 0
     decode_processed: int = 0  # of ``processed``: greedy decoding of mismatching answers
     stages: dict[str, int] = field(default_factory=dict)  # processed tokens per packed-path stage
+    real_stages: dict[str, int] = field(default_factory=dict)  # of which real (not padding)
     forward_seconds: dict[str, float] = field(default_factory=dict)  # forward time per stage (timed run)
     peak_bytes: int | None = None
     memory_method: str = ""
@@ -338,6 +374,7 @@ def run_engine(
     # the packed path's passes decoding mismatching answers from the cache
     side.decode_processed = lm.counter.stages.get("decode", 0)
     side.stages = dict(lm.counter.stages)
+    side.real_stages = dict(lm.counter.real_stages)
     for i in _scorable(chains):
         record = records[i]
         if "errors" in record:
@@ -740,12 +777,14 @@ def floor_report(cmp: Comparison, log=print) -> dict[str, Any]:
         parts["outside forward calls"] = total - sum(t.forward_seconds.values())
         log(f"where faithcb's time goes (separate run with every forward timed: {total:.2f} s; floor {floor_s:.2f} s):")
         for stage, seconds in sorted(t.forward_seconds.items()):
-            log(f"  {stage:<13} forward {seconds:7.2f} s for {t.stages.get(stage, 0):>7} processed tokens "
-                f"(tokens x cost {t.stages.get(stage, 0) * c:6.2f} s)")
+            processed, real = t.stages.get(stage, 0), t.real_stages.get(stage, 0)
+            log(f"  {stage:<13} forward {seconds:7.2f} s for {processed:>7} processed tokens, {real} real "
+                f"({processed - real} padded) (tokens x cost {processed * c:6.2f} s)")
         for name, seconds in parts.items():
             log(f"  {name:<48} {seconds:7.2f} s ({100 * seconds / total:5.1f}% of the run)")
     return {"per_token_s": c, "floor_s": floor_s, "multiple": multiple, "naive_multiple": naive_multiple,
-            "parts_s": parts, "forward_s": t.forward_seconds if t else {}, "stages": t.stages if t else {}}
+            "parts_s": parts, "forward_s": t.forward_seconds if t else {}, "stages": t.stages if t else {},
+            "real_stages": t.real_stages if t else {}}
 
 
 def profile_faithcb(model, tokenizer, problems, log=print, **kw) -> None:
@@ -760,6 +799,16 @@ def profile_faithcb(model, tokenizer, problems, log=print, **kw) -> None:
         side = run_engine(engine, chains, "profile")
     log(f"profiled faithcb run: {side.seconds[0]:.2f} s, {side.forward_calls} forward calls")
     log(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
+
+
+def _row_lengths(text: str) -> list[int]:
+    try:
+        lengths = [int(n) for n in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated token counts, got {text!r}") from None
+    if any(n < 1 for n in lengths):
+        raise argparse.ArgumentTypeError(f"row lengths must be positive, got {text!r}")
+    return lengths
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -788,6 +837,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help=f"real-length chains: the bundled {REAL_PROBLEMS} set x 16 with a 512-token chain limit (overrides "
         "-n and --max-chain-tokens, and --problems unless given: --real --problems FILE for your own)",
     )
+    ap.add_argument(
+        "--floor-lengths", default=None, metavar="N,N,...", type=_row_lengths,
+        help="only measure the floor's per-token cost at these row lengths (e.g. 128,256,512,704,1024; "
+        "~1024 tokens per call, 2 rounds in turn) against its 256-token rows, and exit",
+    )
     args = ap.parse_args(argv)
     if args.real:
         args.num_problems, args.max_chain_tokens = 16, 512
@@ -810,6 +864,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"model: {args.model or 'embedded SmolLM2-135M-Instruct'} ({sum(p.numel() for p in model.parameters()) / 1e6:.0f}M "
         f"params, {next(model.parameters()).dtype}); problems: {args.problems} x {len(problems)}"
     )
+    if args.floor_lengths:
+        report_row_lengths(per_token_by_length(model, sorted({*args.floor_lengths, 256})))
+        return 0
     kw = dict(
         answer_max_tokens=args.answer_max_tokens,
         max_chain_tokens=args.max_chain_tokens,

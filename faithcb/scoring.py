@@ -149,7 +149,8 @@ class TokenCounter:
     reads them. ``stages`` splits ``processed`` by what the pass was for: ``"generate"``
     (prompts of ``generate``/``answer``), ``"plain"`` (the reference scoring path) and the packed
     path's ``"prefix"``, ``"branch"`` (inserts + cues and their continuations) and ``"decode"``
-    (greedy answers decoded from the cache where the exact check failed).
+    (greedy answers decoded from the cache where the exact check failed); ``real_stages`` splits
+    ``real`` the same way (a stage's padding is the difference).
     """
 
     processed: int = 0  # every position fed to a forward pass, padding included
@@ -157,6 +158,7 @@ class TokenCounter:
     forward_calls: int = 0
     generated: int = 0  # tokens returned by generate() (after cutting at the end token)
     stages: dict[str, int] = field(default_factory=dict)
+    real_stages: dict[str, int] = field(default_factory=dict)
 
     def add(self, processed: int, real: int, stage: str) -> None:
         """Record one forward pass (or one ``model.generate`` call: its prompt positions)."""
@@ -164,6 +166,7 @@ class TokenCounter:
         self.real += real
         self.forward_calls += 1
         self.stages[stage] = self.stages.get(stage, 0) + processed
+        self.real_stages[stage] = self.real_stages.get(stage, 0) + real
 
 
 @runtime_checkable

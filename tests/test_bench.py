@@ -80,11 +80,46 @@ def test_floor_multiple_and_attribution(comparison, bench):
     # every forward of the packed path was charged to a stage the counter knows
     assert set(timed.forward_seconds) <= set(timed.stages) and {"prefix", "branch"} <= set(timed.forward_seconds)
     assert sum(timed.forward_seconds.values()) <= timed.seconds[0]
+    # each stage's line says how many of its positions were padding
+    assert sum(timed.real_stages.values()) == timed.real < timed.processed
+    for stage in timed.forward_seconds:
+        padded = timed.stages[stage] - timed.real_stages[stage]
+        assert any(line.strip().startswith(stage) and f" {timed.real_stages[stage]} real ({padded} padded)" in line
+                   for line in lines)
     assert any("x the floor" in line for line in lines)
     # The verdicts name today's goals (issue 24), not the old 10x target.
     assert any(f"the floor [goal <= {bench.FLOOR_GOAL}x: " in line for line in lines) and bench.FLOOR_GOAL == 1.3
     assert any("speed naive/faithcb: " in line and f"[goal >= {bench.SPEED_GOAL}x: " in line for line in lines)
     assert bench.SPEED_GOAL == 5.0 and not any("10.0x" in line for line in lines)
+
+
+def test_floor_cost_by_row_length_runs_the_decoder_at_each_length(bench, tok, one_thread):
+    """--floor-lengths: each length runs as rows x length with the same tokens per call, in turn
+    for every round, and the report sets each against the floor's 256-token rows."""
+    model = trained_model("llama", tok)
+    shapes = []
+    decoder = model.get_decoder()
+    handle = decoder.register_forward_pre_hook(lambda _m, _a, kw: shapes.append(tuple(kw["input_ids"].shape)),
+                                               with_kwargs=True)
+    try:
+        costs = bench.per_token_by_length(model, [64, 256, 512], tokens_per_call=1024, rounds=2)
+    finally:
+        handle.remove()
+    assert [(c.length, c.rows) for c in costs] == [(64, 16), (256, 4), (512, 2)]
+    assert all(len(c.seconds) == 2 and min(c.seconds) > 0 for c in costs)
+    timed = [s for s in shapes if s[0] * s[1] == 1024]  # per_token_seconds' warm-up call is 1 x 16
+    assert timed == [(16, 64)] * 3 + [(4, 256)] * 3 + [(2, 512)] * 3 + [(16, 64)] * 3 + [(4, 256)] * 3 + [(2, 512)] * 3
+    lines = []
+    bench.report_row_lengths(costs, log=lines.append)
+    ratio = costs[2].seconds[0] / costs[1].seconds[0]
+    assert any(line.strip().startswith("2 x 512 tokens:") and f"x {ratio:.2f} / " in line for line in lines)
+
+
+def test_floor_lengths_rejects_what_is_not_a_list_of_token_counts(bench, capsys):
+    for bad in ("256,abc", "0,256"):
+        with pytest.raises(SystemExit) as exit_info:
+            bench.main(["--floor-lengths", bad])
+        assert exit_info.value.code == 2 and "--floor-lengths" in capsys.readouterr().err
 
 
 def test_trie_size(bench):

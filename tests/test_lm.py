@@ -156,6 +156,7 @@ def test_problems_share_forward_passes(models, tok):
     # two prefix-sharing problems: prefix, branch and continuation passes once for both, not twice
     assert together.counter.forward_calls < alone.counter.forward_calls
     assert sum(together.counter.stages.values()) == together.counter.processed
+    assert sum(together.counter.real_stages.values()) == together.counter.real
 
 
 def test_continuations_that_start_alike_share_their_packed_tokens(models, tok):
