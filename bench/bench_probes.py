@@ -35,6 +35,7 @@ Usage (from the repository root)::
     python bench/bench_probes.py --model Qwen/Qwen2.5-0.5B-Instruct --device cuda
     python bench/bench_probes.py --json out.json --profile         # + where faithcb's time goes (operators)
     python bench/bench_probes.py --real --no-plain --repeats 1     # 16 GSM8K problems, 512-token chains
+    python bench/bench_probes.py --floor-lengths 128,256,512,1024  # only the floor's unit by row length
 """
 
 from __future__ import annotations
