@@ -7,8 +7,9 @@ full-chain answers ``a_full``) are generated once with the engine, then only the
 
 - ``naive``: what published faithfulness code does. For every variant of every problem it builds
   the full context token sequence and calls ``model.generate`` (greedy, ``answer_max_tokens`` new
-  tokens, batch of one, no cache shared between calls) to read the answer, normalizes it with
-  ``faithcb.answers.extract_answer`` and compares it with ``a_full``; for information gain one
+  tokens, batch of one, no cache shared between calls) to read the answer, reads it with the
+  engine's answer-slot rule (``faithcb.scoring.read_answer``: an answer whose number runs into the
+  token limit is unparsed) and compares it with ``a_full``; for information gain one
   separate forward pass per truncation scores the gold answer tokens.
 - ``faithcb``: the engine's own probing code path, ``FaithfulnessEngine.probe(chains)`` (variants,
   deduplication, ``ProbeLM.score`` with the shared-prefix KV cache, answers decoded from the cache
@@ -55,12 +56,11 @@ from typing import Any
 
 import torch
 
-from faithcb.answers import extract_answer
 from faithcb.data import ProbeSet
 from faithcb.engine import FaithfulnessEngine
 from faithcb.probes.base import Chain, Variant
 from faithcb.prompting import LETTERS
-from faithcb.scoring import TokenCounter
+from faithcb.scoring import TokenCounter, read_answer
 from faithcb.settings import ProbeSettings
 
 PROBES = ("early_answering", "filler", "info_gain")
@@ -459,9 +459,9 @@ class NaiveReference:
                     else:
                         ids = self.answer(ctx)
                         self.answers[(i, name, j)] = ids
-                        answer = extract_answer(
-                            self.tokenizer.decode(ids, skip_special_tokens=True), chain.problem.kind
-                        )
+                        # the engine's one answer-slot rule (an answer whose number runs into
+                        # the token limit is unparsed), so the sides differ only in how they score
+                        answer = read_answer(engine.lm, ids, chain.problem.kind).answer
                     agree[name].append(answer is not None and answer == chain.answer)
             side.agree[i] = agree
             if "info_gain" in variants:
