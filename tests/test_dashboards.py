@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from helpers.distributed import WORKER, run_process
 from helpers.models import one_thread
+from helpers.scripted import script_records
 from helpers.trainers import attach, faith_config, faith_logs, make_trainer
 from helpers.wandb_log import wandb_config, wandb_history
 
@@ -144,6 +145,9 @@ def test_training_run_writes_the_layout_beside_the_scalars(tmp_path, monkeypatch
     pytest.importorskip("tensorboard")
     logdir = tmp_path / "tb"
     monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", str(logdir))  # transformers 5: no logging_dir argument
+    # Scripted rounds: every metric, its interval and its paired change exist, whatever a tiny
+    # model writes (a model seeded otherwise left too few paired problems for a change's interval).
+    script_records(monkeypatch, [0.5, 0.3, 0.3, 0.3])
     with one_thread():
         trainer = make_trainer("trainer", tmp_path / "run", max_steps=2, report_to=["tensorboard"])
         attach(trainer, faith_config(faith_every_n_steps=2))
