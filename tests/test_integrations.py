@@ -134,8 +134,11 @@ def test_wandb_offline_run_holds_scalars_tables_and_chart(tmp_path, weights):
     for step, row in scalar_rows.items():
         assert row["train/faith/problems_total"] == 3
         assert row["train/faith/unparsed_rate"] == pytest.approx(logged[step]["faith/unparsed_rate"])
-        assert "train/faith_ci/accuracy_low" in row and "train/faith/early_answering_aoc" in row
-        assert row["train/faith_n/accuracy"] == 3  # hidden, still logged
+        # accuracy is over parsed answers (how many parse depends on what the tiny model writes)
+        parsed = round(3 * (1 - row["train/faith/unparsed_rate"]))
+        assert row["train/faith_n/accuracy"] == parsed  # hidden, still logged
+        assert ("train/faith_ci/accuracy_low" in row) == (parsed >= 2)  # an interval needs two problems
+        assert "train/faith/early_answering_aoc" in row
         for key, value in logged[step].items():
             assert _close(row[f"train/{key}"], value, 1e-12), (step, key)
 
