@@ -71,7 +71,11 @@ def test_a_real_trainers_card_gets_the_section(tmp_path):
     aoc, change = last["metrics"]["early_answering_aoc"], last["changes"]["early_answering_aoc"]
     row = next(line for line in text.splitlines() if line.startswith("| early-answering AOC |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[1] == f"{aoc['value']:.3f} [{aoc['ci_low']:.3f}, {aoc['ci_high']:.3f}]" and cells[2] == str(aoc["n"])
+    # a bound that does not exist (fewer than two problems scored, as what the tiny model writes
+    # may leave) reads n/a
+    bound = lambda x: f"{x:.3f}" if math.isfinite(x) else "n/a"  # noqa: E731
+    assert cells[1] == f"{aoc['value']:.3f} [{bound(aoc['ci_low'])}, {bound(aoc['ci_high'])}]"
+    assert cells[2] == str(aoc["n"])
     assert cells[4] == str(change["n"]) and math.isfinite(change["value"])
     assert f"`{read_run_info(tmp_path)['problems']['source']}`" in text
     assert "max_chain_tokens=40" in text and "transformers " in text
