@@ -2,12 +2,17 @@
 
 Training happens at most once per session per model (cached state dicts); every call returns a
 fresh model loaded from that state, so no test can leak weights or modes into another.
+
+``FAITHCB_TEST_MODEL_SEED`` (default 0) seeds their initial weights: another seed trains models
+that write other text, as another CPU's arithmetic can, so a run with it finds the tests that
+lean on what one model happens to write instead of making their case on purpose.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import random
 from typing import Any
 
@@ -15,6 +20,8 @@ import torch
 
 from faithcb.testing import tiny_model, tiny_tokenizer, train_tiny
 from helpers.vocabulary import arithmetic_texts, train_texts
+
+MODEL_SEED = int(os.environ.get("FAITHCB_TEST_MODEL_SEED", "0"))
 
 
 def tokenizer():
@@ -25,7 +32,7 @@ def tokenizer():
 @functools.cache
 def _trained_state(family: str) -> dict[str, torch.Tensor]:
     tok = tiny_tokenizer()  # same ids as the chat variant; <eos> ends every text
-    model = tiny_model(tok, family, seed=0)
+    model = tiny_model(tok, family, seed=MODEL_SEED)
     texts, starts = train_texts()
     train_tiny(model, tok, texts, steps=120, batch_size=8, completion_starts=starts)
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -33,7 +40,7 @@ def _trained_state(family: str) -> dict[str, torch.Tensor]:
 
 def trained_model(family: str = "llama", tok=None):
     """A fresh tiny model of ``family`` trained on the word problems (eval mode)."""
-    model = tiny_model(tok or tiny_tokenizer(), family, seed=0)
+    model = tiny_model(tok or tiny_tokenizer(), family, seed=MODEL_SEED)
     model.load_state_dict(_trained_state(family))
     return model.eval()
 
@@ -41,7 +48,7 @@ def trained_model(family: str = "llama", tok=None):
 @functools.cache
 def _pretrained_state() -> dict[str, torch.Tensor]:
     tok = tokenizer()
-    model = tiny_model(tok, "llama", seed=0)
+    model = tiny_model(tok, "llama", seed=MODEL_SEED)
     texts, starts = arithmetic_texts(tok, n=64, seed=1)
     train_tiny(model, tok, texts, steps=200, completion_starts=starts)
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -50,7 +57,7 @@ def _pretrained_state() -> dict[str, torch.Tensor]:
 def pretrained_model(tok=None):
     """A fresh tiny llama pre-trained on the compact arithmetic, so greedy chains already end in a
     parsable answer and every probe of a training-loop round reports a number."""
-    model = tiny_model(tok or tokenizer(), "llama", seed=0)
+    model = tiny_model(tok or tokenizer(), "llama", seed=MODEL_SEED)
     model.load_state_dict(_pretrained_state())
     return model
 
@@ -64,7 +71,7 @@ def _cli_state() -> dict[str, torch.Tensor]:
     tok = tokenizer()
     pairs = arithmetic(32, seed=1)
     rows = training_rows([p for p, _ in pairs], tok, chains=[c for _, c in pairs], style=PromptStyle(), fmt="text")
-    model = tiny_model(tok, "llama", seed=0)
+    model = tiny_model(tok, "llama", seed=MODEL_SEED)
     with one_thread():
         train_tiny(model, tok, [r["text"] for r in rows], steps=80, batch_size=8,
                    completion_starts=[r["completion_start"] for r in rows])
@@ -74,7 +81,7 @@ def _cli_state() -> dict[str, torch.Tensor]:
 def cli_model(tok=None):
     """A fresh tiny llama trained on the compact arithmetic in the CLI's default layout
     (``PromptStyle()``, plain), for tests that save a checkpoint and run ``faithcb`` on it."""
-    model = tiny_model(tok or tokenizer(), "llama", seed=0)
+    model = tiny_model(tok or tokenizer(), "llama", seed=MODEL_SEED)
     model.load_state_dict(_cli_state())
     return model
 
